@@ -1,0 +1,165 @@
+"""The contract every upscaling model fulfils.
+
+A model is described by a frozen :class:`ModelDescriptor` (what the scheduler and the
+workers need to know before running it) and implemented as a :class:`TileModel` (how one
+tile or a whole image is computed). Reading weights, describing the architecture and
+running it are separate steps, so that a descriptor can be listed without loading weights.
+
+Tensors are ``(1, channels, height, width)`` float tensors in *unit space*: integer
+images are divided by their dtype's maximum, float images are passed as they are. The
+workers convert to and from the image dtype; models never see dtypes.
+
+Tiling modes
+------------
+``halo``
+    The model has a finite receptive field of ``halo`` input pixels. Every tile is run on
+    its input window grown by the halo and cropped back, which equals whole-image
+    inference exactly. Tiles are independent.
+``blend``
+    Tiles overlap their right and lower neighbours; the overlapping predictions are
+    feathered with a weight ramp. For models whose receptive field is large or unknown.
+``context``
+    The model itself hands *contexts* (for a transformer, attention keys and values; for
+    a diffusion model, one such set per step) from a tile to its right, lower and
+    lower-right neighbours, and consumes those of its left, upper and upper-left ones.
+    Tiles run as a raster-order wavefront.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping, Protocol, runtime_checkable
+
+import torch
+
+TilingMode = Literal["halo", "blend", "context"]
+TILING_MODES: tuple[TilingMode, ...] = ("halo", "blend", "context")
+
+#: Names of the contexts a tile receives, and the offset (rows, cols) of their producer.
+INBOUND: Mapping[str, tuple[int, int]] = {"left": (0, -1), "top": (-1, 0), "top_left": (-1, -1)}
+#: Names of the contexts a tile emits, and the offset (rows, cols) of their consumer.
+OUTBOUND: Mapping[str, tuple[int, int]] = {"right": (0, 1), "below": (1, 0), "below_right": (1, 1)}
+#: Which outbound context of the producer arrives under which inbound name.
+ARRIVES_AS: Mapping[str, str] = {"right": "left", "below": "top", "below_right": "top_left"}
+
+
+@dataclass(frozen=True)
+class SizeRequirements:
+    """Constraints on the size of the input window a model accepts.
+
+    Windows that do not meet them are padded (replicating the border) by the worker and
+    the output is cropped back, so models never see odd sizes they cannot handle.
+    """
+
+    minimum: int = 1
+    multiple_of: int = 1
+
+    def padded(self, size: int) -> int:
+        """The smallest acceptable size that is at least ``size``."""
+        size = max(size, self.minimum)
+        return -(-size // self.multiple_of) * self.multiple_of
+
+
+@dataclass(frozen=True)
+class ModelDescriptor:
+    """What tilewave must know about a model before it runs it."""
+
+    name: str
+    scale: int
+    #: Supported tiling modes; the first is the default.
+    modes: tuple[TilingMode, ...]
+    #: Input pixels on each side that a tile must read to be exact in ``halo`` mode.
+    halo: int = 0
+    #: Channel counts the model accepts (alpha is processed like any other channel).
+    channels: tuple[int, ...] = (1, 3, 4)
+    supports_half: bool = False
+    size: SizeRequirements = field(default_factory=SizeRequirements)
+    #: A short description of what a context holds, for ``context`` models.
+    context_format: str | None = None
+    #: Where the weights come from (``builtin`` for models without weights).
+    weights: str = "builtin"
+    description: str = ""
+    parameters: int = 0
+
+    def __post_init__(self) -> None:
+        if self.scale < 1:
+            raise ValueError(f"model {self.name}: scale must be >= 1, got {self.scale}")
+        if not self.modes or any(m not in TILING_MODES for m in self.modes):
+            raise ValueError(f"model {self.name}: modes must be a subset of {TILING_MODES}")
+        if "context" in self.modes and self.context_format is None:
+            raise ValueError(f"model {self.name}: context models must state context_format")
+
+    @property
+    def default_mode(self) -> TilingMode:
+        return self.modes[0]
+
+
+@dataclass(frozen=True)
+class TileRequest:
+    """Where a tile sits, handed to :meth:`TileModel.forward_tile` in ``context`` mode.
+
+    ``window`` is the input region ``(y0, y1, x0, x1)`` that the input tensor covers (the
+    core plus the model's halo, clipped to the image); ``core`` is the region whose
+    output the model must return. ``contexts`` maps ``left``/``top``/``top_left`` to what
+    that neighbour emitted, or to None where the neighbour lies outside the image.
+    """
+
+    row: int
+    col: int
+    core: tuple[int, int, int, int]
+    window: tuple[int, int, int, int]
+    image_size: tuple[int, int]
+    contexts: Mapping[str, Any]
+
+
+@dataclass
+class TileResult:
+    """What :meth:`TileModel.forward_tile` returns.
+
+    ``output`` covers exactly the request's core times the scale. ``contexts`` maps
+    ``right``/``below``/``below_right`` to any picklable object (tensors included) for
+    the neighbour in that direction; a multi-step model keeps one entry per step inside
+    its object. Entries for neighbours outside the image may be left out.
+    """
+
+    output: torch.Tensor
+    contexts: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class TileModel(Protocol):
+    """A loaded model, ready to run on one device."""
+
+    descriptor: ModelDescriptor
+
+    def to(self, device: torch.device, half: bool = False) -> "TileModel":
+        """Move the model's weights to ``device`` (in half precision if asked and allowed)."""
+        ...
+
+    def forward_image(self, x: torch.Tensor) -> torch.Tensor:
+        """Upscale a whole window with no neighbours: the reference, and ``halo``/``blend``."""
+        ...
+
+    def forward_tile(self, x: torch.Tensor, request: TileRequest) -> TileResult:
+        """Upscale one tile of a raster-order wavefront (``context`` mode only)."""
+        ...
+
+
+class ImageModel:
+    """Base for models with no contexts: ``forward_tile`` is ``forward_image``."""
+
+    descriptor: ModelDescriptor
+
+    def to(self, device: torch.device, half: bool = False) -> "ImageModel":
+        return self
+
+    def forward_image(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward_tile(self, x: torch.Tensor, request: TileRequest) -> TileResult:
+        y0, y1, x0, x1 = request.core
+        wy0, _, wx0, _ = request.window
+        s = self.descriptor.scale
+        out = self.forward_image(x)
+        top, left = (y0 - wy0) * s, (x0 - wx0) * s
+        return TileResult(out[..., top : top + (y1 - y0) * s, left : left + (x1 - x0) * s])

@@ -1,0 +1,76 @@
+"""Names users type, mapped to model factories.
+
+Adding a model family is one module and one :func:`register` line at the bottom.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from ..errors import SettingsError, UnknownModelError
+from .base import TileModel
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A registered model: how to build it, and which scales it can be built for."""
+
+    name: str
+    factory: Callable[[int], TileModel]
+    #: Scales the model can run at; None means any integer scale >= 1.
+    scales: tuple[int, ...] | None
+    default_scale: int
+    summary: str
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register(entry: ModelEntry) -> None:
+    """Make a model available by name (replacing any model of that name)."""
+    _REGISTRY[entry.name] = entry
+
+
+def available_models() -> list[ModelEntry]:
+    """All registered models, sorted by name."""
+    return [_REGISTRY[k] for k in sorted(_REGISTRY)]
+
+
+def get_entry(name: str) -> ModelEntry:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        known = ", ".join(sorted(_REGISTRY))
+        raise UnknownModelError(
+            f"unknown model {name!r}; choose one of: {known} (see `tilewave models`)"
+        ) from None
+
+
+def resolve_scale(name: str, scale: int | None) -> int:
+    """The scale to run ``name`` at: the one asked for, checked, or the model's default."""
+    entry = get_entry(name)
+    if scale is None:
+        return entry.default_scale
+    if scale < 1:
+        raise SettingsError(f"--scale must be a positive integer, got {scale}")
+    if entry.scales is not None and scale not in entry.scales:
+        allowed = ", ".join(str(s) for s in entry.scales)
+        raise SettingsError(f"model {name!r} runs at scale {allowed}, not {scale}; change --scale")
+    return scale
+
+
+def load_model(name: str, scale: int | None = None) -> TileModel:
+    """Build the model ``name`` at ``scale`` (or its default scale)."""
+    return get_entry(name).factory(resolve_scale(name, scale))
+
+
+def _register_builtins() -> None:
+    from .bicubic import Bicubic
+    from .prefix_sum import PrefixSum
+
+    register(ModelEntry("bicubic", Bicubic, None, 2, "bicubic interpolation, any integer scale"))
+    register(ModelEntry("prefix-sum", PrefixSum, None, 2, "diagnostic context-mode model"))
+
+
+_register_builtins()
