@@ -1,0 +1,84 @@
+"""The driver loop: feeds ready tiles to a worker pool, records finished ones, and hands
+contexts from producers to consumers, dropping each once its consumer is done.
+
+The loop touches only tile coordinates and context handles; pixels stay with workers.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+from ..models.base import OUTBOUND
+from ..storage.job_state import ContextStore, Ledger
+from .plan import TileGrid
+from .wavefront import ContextTable, Wavefront
+
+if TYPE_CHECKING:  # the pools import the pipeline; the loop needs only their interface
+    from ..actors.pools import TilePool
+
+
+@dataclass
+class RunStats:
+    """What one pass of the driver loop did."""
+
+    tiles_run: int
+    seconds: float
+    peak_contexts: int
+    peak_in_flight: int
+
+
+def run_tiles(
+    grid: TileGrid,
+    pool: "TilePool",
+    ledger: Ledger,
+    dependent: bool,
+    contexts: ContextStore | None = None,
+    on_tile: Callable[[int], None] | None = None,
+) -> RunStats:
+    """Run every tile of ``grid`` that ``ledger`` does not list as done.
+
+    With ``dependent`` set, a tile starts only after its left, top and top-left
+    neighbours, and receives their contexts; contexts of finished tiles whose consumers
+    are not done yet are taken from ``contexts`` (the persisted store) on resume.
+    """
+    start = time.perf_counter()
+    done = ledger.done()
+    wave = Wavefront(grid.rows, grid.cols, dependent, done)
+    table: ContextTable[Any] = ContextTable(grid.rows, grid.cols)
+    if dependent and contexts is not None:
+        for producer in done:
+            for direction, (dr, dc) in OUTBOUND.items():
+                consumer = (producer[0] + dr, producer[1] + dc)
+                if grid.contains(*consumer) and consumer not in done:
+                    persisted = contexts.existing(producer, direction)
+                    if persisted is not None:
+                        table.put(producer, direction, persisted)
+    tiles_run = 0
+    peak_in_flight = 0
+    try:
+        while not wave.finished:
+            while pool.in_flight() < pool.capacity and wave.has_ready():
+                index = wave.pop_ready()
+                assert index is not None
+                inbound = table.inbound(index) if dependent else {}
+                pool.submit(index, {k: v for k, v in inbound.items() if v is not None})
+            peak_in_flight = max(peak_in_flight, pool.in_flight())
+            completions = pool.wait()
+            # The worker wrote the chunk and its contexts before reporting: record first,
+            # then hand over and free, so a crash at any point leaves a resumable state.
+            ledger.record([c.index for c in completions])
+            for c in completions:
+                for direction, handle in c.outbound.items():
+                    table.put(c.index, direction, handle)
+                wave.finish(c.index)
+                for producer, direction in table.release(c.index):
+                    if contexts is not None:
+                        contexts.remove(producer, direction)
+            tiles_run += len(completions)
+            if on_tile is not None:
+                on_tile(len(completions))
+    finally:
+        ledger.close()
+    return RunStats(tiles_run, time.perf_counter() - start, table.peak, peak_in_flight)

@@ -1,0 +1,94 @@
+"""Computing one tile: pure functions from input pixels (and neighbour contexts) to
+output pixels (and outgoing contexts). No I/O, no Ray; the workers and the whole-image
+reference both call these, so they convert pixels in exactly the same way."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..models.base import TileModel, TileRequest, TilingMode
+from .blend import Ramp, blend_core, split_prediction
+from .plan import Tile, TileGrid
+
+
+def unit_scale(dtype: np.dtype) -> float:
+    """The value that maps to 1.0 in unit space: the integer maximum, or 1 for floats."""
+    return float(np.iinfo(dtype).max) if np.issubdtype(dtype, np.integer) else 1.0
+
+
+def to_unit(pixels: np.ndarray, device: torch.device | None = None, half: bool = False) -> torch.Tensor:
+    """``(c, h, w)`` pixels of any supported dtype to a ``(1, c, h, w)`` float tensor."""
+    x = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32))
+    x = (x / unit_scale(pixels.dtype))[None]
+    if device is not None:
+        x = x.to(device)
+    return x.half() if half else x
+
+
+def from_unit(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Unit-space float ``(c, h, w)`` back to ``dtype``: rounded and clipped for integers."""
+    x = np.asarray(x, dtype=np.float32)
+    if np.issubdtype(dtype, np.integer):
+        top = unit_scale(dtype)
+        return np.clip(np.rint(x * np.float32(top)), 0, top).astype(dtype)
+    return x.astype(dtype, copy=False)
+
+
+def _run_image(model: TileModel, x: torch.Tensor) -> torch.Tensor:
+    """``forward_image`` on a window padded to the model's size requirements."""
+    req = model.descriptor.size
+    h, w = x.shape[-2:]
+    ph, pw = req.padded(h), req.padded(w)
+    if (ph, pw) != (h, w):
+        x = F.pad(x, (0, pw - w, 0, ph - h), mode="replicate")
+    s = model.descriptor.scale
+    return model.forward_image(x)[..., : h * s, : w * s]
+
+
+def run_tile(
+    model: TileModel,
+    grid: TileGrid,
+    tile: Tile,
+    window: np.ndarray,
+    mode: TilingMode,
+    inbound: Mapping[str, Any],
+    ramp: Ramp = "cosine",
+    device: torch.device | None = None,
+    half: bool = False,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Upscale one tile.
+
+    ``window`` holds the input pixels of ``tile.read``. Returns the tile's own output
+    (its core times the scale, in the input's dtype) and the contexts for its right,
+    lower and lower-right neighbours (empty in ``halo`` mode).
+    """
+    s = grid.scale
+    x = to_unit(window, device, half)
+    with torch.inference_mode():
+        if mode == "context":
+            request = TileRequest(tile.row, tile.col, tile.core, tile.read,
+                                  (grid.height, grid.width), inbound)
+            result = model.forward_tile(x, request)
+            core = result.output[0].float().cpu().numpy()
+            return from_unit(core, window.dtype), dict(result.contexts)
+        out = _run_image(model, x)[0].float().cpu().numpy()
+    ry0, _, rx0, _ = tile.read
+    py0, py1, px0, px1 = tile.predicted
+    top, left = (py0 - ry0) * s, (px0 - rx0) * s
+    prediction = out[:, top : top + (py1 - py0) * s, left : left + (px1 - px0) * s]
+    if mode == "halo":
+        return from_unit(prediction, window.dtype), {}
+    core, strips = split_prediction(grid, tile, prediction)
+    core = blend_core(grid, tile, core, inbound, ramp)
+    return from_unit(core, window.dtype), {k: np.ascontiguousarray(v) for k, v in strips.items()}
+
+
+def reference_upscale(model: TileModel, pixels: np.ndarray) -> np.ndarray:
+    """Whole-image upscaling of ``(c, h, w)`` pixels, with the same conversions as tiles."""
+    with torch.inference_mode():
+        out = _run_image(model, to_unit(pixels))[0].float().numpy()
+    return from_unit(out, pixels.dtype)

@@ -1,0 +1,151 @@
+"""Scheduling state for the raster-order tile DAG, free of Ray and of pixels.
+
+A tile may depend on its left, top and top-left neighbours (``context`` and ``blend``
+modes) or on nothing (``halo`` mode). :class:`Wavefront` says which tiles may start;
+:class:`ContextTable` holds the contexts finished tiles handed to unfinished ones and
+drops each as soon as its only consumer has finished, so only a frontier stays alive.
+Both are plain data structures, so the runner's decisions can be tested without Ray.
+"""
+
+from __future__ import annotations
+
+import heapq
+from typing import Generic, Iterable, TypeVar
+
+from ..models.base import ARRIVES_AS, INBOUND, OUTBOUND
+
+Index = tuple[int, int]
+V = TypeVar("V")
+
+
+class Wavefront:
+    """Which tiles are ready to run, in raster-order priority.
+
+    Raster order (row by row) keeps the set of live contexts to about one row of tiles,
+    the least any schedule of this DAG can keep.
+    """
+
+    def __init__(self, rows: int, cols: int, dependent: bool, done: Iterable[Index] = ()):
+        self.rows, self.cols, self.dependent = rows, cols, dependent
+        self._done: set[Index] = set(done)
+        self._started: set[Index] = set()
+        self._ready: list[Index] = []
+        self._waiting: dict[Index, int] = {}
+        for r in range(rows):
+            for c in range(cols):
+                if (r, c) in self._done:
+                    continue
+                missing = sum(1 for p in self.dependencies((r, c)) if p not in self._done)
+                if missing:
+                    self._waiting[(r, c)] = missing
+                else:
+                    self._ready.append((r, c))
+        heapq.heapify(self._ready)
+
+    def dependencies(self, index: Index) -> list[Index]:
+        """The tiles ``index`` must wait for."""
+        if not self.dependent:
+            return []
+        r, c = index
+        deps = [(r + dr, c + dc) for dr, dc in INBOUND.values()]
+        return [(y, x) for y, x in deps if 0 <= y < self.rows and 0 <= x < self.cols]
+
+    def dependants(self, index: Index) -> list[Index]:
+        """The tiles that wait for ``index``."""
+        if not self.dependent:
+            return []
+        r, c = index
+        deps = [(r + dr, c + dc) for dr, dc in OUTBOUND.values()]
+        return [(y, x) for y, x in deps if 0 <= y < self.rows and 0 <= x < self.cols]
+
+    @property
+    def remaining(self) -> int:
+        """Tiles not finished yet (running, ready or waiting)."""
+        return self.rows * self.cols - len(self._done)
+
+    @property
+    def finished(self) -> bool:
+        return self.remaining == 0
+
+    def has_ready(self) -> bool:
+        return bool(self._ready)
+
+    def pop_ready(self) -> Index | None:
+        """The next tile to start, or None if every unfinished tile waits or runs."""
+        if not self._ready:
+            return None
+        index = heapq.heappop(self._ready)
+        self._started.add(index)
+        return index
+
+    def finish(self, index: Index) -> list[Index]:
+        """Record ``index`` as finished; returns the tiles that became ready."""
+        if index not in self._started:
+            raise ValueError(f"tile {index} finished without being started")
+        self._started.discard(index)
+        self._done.add(index)
+        newly = []
+        for d in self.dependants(index):
+            if d in self._waiting:
+                self._waiting[d] -= 1
+                if self._waiting[d] == 0:
+                    del self._waiting[d]
+                    heapq.heappush(self._ready, d)
+                    newly.append(d)
+        return newly
+
+    def is_done(self, index: Index) -> bool:
+        return index in self._done
+
+
+class ContextTable(Generic[V]):
+    """Contexts in flight between tiles, keyed by (producer, outbound direction).
+
+    Every context has exactly one consumer, so it is dropped the moment that consumer
+    finishes: the table never holds more than the wavefront's frontier.
+    """
+
+    def __init__(self, rows: int, cols: int):
+        self.rows, self.cols = rows, cols
+        self._live: dict[tuple[Index, str], V] = {}
+        self.peak = 0
+
+    def consumer(self, producer: Index, direction: str) -> Index | None:
+        dr, dc = OUTBOUND[direction]
+        r, c = producer[0] + dr, producer[1] + dc
+        return (r, c) if 0 <= r < self.rows and 0 <= c < self.cols else None
+
+    def put(self, producer: Index, direction: str, value: V) -> bool:
+        """Keep ``value`` for the consumer in ``direction``; False (and nothing kept) when
+        that neighbour lies outside the grid."""
+        if self.consumer(producer, direction) is None:
+            return False
+        self._live[(producer, direction)] = value
+        self.peak = max(self.peak, len(self._live))
+        return True
+
+    def inbound(self, consumer: Index) -> dict[str, V | None]:
+        """The contexts ``consumer`` receives, by inbound name (None where absent)."""
+        r, c = consumer
+        out: dict[str, V | None] = {}
+        for direction, name in ARRIVES_AS.items():
+            dr, dc = OUTBOUND[direction]
+            out[name] = self._live.get(((r - dr, c - dc), direction))
+        return out
+
+    def release(self, consumer: Index) -> list[tuple[Index, str]]:
+        """Drop the contexts ``consumer`` received; returns their keys."""
+        r, c = consumer
+        freed = []
+        for direction in ARRIVES_AS:
+            dr, dc = OUTBOUND[direction]
+            key = ((r - dr, c - dc), direction)
+            if self._live.pop(key, None) is not None:
+                freed.append(key)
+        return freed
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    def keys(self) -> list[tuple[Index, str]]:
+        return list(self._live)
