@@ -1,0 +1,51 @@
+"""What ``tilewave info`` prints: an image's geometry and metadata, and for a tilewave
+output, the job that wrote it and how far it got."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from . import job_state
+from .inputs import open_input
+
+
+def describe(path: str) -> dict[str, Any]:
+    """Facts about the image at ``path``, in display order."""
+    image = open_input(path, check=False)
+    c, h, w = image.shape
+    facts: dict[str, Any] = {
+        "path": image.path,
+        "format": image.format,
+        "size": f"{w} x {h} pixels",
+        "channels": c,
+        "dtype": str(image.dtype),
+        "chunks": f"{image.chunks[1]} x {image.chunks[0]}" if image.chunks else "none (whole file)",
+        "levels": [f"{lw} x {lh}" for lh, lw in image.levels],
+    }
+    meta = image.metadata
+    if "mpp" in meta:
+        facts["pixel size"] = f"{meta['mpp'][1]:.6g} x {meta['mpp'][0]:.6g} um"
+    if "objective_power" in meta:
+        facts["objective"] = f"{meta['objective_power']:g}x"
+    if "crs" in meta:
+        facts["crs"] = meta["crs"] + (f" ({meta['crs_name']})" if "crs_name" in meta else "")
+    if "pixel_size" in meta:
+        facts["ground pixel"] = f"{meta['pixel_size'][1]:g} x {meta['pixel_size'][0]:g} (CRS units)"
+    if "origin" in meta:
+        facts["origin"] = f"x={meta['origin'][0]:.10g}, y={meta['origin'][1]:.10g}"
+    if "nodata" in meta:
+        facts["nodata"] = meta["nodata"]
+    if "channel_names" in meta:
+        facts["channel names"] = ", ".join(meta["channel_names"])
+    job = job_state.read_manifest(path) if os.path.isdir(path) else None
+    if job is not None:
+        s = job["settings"]
+        rows, cols = job["grid"]
+        done = len(job_state.Ledger(path).done())
+        facts["written by"] = (f"tilewave {job['tilewave']}: {s['model']} x{s['scale']}, "
+                               f"{s['mode']} mode, tile {s['tile']}")
+        facts["from"] = job["input"]["path"]
+        facts["tiles done"] = f"{done} of {rows * cols}" + ("" if job.get("complete") else
+                                                              " (incomplete: rerun with --resume)")
+    return facts

@@ -1,0 +1,497 @@
+"""Opening input images lazily, checking them, and describing them.
+
+:func:`open_input` reads only headers and metadata: TIFF family files through tifffile
+(series 0, level 0 of a pyramid), PNG and JPEG through their headers, Zarr arrays and
+OME-Zarr images in place. :func:`lazy_pixels` then gives a dask array over the pixels,
+read chunk by chunk (TIFF, Zarr) for the streaming ingest.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+from xml.etree import ElementTree
+
+import numpy as np
+
+from ..errors import InputError, InputNotFoundError
+from .arrays import ArraySpec
+
+SUPPORTED_DTYPES = (np.dtype("uint8"), np.dtype("uint16"), np.dtype("float32"))
+SUPPORTED_CHANNELS = (1, 3, 4)
+
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_JPEG_MAGIC = b"\xff\xd8\xff"
+
+
+@dataclass(frozen=True)
+class InputImage:
+    """What tilewave knows about an input before reading any pixel."""
+
+    path: str
+    #: ``tiff``, ``svs``, ``ome-tiff``, ``geotiff``, ``png``, ``jpeg``, ``zarr`` or ``ome-zarr``.
+    format: str
+    #: ``(channels, height, width)`` of the full-resolution level.
+    shape: tuple[int, int, int]
+    dtype: np.dtype
+    #: Storage chunk or TIFF tile ``(height, width)``, None for whole-file formats.
+    chunks: tuple[int, int] | None
+    #: ``(height, width)`` of every pyramid level, full resolution first.
+    levels: tuple[tuple[int, int], ...]
+    #: Pixel size, objective power, geo-referencing, channel names where present.
+    metadata: dict[str, Any] = field(default_factory=dict)
+    #: Set for Zarr inputs, which workers read in place.
+    array: ArraySpec | None = None
+
+    @property
+    def channels(self) -> int:
+        return self.shape[0]
+
+    @property
+    def height(self) -> int:
+        return self.shape[1]
+
+    @property
+    def width(self) -> int:
+        return self.shape[2]
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Identifies the input for ``--resume``: path, size, shape, dtype, mtime."""
+        st = os.stat(self.path)
+        size = st.st_size if os.path.isfile(self.path) else None
+        return {
+            "path": os.path.abspath(self.path),
+            "format": self.format,
+            "shape": list(self.shape),
+            "dtype": str(self.dtype),
+            "bytes": size,
+            "mtime_ns": st.st_mtime_ns,
+        }
+
+
+def open_input(path: str | os.PathLike[str], check: bool = True) -> InputImage:
+    """Describe the image at ``path`` and (with ``check``) that tilewave can process it.
+
+    Raises :class:`InputError` (one line, naming the problem and the fix) for missing,
+    unreadable or unsupported inputs. Nothing is written.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise InputNotFoundError(f"input {path!r} does not exist; check the path")
+    if os.path.isdir(path):
+        image = _open_zarr(path)
+    else:
+        if not os.access(path, os.R_OK):
+            raise InputError(f"input {path!r} is not readable; check its permissions")
+        with open(path, "rb") as f:
+            head = f.read(32)
+        if not head:
+            raise InputError(f"input {path!r} is an empty file; it holds no image")
+        if head[:4] in _TIFF_MAGIC:
+            image = _open_tiff(path)
+        elif head.startswith(_PNG_MAGIC):
+            image = _open_png(path, head)
+        elif head.startswith(_JPEG_MAGIC):
+            image = _open_jpeg(path)
+        else:
+            raise InputError(
+                f"input {path!r} is not a TIFF, PNG, JPEG or Zarr image (unrecognised "
+                "header); convert it to one of those"
+            )
+    if check:
+        check_supported(image)
+    return image
+
+
+def check_supported(image: InputImage) -> None:
+    """Raise :class:`InputError` unless tilewave can upscale ``image``."""
+    c, h, w = image.shape
+    if h < 1 or w < 1:
+        raise InputError(f"input {image.path!r} is {h} x {w} pixels; it holds no image")
+    if image.dtype not in SUPPORTED_DTYPES:
+        raise InputError(
+            f"input {image.path!r} has pixel type {image.dtype}; tilewave supports uint8, "
+            "uint16 and float32, so convert it to one of those first"
+        )
+    if c not in SUPPORTED_CHANNELS:
+        raise InputError(
+            f"input {image.path!r} has {c} channels; tilewave supports 1 (grey), 3 (RGB) "
+            "or 4 (RGBA), so select or add channels first"
+        )
+
+
+# --------------------------------------------------------------------------- TIFF
+
+
+def _tiff_axes(axes: str, shape: tuple[int, ...], path: str) -> tuple[str, tuple[Any, ...]]:
+    """Map tifffile's axes onto ``cyx`` letters plus an index that drops length-1 axes."""
+    letters, index = [], []
+    for axis, n in zip(axes, shape):
+        if axis in "YX":
+            letters.append(axis.lower())
+            index.append(slice(None))
+        elif axis in "SC" and "c" not in letters:
+            letters.append("c")
+            index.append(slice(None))
+        elif n == 1:
+            index.append(0)
+        else:
+            raise InputError(
+                f"input {path!r} has {n} planes along axis {axis!r} (axes {axes}); "
+                "tilewave upscales one 2-D image, so extract a single plane first"
+            )
+    return "".join(letters), tuple(index)
+
+
+def _open_tiff(path: str) -> InputImage:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tf:
+            if not tf.series:
+                raise InputError(f"input {path!r} is a TIFF without images; it holds no image")
+            series = tf.series[0]
+            axes, _ = _tiff_axes(series.axes, series.shape, path)
+            shape_by_axis = _shape_by_letters(series.axes, series.shape)
+            c = shape_by_axis.get("c", 1)
+            levels = tuple(
+                (_shape_by_letters(series.axes, lv.shape)["y"], _shape_by_letters(series.axes, lv.shape)["x"])
+                for lv in series.levels
+            )
+            page = series.keyframe
+            chunks = (page.tilelength, page.tilewidth) if page.is_tiled else (page.rowsperstrip or page.imagelength, page.imagewidth)
+            metadata, fmt = _tiff_metadata(tf, page)
+            dtype = np.dtype(series.dtype)
+            # Reading one chunk proves the pixel data is there and decodable; header-only
+            # damage (a truncated file) is caught here rather than inside a worker.
+            _probe_tiff(tf, series, path)
+    except InputError:
+        raise
+    except Exception as exc:  # tifffile raises many kinds for damaged files
+        raise InputError(f"input {path!r} is not a readable TIFF ({_short(exc)}); check the file") from None
+    return InputImage(path, fmt, (c, shape_by_axis["y"], shape_by_axis["x"]), dtype,
+                      (int(chunks[0]), int(chunks[1])), levels, metadata)
+
+
+def _shape_by_letters(axes: str, shape: tuple[int, ...]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for a, n in zip(axes, shape):
+        key = {"Y": "y", "X": "x", "S": "c", "C": "c"}.get(a)
+        if key and key not in out:
+            out[key] = n
+    return out
+
+
+def _probe_tiff(tf: Any, series: Any, path: str) -> None:
+    page = series.keyframe
+    if page.dataoffsets and page.databytecounts:
+        end = max(o + n for o, n in zip(page.dataoffsets, page.databytecounts))
+        if end > tf.filehandle.size:
+            raise InputError(
+                f"input {path!r} is truncated: its pixel data ends at byte {end} but the file "
+                f"has {tf.filehandle.size} bytes; copy the complete file again"
+            )
+
+
+def _tiff_metadata(tf: Any, page: Any) -> tuple[dict[str, Any], str]:
+    meta: dict[str, Any] = {}
+    fmt = "tiff"
+    desc = page.description or ""
+    if tf.is_svs:
+        fmt = "svs"
+        mpp = re.search(r"MPP\s*=\s*([0-9.]+)", desc)
+        mag = re.search(r"AppMag\s*=\s*([0-9.]+)", desc)
+        if mpp:
+            meta["mpp"] = [float(mpp.group(1))] * 2
+        if mag:
+            meta["objective_power"] = float(mag.group(1))
+    elif tf.is_ome and tf.ome_metadata:
+        fmt = "ome-tiff"
+        meta.update(_ome_xml_metadata(tf.ome_metadata))
+    geo = page.geotiff_tags
+    if geo:
+        fmt = "geotiff"
+        meta.update(_geo_metadata(geo))
+        nodata = page.tags.get("GDAL_NODATA")
+        if nodata is not None:
+            try:
+                meta["nodata"] = float(str(nodata.value).strip("\x00 "))
+            except ValueError:
+                pass
+    if "mpp" not in meta and fmt == "tiff":
+        unit = page.tags.get("ResolutionUnit")
+        xres = page.tags.get("XResolution")
+        yres = page.tags.get("YResolution")
+        per = {2: 25400.0, 3: 10000.0}.get(int(unit.value) if unit else 0)
+        if per and xres and yres and xres.value[0] and yres.value[0]:
+            mx = per * xres.value[1] / xres.value[0]
+            my = per * yres.value[1] / yres.value[0]
+            meta["mpp"] = [my, mx]
+    return meta, fmt
+
+
+def _ome_xml_metadata(xml: str) -> dict[str, Any]:
+    meta: dict[str, Any] = {}
+    try:
+        root = ElementTree.fromstring(xml)
+    except ElementTree.ParseError:
+        return meta
+    pixels = next((el for el in root.iter() if el.tag.endswith("Pixels")), None)
+    if pixels is None:
+        return meta
+    to_um = {"nm": 1e-3, "µm": 1.0, "um": 1.0, "mm": 1e3, "cm": 1e4, "m": 1e6}
+    sx, sy = pixels.get("PhysicalSizeX"), pixels.get("PhysicalSizeY")
+    if sx and sy:
+        fx = to_um.get(pixels.get("PhysicalSizeXUnit", "µm"), 1.0)
+        fy = to_um.get(pixels.get("PhysicalSizeYUnit", "µm"), 1.0)
+        meta["mpp"] = [float(sy) * fy, float(sx) * fx]
+    names = [el.get("Name") for el in pixels if el.tag.endswith("Channel")]
+    if names and all(names):
+        meta["channel_names"] = names
+    return meta
+
+
+def _geo_metadata(geo: dict[str, Any]) -> dict[str, Any]:
+    meta: dict[str, Any] = {}
+    for key in ("ProjectedCSTypeGeoKey", "GeographicTypeGeoKey"):
+        code = geo.get(key)
+        if code is not None and int(code) not in (0, 32767):
+            meta["crs"] = f"EPSG:{int(code)}"
+            break
+    if "GTCitationGeoKey" in geo:
+        meta["crs_name"] = str(geo["GTCitationGeoKey"])
+    scale = geo.get("ModelPixelScale")
+    tie = geo.get("ModelTiepoint")
+    if scale is not None:
+        meta["pixel_size"] = [float(scale[1]), float(scale[0])]
+    if tie is not None and len(tie) >= 6:
+        # Raster point (i, j) maps to model point (x, y); record the model origin.
+        meta["origin"] = [float(tie[3] - tie[0] * (scale[0] if scale is not None else 0)),
+                          float(tie[4] + tie[1] * (scale[1] if scale is not None else 0))]
+    return meta
+
+
+# ------------------------------------------------------------------- PNG and JPEG
+
+
+def _open_png(path: str, head: bytes) -> InputImage:
+    # IHDR is always the first chunk: width, height, bit depth, colour type.
+    if len(head) < 26 or head[12:16] != b"IHDR":
+        raise InputError(f"input {path!r} is not a valid PNG (no IHDR header); check the file")
+    width, height, depth, colour = struct.unpack(">IIBB", head[16:26])
+    channels = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}.get(colour)
+    if channels is None:
+        raise InputError(f"input {path!r} has an invalid PNG colour type {colour}; check the file")
+    if colour == 3:
+        channels = 4 if _png_has_transparency(path) else 3
+        depth = 8
+    dtype = np.dtype("uint16") if depth == 16 else np.dtype("uint8")
+    if depth < 8 and colour != 3:
+        # Bit-packed grey is expanded to uint8 on decoding.
+        dtype = np.dtype("uint8")
+    return InputImage(path, "png", (channels, height, width), dtype, None, ((height, width),))
+
+
+def _png_has_transparency(path: str) -> bool:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return "transparency" in im.info
+
+
+def _open_jpeg(path: str) -> InputImage:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            width, height = im.size
+            mode = im.mode
+    except (UnidentifiedImageError, OSError) as exc:
+        raise InputError(f"input {path!r} is not a readable JPEG ({_short(exc)}); check the file") from None
+    channels = {"L": 1, "RGB": 3, "YCbCr": 3}.get(mode)
+    if channels is None:
+        raise InputError(f"input {path!r} is a {mode} JPEG; tilewave reads grey or RGB JPEGs, so convert it")
+    return InputImage(path, "jpeg", (channels, height, width), np.dtype("uint8"), None, ((height, width),))
+
+
+# --------------------------------------------------------------------------- Zarr
+
+
+def _guess_axes(shape: tuple[int, ...], path: str) -> str:
+    if len(shape) == 2:
+        return "yx"
+    if len(shape) == 3:
+        if shape[0] in SUPPORTED_CHANNELS and shape[2] not in SUPPORTED_CHANNELS:
+            return "cyx"
+        if shape[2] in SUPPORTED_CHANNELS and shape[0] not in SUPPORTED_CHANNELS:
+            return "yxc"
+        if shape[0] in SUPPORTED_CHANNELS:
+            return "cyx"
+    raise InputError(
+        f"input {path!r} is a Zarr array of shape {shape} whose channel axis cannot be told; "
+        "store it as (c, y, x) with dimension_names set, or as an OME-Zarr image"
+    )
+
+
+def _open_zarr(path: str) -> InputImage:
+    import zarr
+
+    try:
+        node = zarr.open(path, mode="r")
+    except Exception as exc:
+        raise InputError(
+            f"input {path!r} is a folder but not a Zarr array or group ({_short(exc)}); "
+            "point to a Zarr array, an OME-Zarr image or an image file"
+        ) from None
+    fmt = "zarr"
+    levels: list[tuple[int, int]] = []
+    meta: dict[str, Any] = {}
+    if isinstance(node, zarr.Group):
+        ome = node.attrs.get("ome", node.attrs.asdict())
+        multiscales = ome.get("multiscales") if isinstance(ome, dict) else None
+        if not multiscales:
+            raise InputError(
+                f"input {path!r} is a Zarr group without OME-Zarr multiscales metadata; "
+                "point to the array inside it instead"
+            )
+        ms = multiscales[0]
+        axes = "".join(a["name"] if isinstance(a, dict) else a for a in ms.get("axes", [])).lower()
+        datasets = ms["datasets"]
+        array_path = os.path.join(path, datasets[0]["path"])
+        fmt = "ome-zarr"
+        for ds in datasets:
+            arr = node[ds["path"]]
+            by = dict(zip(axes, arr.shape))
+            levels.append((by["y"], by["x"]))
+        scale = next((t["scale"] for t in datasets[0].get("coordinateTransformations", [])
+                      if t.get("type") == "scale"), None)
+        units = {a.get("name"): a.get("unit") for a in ms.get("axes", []) if isinstance(a, dict)}
+        if scale and units.get("y") in ("micrometer", "micron") and units.get("x") in ("micrometer", "micron"):
+            meta["mpp"] = [float(scale[axes.index("y")]), float(scale[axes.index("x")])]
+        array = zarr.open_array(array_path, mode="r")
+    else:
+        array = node
+        array_path = path
+        names = getattr(array.metadata, "dimension_names", None)
+        if names and all(names):
+            axes = "".join(n.lower()[0] for n in names)
+        else:
+            axes = _guess_axes(array.shape, path)
+    if not set(axes) <= set("tczyx") or "y" not in axes or "x" not in axes or len(axes) != array.ndim:
+        raise InputError(f"input {path!r} has axes {axes!r}; tilewave needs y, x and optionally c, t, z")
+    by = dict(zip(axes, array.shape))
+    for extra in "tz":
+        if by.get(extra, 1) != 1:
+            raise InputError(
+                f"input {path!r} has {by[extra]} planes along {extra!r}; extract a single plane first"
+            )
+    if not levels:
+        levels.append((by["y"], by["x"]))
+    chunk_by = dict(zip(axes, array.chunks))
+    shape = (by.get("c", 1), by["y"], by["x"])
+    return InputImage(path, fmt, shape, np.dtype(array.dtype), (chunk_by["y"], chunk_by["x"]),
+                      tuple(levels), meta, ArraySpec(array_path, axes))
+
+
+# ---------------------------------------------------------------------- pixels
+
+
+def lazy_pixels(image: InputImage, chunk: int) -> Any:
+    """A dask array ``(c, y, x)`` over the input's full-resolution pixels.
+
+    TIFF and Zarr inputs are read chunk by chunk as dask computes; PNG and JPEG files are
+    not tiled formats and are decoded once, whole (their size is bounded by the formats).
+    """
+    import dask.array as da
+
+    if image.array is not None:
+        from .arrays import ArrayReader
+
+        reader = ArrayReader(image.array)
+        return da.from_array(_WindowedReader(reader), chunks=(image.channels, chunk, chunk),
+                             asarray=True, fancy=False)
+    if image.format in ("png", "jpeg"):
+        pixels = _decode_whole(image)
+        return da.from_array(pixels, chunks=(image.channels, chunk, chunk))
+    return da.from_array(_TiffReader(image.path), chunks=(image.channels, chunk, chunk),
+                         asarray=True, fancy=False)
+
+
+def _decode_whole(image: InputImage) -> np.ndarray:
+    import imagecodecs
+
+    try:
+        data = imagecodecs.imread(image.path)
+    except Exception as exc:
+        raise InputError(f"input {image.path!r} could not be decoded ({_short(exc)}); check the file") from None
+    if data.ndim == 2:
+        data = data[:, :, None]
+    if data.shape[2] != image.channels:
+        # Palette PNGs decode to RGB or RGBA; keep what the header promised.
+        data = data[:, :, : image.channels]
+    return np.ascontiguousarray(np.transpose(data, (2, 0, 1))).astype(image.dtype, copy=False)
+
+
+class _WindowedReader:
+    """Presents an :class:`ArrayReader` as a ``(c, y, x)`` array to dask."""
+
+    def __init__(self, reader: Any):
+        self.reader = reader
+        self.shape = reader.shape
+        self.dtype = reader.dtype
+        self.ndim = 3
+
+    def __getitem__(self, key: tuple[slice, slice, slice]) -> np.ndarray:
+        cs, ys, xs = key
+        return self.reader.read(ys.start or 0, ys.stop, xs.start or 0, xs.stop)[cs]
+
+
+class _TiffReader:
+    """Reads ``(c, y, x)`` windows of a TIFF's level 0 through tifffile's Zarr view."""
+
+    def __init__(self, path: str):
+        import tifffile
+
+        self.path = path
+        with tifffile.TiffFile(path) as tf:
+            series = tf.series[0]
+            self._axes, self._index = _tiff_axes(series.axes, series.shape, path)
+            by = _shape_by_letters(series.axes, series.shape)
+            self.dtype = np.dtype(series.dtype)
+        self.shape = (by.get("c", 1), by["y"], by["x"])
+        self.ndim = 3
+        self._array: Any = None
+
+    def _open(self) -> Any:
+        if self._array is None:
+            import tifffile
+            import zarr
+
+            store = tifffile.imread(self.path, aszarr=True, series=0, level=0)
+            self._array = zarr.open_array(store, mode="r")
+        return self._array
+
+    def __getitem__(self, key: tuple[slice, slice, slice]) -> np.ndarray:
+        cs, ys, xs = key
+        windows = iter({"c": slice(None), "y": ys, "x": xs}[a] for a in self._axes)
+        index = tuple(next(windows) if isinstance(i, slice) else i for i in self._index)
+        data = np.asarray(self._open()[index])
+        if "c" not in self._axes:
+            data = data[None]
+        else:
+            data = np.transpose(data, [self._axes.index(a) for a in "cyx"])
+        return data[cs]
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_array"] = None  # file handles do not travel
+        return state
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:160]

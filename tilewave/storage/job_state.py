@@ -1,0 +1,123 @@
+"""Durable state of one upscaling job, kept beside the output in ``<output>/.tilewave``.
+
+* ``job.json``: the settings and the input's fingerprint; ``--resume`` refuses to go on
+  when they differ.
+* ``ledger.log``: one line per finished tile, appended by the driver only after the
+  worker has written the tile's output chunk and its outgoing contexts. Zarr does not
+  store empty chunks by default, so the ledger, not the chunks, says what is done.
+* ``contexts/``: outgoing contexts of finished tiles whose consumers have not finished,
+  written by the producing worker, removed once their consumer is in the ledger.
+* ``work.zarr``: the ingested input, removed when the job completes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+Index = tuple[int, int]
+STATE_DIR = ".tilewave"
+
+
+def state_dir(output: str) -> str:
+    return os.path.join(output, STATE_DIR)
+
+
+def write_manifest(output: str, manifest: dict[str, Any]) -> None:
+    os.makedirs(state_dir(output), exist_ok=True)
+    path = os.path.join(state_dir(output), "job.json")
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(manifest, f, indent=1, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_manifest(output: str) -> dict[str, Any] | None:
+    path = os.path.join(state_dir(output), "job.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+class Ledger:
+    """Append-only record of finished tiles; the driver is its only writer."""
+
+    def __init__(self, output: str):
+        os.makedirs(state_dir(output), exist_ok=True)
+        self.path = os.path.join(state_dir(output), "ledger.log")
+        self._file: Any = None
+
+    def done(self) -> set[Index]:
+        """Tiles recorded as finished; a line torn by a crash is ignored."""
+        if not os.path.exists(self.path):
+            return set()
+        out: set[Index] = set()
+        with open(self.path) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) == 2 and line.endswith("\n"):
+                    out.add((int(parts[0]), int(parts[1])))
+        return out
+
+    def record(self, tiles: Iterable[Index]) -> None:
+        """Append ``tiles`` and flush them to disk before returning."""
+        if self._file is None:
+            self._file = open(self.path, "a")
+        self._file.write("".join(f"{r} {c}\n" for r, c in tiles))
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+@dataclass(frozen=True)
+class PersistedContext:
+    """A context that lives in the job's context store rather than in memory."""
+
+    path: str
+
+    def load(self) -> Any:
+        with open(self.path, "rb") as f:
+            return pickle.load(f)
+
+
+class ContextStore:
+    """Outgoing contexts of finished tiles, one file each, for ``--resume``."""
+
+    def __init__(self, output: str):
+        self.root = os.path.join(state_dir(output), "contexts")
+
+    def path(self, producer: Index, direction: str) -> str:
+        return os.path.join(self.root, f"{producer[0]}_{producer[1]}_{direction}.pkl")
+
+    def save(self, producer: Index, direction: str, value: Any) -> PersistedContext:
+        os.makedirs(self.root, exist_ok=True)
+        path = self.path(producer, direction)
+        tmp = path + ".tmp"
+        with open(tmp, "wb") as f:
+            pickle.dump(value, f, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, path)
+        return PersistedContext(path)
+
+    def existing(self, producer: Index, direction: str) -> PersistedContext | None:
+        path = self.path(producer, direction)
+        return PersistedContext(path) if os.path.exists(path) else None
+
+    def remove(self, producer: Index, direction: str) -> None:
+        try:
+            os.remove(self.path(producer, direction))
+        except FileNotFoundError:
+            pass
+
+    def clear(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
