@@ -1,0 +1,44 @@
+"""Connecting to Ray: an existing cluster by address, or an embedded local instance."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+#: Object store for an embedded local instance; contexts spill to disk beyond it.
+LOCAL_OBJECT_STORE_BYTES = 512 * 1024**2
+
+
+@dataclass(frozen=True)
+class ClusterInfo:
+    cpus: float
+    gpus: float
+    started_here: bool
+
+
+def connect(address: str | None = None, num_cpus: int | None = None) -> ClusterInfo:
+    """Join the Ray cluster at ``address`` (``auto`` finds a running one) or start a
+    local instance; reuses an instance this process already joined."""
+    import ray
+
+    started = False
+    if not ray.is_initialized():
+        kwargs: dict = {"include_dashboard": False, "logging_level": logging.WARNING,
+                        "log_to_driver": False, "configure_logging": True}
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            ray.init(num_cpus=num_cpus or os.cpu_count() or 1,
+                     object_store_memory=LOCAL_OBJECT_STORE_BYTES, **kwargs)
+            started = True
+    res = ray.cluster_resources()
+    return ClusterInfo(res.get("CPU", 0.0), res.get("GPU", 0.0), started)
+
+
+def disconnect(info: ClusterInfo) -> None:
+    """Shut down a local instance this process started; leave clusters running."""
+    import ray
+
+    if info.started_here and ray.is_initialized():
+        ray.shutdown()

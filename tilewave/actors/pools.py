@@ -1,0 +1,156 @@
+"""Pools of tile workers behind one small interface: a Ray actor pool, and an in-process
+pool that runs the same :class:`TileWorker` code serially (for tests, debugging and
+benchmark baselines).
+
+A pool only moves references: the driver submits tile coordinates and context handles,
+and gets back small reports plus handles to the contexts the tile emitted. With Ray the
+handles are object references, so contexts go from worker to worker through the object
+store and never through the driver.
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ..errors import TileFailedError, WorkerLostError
+from .worker import OUT_DIRECTIONS, TileDone, TileError, TileWorker, WorkerJob
+
+Index = tuple[int, int]
+
+
+@dataclass
+class Completion:
+    """A finished tile: its report and handles to its outgoing contexts."""
+
+    index: Index
+    done: TileDone
+    outbound: dict[str, Any]
+
+
+class TilePool(Protocol):
+    workers: int
+    #: How many tiles may be submitted and not yet completed.
+    capacity: int
+
+    def submit(self, index: Index, inbound: dict[str, Any]) -> None: ...
+
+    def wait(self) -> list[Completion]:
+        """Block until at least one submitted tile finished; raise if one failed."""
+        ...
+
+    def in_flight(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+def _failed(job: WorkerJob, index: Index, error: TileError | None, cause: str) -> TileFailedError:
+    exc = TileFailedError(index[0], index[1], job.grid[index].core, cause)
+    exc.details = error.details if error is not None else ""  # type: ignore[attr-defined]
+    return exc
+
+
+class InProcessPool:
+    """Runs tiles one after another in this process."""
+
+    def __init__(self, job: WorkerJob):
+        self.job = job
+        self.worker = TileWorker(job)
+        self.workers = 1
+        self.capacity = 1
+        self._queue: collections.deque[tuple[Index, dict[str, Any]]] = collections.deque()
+
+    def submit(self, index: Index, inbound: dict[str, Any]) -> None:
+        self._queue.append((index, inbound))
+
+    def in_flight(self) -> int:
+        return len(self._queue)
+
+    def wait(self) -> list[Completion]:
+        index, inbound = self._queue.popleft()
+        try:
+            done, *contexts = self.worker.process(*index, **inbound)
+        except TileError as err:
+            raise _failed(self.job, index, err, err.cause) from None
+        return [Completion(index, done, {d: v for d, v in zip(OUT_DIRECTIONS, contexts) if v is not None})]
+
+    def close(self) -> None:
+        self._queue.clear()
+
+
+class RayPool:
+    """Ray actors, one model each, fed by least-loaded dispatch."""
+
+    def __init__(self, job: WorkerJob, workers: int, gpus_per_worker: float = 0.0,
+                 queue_depth: int = 2):
+        import ray
+
+        self.job = job
+        self.workers = workers
+        self.capacity = workers * queue_depth
+        # A restarted actor reloads its model; its unfinished calls are retried, which is
+        # safe because a tile only ever (re)writes its own chunk and its own contexts.
+        actor_cls = ray.remote(TileWorker).options(
+            num_cpus=1, num_gpus=gpus_per_worker, max_restarts=3, max_task_retries=3
+        )
+        self._actors = [actor_cls.remote(job) for _ in range(workers)]
+        self._load = [0] * workers
+        self._pending: dict[Any, tuple[Index, int, list[Any]]] = {}
+        self._dependent = job.mode != "halo"
+        # Surfaces model-loading errors now, as one clear failure, rather than per tile.
+        try:
+            self.names = ray.get([a.describe.remote() for a in self._actors])
+        except ray.exceptions.RayActorError as exc:
+            raise WorkerLostError(f"tile workers failed to start: {_cause(exc)}") from None
+
+    def in_flight(self) -> int:
+        return len(self._pending)
+
+    def submit(self, index: Index, inbound: dict[str, Any]) -> None:
+        k = min(range(self.workers), key=self._load.__getitem__)
+        returns = 1 + len(OUT_DIRECTIONS) if self._dependent else 1
+        call = self._actors[k].process.options(num_returns=returns)
+        refs = call.remote(index[0], index[1], **inbound)
+        if not self._dependent:
+            refs = [refs]
+        self._pending[refs[0]] = (index, k, list(refs[1:]))
+        self._load[k] += 1
+
+    def wait(self) -> list[Completion]:
+        import ray
+
+        ready, _ = ray.wait(list(self._pending), num_returns=1)
+        rest = [r for r in self._pending if r not in ready]
+        more = ray.wait(rest, num_returns=len(rest), timeout=0)[0] if rest else []
+        out = []
+        for ref in [*ready, *more]:
+            index, k, context_refs = self._pending.pop(ref)
+            self._load[k] -= 1
+            try:
+                done = ray.get(ref)
+            except ray.exceptions.RayTaskError as exc:
+                err = exc.cause if isinstance(exc.cause, TileError) else None
+                raise _failed(self.job, index, err, err.cause if err else _cause(exc)) from None
+            except ray.exceptions.RayActorError as exc:
+                raise WorkerLostError(
+                    f"the worker running tile {index} died and could not be restarted "
+                    f"({_cause(exc)}); rerun with --resume to keep the finished tiles"
+                ) from None
+            out.append(Completion(index, done, dict(zip(OUT_DIRECTIONS, context_refs))))
+        return out
+
+    def close(self) -> None:
+        import ray
+
+        for ref in list(self._pending):
+            ray.cancel(ref, force=False)
+        self._pending.clear()
+        for actor in self._actors:
+            ray.kill(actor)
+        self._actors = []
+
+
+def _cause(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[-1][:300] if text else type(exc).__name__

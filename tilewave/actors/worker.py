@@ -1,0 +1,107 @@
+"""The tile worker: holds one model, reads its own input window, runs the tile, writes
+its own output chunk, and returns only small things.
+
+:class:`TileWorker` is a plain class; :mod:`tilewave.actors.pool` turns it into a Ray
+actor, and the in-process executor uses it as it is.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+from ..models import load_model
+from ..models.base import OUTBOUND, TilingMode
+from ..pipeline.blend import Ramp
+from ..pipeline.plan import TileGrid
+from ..pipeline.tile_compute import run_tile
+from ..storage.arrays import ArrayReader, ArraySpec, ArrayWriter
+from ..storage.job_state import ContextStore, PersistedContext
+from .device import pick_device
+
+#: The order of a worker call's context return values.
+OUT_DIRECTIONS: tuple[str, ...] = tuple(OUTBOUND)
+
+
+@dataclass(frozen=True)
+class WorkerJob:
+    """Everything a worker needs to set itself up: names and paths, no pixels."""
+
+    model: str
+    scale: int
+    grid: TileGrid
+    mode: TilingMode
+    ramp: Ramp
+    source: ArraySpec
+    output_array: str
+    #: Job output folder whose context store keeps outgoing contexts (None: keep none).
+    persist_contexts_in: str | None
+
+
+@dataclass(frozen=True)
+class TileDone:
+    """What a worker reports for a finished tile."""
+
+    row: int
+    col: int
+    seconds: float
+    worker: str
+
+
+class TileError(Exception):
+    """A tile failed inside a worker; carries the tile and the worker's traceback."""
+
+    def __init__(self, row: int, col: int, cause: str, details: str):
+        super().__init__(row, col, cause, details)
+        self.row, self.col, self.cause, self.details = row, col, cause, details
+
+    def __str__(self) -> str:
+        return f"tile ({self.row}, {self.col}): {self.cause}"
+
+
+class TileWorker:
+    """Runs tiles of one job with one loaded model."""
+
+    def __init__(self, job: WorkerJob):
+        import os
+        import socket
+
+        self.job = job
+        self.device = pick_device()
+        self.model = load_model(job.model, job.scale)
+        self.half = self.device.type == "cuda" and self.model.descriptor.supports_half
+        self.model.to(self.device, self.half)
+        self.reader = ArrayReader(job.source)
+        self.writer = ArrayWriter(job.output_array)
+        self.contexts = ContextStore(job.persist_contexts_in) if job.persist_contexts_in else None
+        self.name = f"{socket.gethostname()}:{os.getpid()}:{self.device}"
+
+    def describe(self) -> str:
+        return self.name
+
+    def process(self, row: int, col: int, left: Any = None, top: Any = None,
+                top_left: Any = None) -> tuple[TileDone, Any, Any, Any]:
+        """Run tile (row, col); returns its report and its right/below/below-right contexts."""
+        start = time.perf_counter()
+        try:
+            inbound = {k: v.load() if isinstance(v, PersistedContext) else v
+                       for k, v in (("left", left), ("top", top), ("top_left", top_left))}
+            grid = self.job.grid
+            tile = grid[row, col]
+            window = self.reader.read(*tile.read)
+            core, outbound = run_tile(self.model, grid, tile, window, self.job.mode, inbound,
+                                      self.job.ramp, self.device, self.half)
+            oy0, _, ox0, _ = grid.out_window(tile.core)
+            self.writer.write(oy0, ox0, core)
+            if self.contexts is not None:
+                for direction, value in outbound.items():
+                    dr, dc = OUTBOUND[direction]
+                    if value is not None and grid.contains(row + dr, col + dc):
+                        self.contexts.save((row, col), direction, value)
+        except Exception as exc:
+            cause = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+            raise TileError(row, col, cause, traceback.format_exc()) from None
+        done = TileDone(row, col, time.perf_counter() - start, self.name)
+        return (done, *(outbound.get(d) for d in OUT_DIRECTIONS))  # type: ignore[return-value]

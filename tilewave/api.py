@@ -1,0 +1,278 @@
+"""The Python API: :func:`upscale` and :func:`ingest_image`, which the command line wraps."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from . import __version__
+from .errors import InputError, OutputExistsError, ResumeMismatchError, SettingsError
+from .models import get_entry, resolve_scale
+from .pipeline.blend import RAMPS, Ramp
+from .pipeline.plan import TileGrid
+from .storage import job_state
+from .storage.arrays import ArraySpec
+from .storage.ingest import ingest
+from .storage.inputs import InputImage, open_input
+from .storage.ome import create_output
+
+Executor = Literal["ray", "local"]
+DEFAULT_TILE = 256
+
+
+@dataclass(frozen=True)
+class Report:
+    """What a call to :func:`upscale` did."""
+
+    output: str
+    array: str
+    shape: tuple[int, int, int]
+    dtype: str
+    model: str
+    scale: int
+    mode: str
+    tiles: int
+    tiles_run: int
+    seconds: float
+    workers: int
+    executor: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    image: InputImage
+    model: str
+    scale: int
+    mode: str
+    grid: TileGrid
+    ramp: Ramp
+
+    def settings(self) -> dict[str, Any]:
+        g = self.grid
+        return {"model": self.model, "scale": self.scale, "mode": self.mode, "tile": g.tile,
+                "halo": g.halo, "overlap": g.overlap, "ramp": self.ramp}
+
+
+def _plan(image: InputImage, model: str, scale: int | None, tile: int, mode: str | None,
+          halo: int | None, overlap: int | None, ramp: str) -> _Plan:
+    scale = resolve_scale(model, scale)
+    entry = get_entry(model)
+    desc = entry.factory(scale).descriptor
+    mode = mode or desc.default_mode
+    if mode not in desc.modes:
+        raise SettingsError(
+            f"model {model!r} runs in mode {' or '.join(desc.modes)}, not {mode!r}; change --mode"
+        )
+    if image.channels not in desc.channels:
+        raise SettingsError(
+            f"model {model!r} takes {'/'.join(map(str, desc.channels))} channels but the input "
+            f"has {image.channels}; choose another model"
+        )
+    if ramp not in RAMPS:
+        raise SettingsError(f"--ramp must be one of {', '.join(RAMPS)}, not {ramp!r}")
+    if halo is None:
+        halo = desc.halo
+    if overlap is None:
+        overlap = max(1, tile // 8) if mode == "blend" else 0
+    if mode != "blend" and overlap:
+        raise SettingsError("--overlap applies to --mode blend only; drop it or use blend")
+    grid = TileGrid(image.height, image.width, tile, scale, halo, min(overlap, tile))
+    if overlap > tile:
+        raise SettingsError(f"--overlap {overlap} exceeds the tile size {tile}; lower it")
+    return _Plan(image, model, scale, mode, grid, ramp)  # type: ignore[arg-type]
+
+
+def _is_removable_output(path: str) -> bool:
+    return os.path.isfile(path) or os.path.exists(os.path.join(path, "zarr.json")) or \
+        os.path.isdir(job_state.state_dir(path))
+
+
+def _prepare_output(plan: _Plan, output: str, resume: bool, overwrite: bool) -> dict[str, Any]:
+    """Check the output location and return the job manifest to run under."""
+    src = os.path.realpath(plan.image.path)
+    dst = os.path.realpath(output)
+    if dst == src or src.startswith(dst + os.sep) or dst.startswith(src + os.sep):
+        raise SettingsError(f"output {output!r} overlaps the input; choose an output elsewhere")
+    manifest = {"tilewave": __version__, "input": plan.image.fingerprint(),
+                "settings": plan.settings(), "grid": [plan.grid.rows, plan.grid.cols]}
+    if os.path.exists(output):
+        if resume:
+            previous = job_state.read_manifest(output)
+            if previous is None:
+                raise ResumeMismatchError(
+                    f"output {output!r} was not written by tilewave upscale, so it cannot be "
+                    "resumed; choose another output or pass --overwrite"
+                )
+            for key in ("input", "settings"):
+                if previous.get(key) != manifest[key]:
+                    diff = _first_difference(previous.get(key) or {}, manifest[key])
+                    raise ResumeMismatchError(
+                        f"output {output!r} was started with different {key} ({diff}); rerun "
+                        "with the original ones, or with --overwrite instead of --resume"
+                    )
+            return previous
+        if not overwrite:
+            raise OutputExistsError(
+                f"output {output!r} exists; pass --overwrite to replace it or --resume to "
+                "continue an interrupted run"
+            )
+        if not _is_removable_output(output):
+            raise OutputExistsError(
+                f"output {output!r} is a folder that is not a Zarr store; tilewave will not "
+                "delete it, so choose another output path"
+            )
+        if os.path.isdir(output):
+            shutil.rmtree(output)
+        else:
+            os.remove(output)
+    parent = os.path.dirname(os.path.abspath(output))
+    try:
+        os.makedirs(parent, exist_ok=True)
+    except OSError as exc:
+        raise SettingsError(f"cannot create the output's folder {parent!r} ({exc.strerror}); "
+                            "choose a writable location") from None
+    if not os.access(parent, os.W_OK):
+        raise SettingsError(f"output folder {parent!r} is not writable; choose a writable location")
+    return manifest
+
+
+def _first_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
+    for key in sorted(set(old) | set(new)):
+        if old.get(key) != new.get(key):
+            return f"{key}: was {old.get(key)!r}, now {new.get(key)!r}"
+    return "unknown"
+
+
+def upscale(
+    input: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    scale: int | None = None,
+    model: str = "bicubic",
+    tile: int = DEFAULT_TILE,
+    mode: str | None = None,
+    halo: int | None = None,
+    overlap: int | None = None,
+    ramp: str = "cosine",
+    workers: int | None = None,
+    address: str | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    executor: Executor = "ray",
+    progress: bool = True,
+) -> Report:
+    """Upscale ``input`` into the OME-Zarr image ``output``, out of core.
+
+    ``tile`` is in input pixels; each tile's output (``tile * scale`` square) is one
+    chunk of the output array. ``mode`` defaults to the model's own; ``halo`` to the
+    model's receptive field; ``overlap`` (blend mode) to an eighth of the tile. With
+    ``executor="ray"`` tiles run on Ray actors (a local instance unless ``address`` names
+    a cluster); ``"local"`` runs them in this process, one after another.
+    """
+    from tqdm.auto import tqdm
+
+    from .actors.pools import InProcessPool, RayPool
+    from .actors.worker import WorkerJob
+    from .pipeline.runner import run_tiles
+
+    input, output = os.fspath(input), os.fspath(output).rstrip("/")
+    if executor not in ("ray", "local"):
+        raise SettingsError(f"executor must be 'ray' or 'local', not {executor!r}")
+    if workers is not None and workers < 1:
+        raise SettingsError(f"--workers must be at least 1, got {workers}")
+    image = open_input(input)
+    plan = _plan(image, model, scale, tile, mode, halo, overlap, ramp)
+    manifest = _prepare_output(plan, output, resume, overwrite)
+    started = time.perf_counter()
+    grid = plan.grid
+    array_path = f"{output}/0"
+    if not manifest.get("created"):
+        if os.path.exists(output):  # a resume of a run that died before creating its array
+            shutil.rmtree(output)
+        pixel = tuple(v / plan.scale for v in image.metadata["mpp"]) if "mpp" in image.metadata else None
+        create_output(output, (image.channels, *grid.out_shape), image.dtype, grid.out_chunk,
+                      os.path.basename(output), pixel,  # type: ignore[arg-type]
+                      {"tilewave": {"input": manifest["input"], "settings": manifest["settings"]}})
+        manifest["created"] = True
+        job_state.write_manifest(output, manifest)
+    source = _working_source(image, output, manifest, progress)
+
+    dependent = plan.mode != "halo"
+    job = WorkerJob(plan.model, plan.scale, grid, plan.mode, plan.ramp, source, array_path,  # type: ignore[arg-type]
+                    output if dependent else None)
+    ledger = job_state.Ledger(output)
+    contexts = job_state.ContextStore(output) if dependent else None
+    already = len(ledger.done())
+    cluster = None
+    if executor == "local":
+        pool: Any = InProcessPool(job)
+    else:
+        from .actors.cluster import connect
+
+        cluster = connect(address)
+        gpus = 1.0 if cluster.gpus >= 1 else 0.0
+        n = workers or max(1, int(cluster.gpus if gpus else cluster.cpus))
+        pool = RayPool(job, min(n, grid.count), gpus)
+    try:
+        with tqdm(total=grid.count, initial=already, unit="tile", desc="upscale",
+                  disable=not progress, dynamic_ncols=True, smoothing=0.1) as bar:
+            stats = run_tiles(grid, pool, ledger, dependent, contexts, bar.update)
+    except Exception as exc:
+        details = getattr(exc, "details", "")
+        if details:
+            with open(os.path.join(job_state.state_dir(output), "errors.log"), "a") as f:
+                f.write(f"{time.ctime()}: {exc}\n{details}\n")
+        raise
+    finally:
+        pool.close()
+        if cluster is not None:
+            from .actors.cluster import disconnect
+
+            disconnect(cluster)
+    manifest["complete"] = True
+    job_state.write_manifest(output, manifest)
+    if contexts is not None:
+        contexts.clear()
+    shutil.rmtree(os.path.join(job_state.state_dir(output), "work.zarr"), ignore_errors=True)
+    return Report(output, array_path, (image.channels, *grid.out_shape), str(image.dtype),
+                  plan.model, plan.scale, plan.mode, grid.count, stats.tiles_run,
+                  time.perf_counter() - started, pool.workers, executor)
+
+
+def _working_source(image: InputImage, output: str, manifest: dict[str, Any], progress: bool) -> ArraySpec:
+    """Where workers read the input: in place for Zarr, else an ingested working copy."""
+    if image.array is not None:
+        return image.array
+    work = os.path.join(job_state.state_dir(output), "work.zarr")
+    if manifest.get("ingested") and os.path.exists(work):
+        return ArraySpec(work, "cyx")
+    spec = ingest(image, work, chunk=manifest["settings"]["tile"], progress=progress, overwrite=True)
+    manifest["ingested"] = True
+    job_state.write_manifest(output, manifest)
+    return spec
+
+
+def ingest_image(input: str | os.PathLike[str], store: str | os.PathLike[str], *, chunk: int = 512,
+                 overwrite: bool = False, progress: bool = True) -> ArraySpec:
+    """Copy ``input`` into a chunked ``(c, y, x)`` Zarr v3 array at ``store``."""
+    image = open_input(input)
+    store = os.fspath(store)
+    if chunk < 1:
+        raise SettingsError(f"--chunk must be a positive number of pixels, got {chunk}")
+    if os.path.realpath(store) == os.path.realpath(image.path):
+        raise SettingsError(f"store {store!r} is the input; choose another path")
+    if os.path.exists(store) and overwrite and not _is_removable_output(store):
+        raise OutputExistsError(f"store {store!r} is a folder that is not a Zarr store; "
+                                "tilewave will not delete it, so choose another path")
+    if image.array is not None and image.format == "zarr":
+        pass  # copying a Zarr array is allowed: it rechunks it to the tile grid
+    try:
+        return ingest(image, store, chunk=chunk, progress=progress, overwrite=overwrite)
+    except InputError:
+        raise
