@@ -45,7 +45,9 @@ def run_tiles(
     """
     start = time.perf_counter()
     done = ledger.done()
-    wave = Wavefront(grid.rows, grid.cols, dependent, done)
+    # Each worker can advance one row at a time, so one row ahead per worker (and one
+    # spare to hide latency) keeps them all busy while bounding live contexts.
+    wave = Wavefront(grid.rows, grid.cols, dependent, done, rows_ahead=pool.workers + 1)
     table: ContextTable[Any] = ContextTable(grid.rows, grid.cols)
     if dependent and contexts is not None:
         for producer in done:

@@ -21,13 +21,24 @@ V = TypeVar("V")
 class Wavefront:
     """Which tiles are ready to run, in raster-order priority.
 
-    Raster order (row by row) keeps the set of live contexts to about one row of tiles,
-    the least any schedule of this DAG can keep.
+    Tiles within a row depend on each other, so parallel work comes from several rows at
+    once. ``rows_ahead`` caps how many rows below the first unfinished one may start:
+    without it, the first column (which waits only on the tile above) would race down
+    the image while one slow tile holds up its row, and every tile it finished would
+    keep its contexts alive. With the cap, live contexts stay within ``rows_ahead + 1``
+    rows of tiles, whatever the image height.
     """
 
-    def __init__(self, rows: int, cols: int, dependent: bool, done: Iterable[Index] = ()):
+    def __init__(self, rows: int, cols: int, dependent: bool, done: Iterable[Index] = (),
+                 rows_ahead: int | None = None):
         self.rows, self.cols, self.dependent = rows, cols, dependent
+        self.rows_ahead = rows_ahead
         self._done: set[Index] = set(done)
+        self._unfinished = [cols] * rows
+        for r, _ in self._done:
+            self._unfinished[r] -= 1
+        self._first_row = 0
+        self._advance_first_row()
         self._started: set[Index] = set()
         self._ready: list[Index] = []
         self._waiting: dict[Index, int] = {}
@@ -67,12 +78,19 @@ class Wavefront:
     def finished(self) -> bool:
         return self.remaining == 0
 
+    def _advance_first_row(self) -> None:
+        while self._first_row < self.rows and self._unfinished[self._first_row] == 0:
+            self._first_row += 1
+
     def has_ready(self) -> bool:
-        return bool(self._ready)
+        if not self._ready:
+            return False
+        return self.rows_ahead is None or self._ready[0][0] <= self._first_row + self.rows_ahead
 
     def pop_ready(self) -> Index | None:
-        """The next tile to start, or None if every unfinished tile waits or runs."""
-        if not self._ready:
+        """The next tile to start, or None if every unfinished tile waits, runs, or lies
+        too far below the first unfinished row."""
+        if not self.has_ready():
             return None
         index = heapq.heappop(self._ready)
         self._started.add(index)
@@ -84,6 +102,8 @@ class Wavefront:
             raise ValueError(f"tile {index} finished without being started")
         self._started.discard(index)
         self._done.add(index)
+        self._unfinished[index[0]] -= 1
+        self._advance_first_row()
         newly = []
         for d in self.dependants(index):
             if d in self._waiting:
