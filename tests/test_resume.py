@@ -1,0 +1,109 @@
+"""Interrupted runs resume to the same bytes; failed tiles stop the run, named."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import zarr
+
+import tilewave
+from tilewave.errors import TileFailedError
+from tilewave.models import load_model
+from tilewave.pipeline import reference_upscale
+
+from conftest import random_image
+
+pytestmark = pytest.mark.ray
+
+
+def _zarr_input(path, pixels, chunk=64):
+    arr = zarr.create_array(str(path), shape=pixels.shape, chunks=(pixels.shape[0], chunk, chunk),
+                            dtype=pixels.dtype)
+    arr[:] = pixels
+    return str(path)
+
+
+def _ledger_lines(output):
+    path = os.path.join(output, ".tilewave", "ledger.log")
+    if not os.path.exists(path):
+        return 0
+    with open(path) as f:
+        return sum(1 for _ in f)
+
+
+def _run_and_kill(args, output, after_tiles, timeout=120):
+    """Start `tilewave upscale` with its own local Ray, SIGKILL the whole process group
+    once the ledger lists ``after_tiles`` tiles; returns the tiles recorded."""
+    proc = subprocess.Popen([sys.executable, "-m", "tilewave.cli", "upscale", *args, "--quiet"],
+                            start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    deadline = time.monotonic() + timeout
+    try:
+        while _ledger_lines(output) < after_tiles:
+            if proc.poll() is not None:
+                raise AssertionError(f"run ended before it was killed: {proc.stderr.read()!r}")
+            if time.monotonic() > deadline:
+                raise AssertionError("run made no progress")
+            time.sleep(0.01)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    return _ledger_lines(output)
+
+
+def test_killed_halo_run_resumes_to_the_same_bytes(ray_local, tmp_path):
+    pixels = random_image((3, 777, 1000), "uint8", seed=11)
+    src = _zarr_input(tmp_path / "in.zarr", pixels)
+    out = str(tmp_path / "out.zarr")
+    recorded = _run_and_kill([src, out, "--tile", "32"], out, after_tiles=40)
+    assert 40 <= recorded < 32 * 25, "the kill must land mid-run"
+    report = tilewave.upscale(src, out, tile=32, resume=True, progress=False)
+    assert report.tiles_run == report.tiles - recorded
+    expected = reference_upscale(load_model("bicubic", 2), pixels)
+    assert zarr.open_array(f"{out}/0")[:].tobytes() == expected.tobytes()
+    # Resuming a complete output does nothing and changes nothing.
+    again = tilewave.upscale(src, out, tile=32, resume=True, progress=False)
+    assert again.tiles_run == 0
+
+
+def test_killed_context_run_resumes_from_persisted_contexts(ray_local, tmp_path):
+    pixels = np.random.default_rng(4).integers(0, 4, (1, 300, 260)).astype(np.float32)
+    src = _zarr_input(tmp_path / "in.zarr", pixels)
+    out = str(tmp_path / "out.zarr")
+    args = [src, out, "--model", "prefix-sum", "--tile", "16"]
+    recorded = _run_and_kill(args, out, after_tiles=30)
+    total = 19 * 17
+    assert 30 <= recorded < total
+    contexts = os.listdir(os.path.join(out, ".tilewave", "contexts"))
+    assert contexts, "finished tiles with unfinished consumers must have left contexts"
+    report = tilewave.upscale(src, out, model="prefix-sum", tile=16, resume=True, progress=False)
+    assert report.tiles_run == total - recorded
+    expected = reference_upscale(load_model("prefix-sum", 2), pixels)
+    np.testing.assert_array_equal(zarr.open_array(f"{out}/0")[:], expected)
+
+
+def test_a_failing_tile_stops_the_run_and_names_the_tile(ray_local, tmp_path):
+    pixels = random_image((3, 200, 200), "uint8", seed=2)
+    src = _zarr_input(tmp_path / "in.zarr", pixels, chunk=64)
+    # Damage one stored chunk of the input: the tile that reads it cannot decode it.
+    chunk = tmp_path / "in.zarr" / "c" / "0" / "1" / "2"
+    chunk.write_bytes(b"not zstd data")
+    out = str(tmp_path / "out.zarr")
+    with pytest.raises(TileFailedError) as info:
+        tilewave.upscale(src, out, tile=64, progress=False)
+    err = info.value
+    # Chunk (1, 2) covers input rows 64:128 and columns 128:192; with a halo of 2 the
+    # tiles (0, 1), (0, 2), (0, 3)... read it too, so any of the tiles touching it may fail first.
+    y0, y1, x0, x1 = err.window
+    assert y0 < 128 + 2 and y1 > 64 - 2 and x0 < 192 + 2 and x1 > 128 - 2
+    assert "tile (row" in str(err) and "--resume" in str(err)
+    done = open(os.path.join(out, ".tilewave", "ledger.log")).read().split("\n")
+    assert f"{err.row} {err.col}" not in done, "a failed tile must not be recorded as done"
+    log = open(os.path.join(out, ".tilewave", "errors.log")).read()
+    assert "Traceback" in log
