@@ -9,8 +9,8 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from . import __version__
-from .errors import InputError, OutputExistsError, ResumeMismatchError, SettingsError
-from .models import get_entry, resolve_scale
+from .errors import OutputExistsError, ResumeMismatchError, SettingsError
+from .models import describe_model, resolve_scale
 from .pipeline.blend import RAMPS, Ramp
 from .pipeline.plan import TileGrid
 from .storage import job_state
@@ -62,8 +62,7 @@ class _Plan:
 def _plan(image: InputImage, model: str, scale: int | None, tile: int, mode: str | None,
           halo: int | None, overlap: int | None, ramp: str) -> _Plan:
     scale = resolve_scale(model, scale)
-    entry = get_entry(model)
-    desc = entry.factory(scale).descriptor
+    desc = describe_model(model, scale)
     mode = mode or desc.default_mode
     if mode not in desc.modes:
         raise SettingsError(
@@ -82,9 +81,7 @@ def _plan(image: InputImage, model: str, scale: int | None, tile: int, mode: str
         overlap = max(1, tile // 8) if mode == "blend" else 0
     if mode != "blend" and overlap:
         raise SettingsError("--overlap applies to --mode blend only; drop it or use blend")
-    grid = TileGrid(image.height, image.width, tile, scale, halo, min(overlap, tile))
-    if overlap > tile:
-        raise SettingsError(f"--overlap {overlap} exceeds the tile size {tile}; lower it")
+    grid = TileGrid(image.height, image.width, tile, scale, halo, overlap)
     return _Plan(image, model, scale, mode, grid, ramp)  # type: ignore[arg-type]
 
 
@@ -210,16 +207,17 @@ def upscale(
     contexts = job_state.ContextStore(output) if dependent else None
     already = len(ledger.done())
     cluster = None
-    if executor == "local":
-        pool: Any = InProcessPool(job)
-    else:
-        from .actors.cluster import connect
-
-        cluster = connect(address)
-        gpus = 1.0 if cluster.gpus >= 1 else 0.0
-        n = workers or max(1, int(cluster.gpus if gpus else cluster.cpus))
-        pool = RayPool(job, min(n, grid.count), gpus)
+    pool: Any = None
     try:
+        if executor == "local":
+            pool = InProcessPool(job)
+        else:
+            from .actors.cluster import connect
+
+            cluster = connect(address)
+            gpus = 1.0 if cluster.gpus >= 1 else 0.0
+            n = workers or max(1, int(cluster.gpus if gpus else cluster.cpus))
+            pool = RayPool(job, min(n, grid.count), gpus)
         with tqdm(total=grid.count, initial=already, unit="tile", desc="upscale",
                   disable=not progress, dynamic_ncols=True, smoothing=0.1) as bar:
             stats = run_tiles(grid, pool, ledger, dependent, contexts, bar.update)
@@ -230,7 +228,8 @@ def upscale(
                 f.write(f"{time.ctime()}: {exc}\n{details}\n")
         raise
     finally:
-        pool.close()
+        if pool is not None:
+            pool.close()
         if cluster is not None:
             from .actors.cluster import disconnect
 
@@ -270,9 +269,4 @@ def ingest_image(input: str | os.PathLike[str], store: str | os.PathLike[str], *
     if os.path.exists(store) and overwrite and not _is_removable_output(store):
         raise OutputExistsError(f"store {store!r} is a folder that is not a Zarr store; "
                                 "tilewave will not delete it, so choose another path")
-    if image.array is not None and image.format == "zarr":
-        pass  # copying a Zarr array is allowed: it rechunks it to the tile grid
-    try:
-        return ingest(image, store, chunk=chunk, progress=progress, overwrite=overwrite)
-    except InputError:
-        raise
+    return ingest(image, store, chunk=chunk, progress=progress, overwrite=overwrite)

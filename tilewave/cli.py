@@ -144,11 +144,11 @@ def _fmt(value: Any) -> str:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from .models import available_models
+    from .models import available_models, describe_model
 
     rows = [("name", "scale", "modes", "halo", "weights", "description")]
     for entry in available_models():
-        d = entry.factory(entry.default_scale).descriptor
+        d = describe_model(entry.name)
         scales = "any" if entry.scales is None else ",".join(map(str, entry.scales))
         rows.append((entry.name, scales, ",".join(d.modes), str(d.halo), d.weights, d.description))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]

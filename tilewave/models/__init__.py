@@ -13,10 +13,18 @@ from .base import (
     TileResult,
     TilingMode,
 )
-from .registry import ModelEntry, available_models, get_entry, load_model, register, resolve_scale
+from .registry import (
+    ModelEntry,
+    available_models,
+    describe_model,
+    get_entry,
+    load_model,
+    register,
+    resolve_scale,
+)
 
 __all__ = [
     "ARRIVES_AS", "INBOUND", "OUTBOUND", "TILING_MODES", "ImageModel", "ModelDescriptor",
     "ModelEntry", "SizeRequirements", "TileModel", "TileRequest", "TileResult", "TilingMode",
-    "available_models", "get_entry", "load_model", "register", "resolve_scale",
+    "available_models", "describe_model", "get_entry", "load_model", "register", "resolve_scale",
 ]

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..errors import SettingsError, UnknownModelError
-from .base import TileModel
+from .base import ModelDescriptor, TileModel
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,8 @@ class ModelEntry:
     scales: tuple[int, ...] | None
     default_scale: int
     summary: str
+    #: Builds the descriptor without loading weights; None builds the model to ask it.
+    describe: Callable[[int], ModelDescriptor] | None = None
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -58,6 +60,13 @@ def resolve_scale(name: str, scale: int | None) -> int:
         allowed = ", ".join(str(s) for s in entry.scales)
         raise SettingsError(f"model {name!r} runs at scale {allowed}, not {scale}; change --scale")
     return scale
+
+
+def describe_model(name: str, scale: int | None = None) -> ModelDescriptor:
+    """The descriptor of ``name`` at ``scale``, without loading weights where possible."""
+    entry = get_entry(name)
+    scale = resolve_scale(name, scale)
+    return entry.describe(scale) if entry.describe else entry.factory(scale).descriptor
 
 
 def load_model(name: str, scale: int | None = None) -> TileModel:
