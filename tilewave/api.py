@@ -189,6 +189,9 @@ def upscale(
     started = time.perf_counter()
     grid = plan.grid
     array_path = f"{output}/0"
+    if manifest.get("complete"):
+        return Report(output, array_path, (image.channels, *grid.out_shape), str(image.dtype),
+                      plan.model, plan.scale, plan.mode, grid.count, 0, 0.0, 0, executor)
     if not manifest.get("created"):
         if os.path.exists(output):  # a resume of a run that died before creating its array
             shutil.rmtree(output)
@@ -234,11 +237,7 @@ def upscale(
             from .actors.cluster import disconnect
 
             disconnect(cluster)
-    manifest["complete"] = True
-    job_state.write_manifest(output, manifest)
-    if contexts is not None:
-        contexts.clear()
-    shutil.rmtree(os.path.join(job_state.state_dir(output), "work.zarr"), ignore_errors=True)
+    job_state.finish(output, manifest)
     return Report(output, array_path, (image.channels, *grid.out_shape), str(image.dtype),
                   plan.model, plan.scale, plan.mode, grid.count, stats.tiles_run,
                   time.perf_counter() - started, pool.workers, executor)

@@ -102,6 +102,8 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
     )
     if args.json:
         print(json.dumps(report.as_dict()))
+    elif not args.quiet and report.workers == 0:
+        print(f"{report.output} is already complete ({report.tiles} tiles); nothing to do")
     elif not args.quiet:
         c, h, w = report.shape
         print(f"wrote {report.output} ({w} x {h}, {c} channel{'s' * (c != 1)}, {report.dtype}): "

@@ -42,7 +42,7 @@ def describe(path: str) -> dict[str, Any]:
     if job is not None:
         s = job["settings"]
         rows, cols = job["grid"]
-        done = len(job_state.Ledger(path).done())
+        done = rows * cols if job.get("complete") else len(job_state.Ledger(path).done())
         facts["written by"] = (f"tilewave {job['tilewave']}: {s['model']} x{s['scale']}, "
                                f"{s['mode']} mode, tile {s['tile']}")
         facts["from"] = job["input"]["path"]

@@ -1,4 +1,4 @@
-"""Durable state of one upscaling job, kept beside the output in ``<output>/.tilewave``.
+"""Durable state of one upscaling job, kept in ``<output>/.tilewave`` while it runs.
 
 * ``job.json``: the settings and the input's fingerprint; ``--resume`` refuses to go on
   when they differ.
@@ -7,7 +7,10 @@
   store empty chunks by default, so the ledger, not the chunks, says what is done.
 * ``contexts/``: outgoing contexts of finished tiles whose consumers have not finished,
   written by the producing worker, removed once their consumer is in the ledger.
-* ``work.zarr``: the ingested input, removed when the job completes.
+* ``work.zarr``: the ingested input.
+
+When the job completes, its manifest moves into the output group's ``tilewave``
+attribute and the folder is removed, so a finished output is a clean OME-Zarr image.
 """
 
 from __future__ import annotations
@@ -39,18 +42,35 @@ def write_manifest(output: str, manifest: dict[str, Any]) -> None:
 
 
 def read_manifest(output: str) -> dict[str, Any] | None:
+    """The running job's manifest, or a completed job's from the group attributes."""
     path = os.path.join(state_dir(output), "job.json")
-    if not os.path.exists(path):
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    try:
+        with open(os.path.join(output, "zarr.json")) as f:
+            attrs = json.load(f).get("attributes", {})
+    except (OSError, ValueError):
         return None
-    with open(path) as f:
-        return json.load(f)
+    job = attrs.get("tilewave")
+    return job if isinstance(job, dict) and job.get("complete") else None
+
+
+def finish(output: str, manifest: dict[str, Any]) -> None:
+    """Record the job as complete in the output group and remove its working state."""
+    import zarr
+
+    manifest = {**manifest, "complete": True}
+    manifest.pop("created", None)
+    manifest.pop("ingested", None)
+    zarr.open_group(output, mode="r+").attrs["tilewave"] = manifest
+    shutil.rmtree(state_dir(output), ignore_errors=True)
 
 
 class Ledger:
     """Append-only record of finished tiles; the driver is its only writer."""
 
     def __init__(self, output: str):
-        os.makedirs(state_dir(output), exist_ok=True)
         self.path = os.path.join(state_dir(output), "ledger.log")
         self._file: Any = None
 
@@ -69,6 +89,7 @@ class Ledger:
     def record(self, tiles: Iterable[Index]) -> None:
         """Append ``tiles`` and flush them to disk before returning."""
         if self._file is None:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
             self._file = open(self.path, "a")
         self._file.write("".join(f"{r} {c}\n" for r, c in tiles))
         self._file.flush()
