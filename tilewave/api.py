@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from . import __version__
-from .errors import OutputExistsError, ResumeMismatchError, SettingsError
+from .errors import OutputExistsError, ResumeMismatchError, SettingsError, TilewaveError
 from .models import describe_model, resolve_scale
 from .pipeline.blend import RAMPS, Ramp
 from .pipeline.plan import TileGrid
@@ -106,13 +106,22 @@ def _prepare_output(plan: _Plan, output: str, resume: bool, overwrite: bool) -> 
                     f"output {output!r} was not written by tilewave upscale, so it cannot be "
                     "resumed; choose another output or pass --overwrite"
                 )
-            for key in ("input", "settings"):
-                if previous.get(key) != manifest[key]:
-                    diff = _first_difference(previous.get(key) or {}, manifest[key])
-                    raise ResumeMismatchError(
-                        f"output {output!r} was started with different {key} ({diff}); rerun "
-                        "with the original ones, or with --overwrite instead of --resume"
-                    )
+            old_input = previous.get("input") or {}
+            if old_input != manifest["input"]:
+                if old_input.get("path") != manifest["input"]["path"]:
+                    what = f"input {old_input.get('path')!r}, not {manifest['input']['path']!r}"
+                else:
+                    what = "input, which has changed since (its size, shape or modification time differ)"
+                raise ResumeMismatchError(
+                    f"output {output!r} was started from a different {what}; rerun with the "
+                    "original input, or with --overwrite instead of --resume"
+                )
+            if previous.get("settings") != manifest["settings"]:
+                diff = _first_difference(previous.get("settings") or {}, manifest["settings"])
+                raise ResumeMismatchError(
+                    f"output {output!r} was started with different settings ({diff}); rerun "
+                    "with the original ones, or with --overwrite instead of --resume"
+                )
             return previous
         if not overwrite:
             raise OutputExistsError(
@@ -201,7 +210,12 @@ def upscale(
                       {"tilewave": {"input": manifest["input"], "settings": manifest["settings"]}})
         manifest["created"] = True
         job_state.write_manifest(output, manifest)
-    source = _working_source(image, output, manifest, progress)
+    try:
+        source = _working_source(image, output, manifest, progress)
+    except TilewaveError:
+        if not resume:  # an output this call created holds nothing yet: leave no trace
+            shutil.rmtree(output, ignore_errors=True)
+        raise
 
     dependent = plan.mode != "halo"
     job = WorkerJob(plan.model, plan.scale, grid, plan.mode, plan.ramp, source, array_path,  # type: ignore[arg-type]

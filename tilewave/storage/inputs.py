@@ -8,11 +8,13 @@ read chunk by chunk (TIFF, Zarr) for the streaming ingest.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import re
 import struct
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 from xml.etree import ElementTree
 
 import numpy as np
@@ -147,11 +149,45 @@ def _tiff_axes(axes: str, shape: tuple[int, ...], path: str) -> tuple[str, tuple
     return "".join(letters), tuple(index)
 
 
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def _tifffile_problems() -> Iterator[list[str]]:
+    """Collect what tifffile logs while parsing, instead of letting it reach stderr.
+
+    tifffile logs, rather than raises, when a tag's values lie past the end of the file,
+    and then goes on without the tag: a file cut inside its header would otherwise open
+    as an image with no pixel data, or of the wrong pixel type.
+    """
+    logger = logging.getLogger("tifffile")
+    handler = _Collect()
+    saved = logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield handler.messages
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = saved
+
+
 def _open_tiff(path: str) -> InputImage:
     import tifffile
 
     try:
-        with tifffile.TiffFile(path) as tf:
+        with _tifffile_problems() as problems, tifffile.TiffFile(path) as tf:
+            if problems:
+                raise InputError(
+                    f"input {path!r} is damaged or truncated ({problems[0][:120]}); copy the "
+                    "complete file again"
+                )
             if not tf.series:
                 raise InputError(f"input {path!r} is a TIFF without images; it holds no image")
             series = tf.series[0]
@@ -188,6 +224,12 @@ def _shape_by_letters(axes: str, shape: tuple[int, ...]) -> dict[str, int]:
 
 def _probe_tiff(tf: Any, series: Any, path: str) -> None:
     page = series.keyframe
+    expected = int(np.prod(page.chunked))
+    if len(page.dataoffsets) != expected or len(page.databytecounts) != expected:
+        raise InputError(
+            f"input {path!r} is damaged or truncated: it lists {len(page.dataoffsets)} of its "
+            f"{expected} pixel blocks; copy the complete file again"
+        )
     if page.dataoffsets and page.databytecounts:
         end = max(o + n for o, n in zip(page.dataoffsets, page.databytecounts))
         if end > tf.filehandle.size:
@@ -423,9 +465,15 @@ def lazy_pixels(image: InputImage, chunk: int) -> Any:
 
 def _decode_whole(image: InputImage) -> np.ndarray:
     import imagecodecs
+    from PIL import Image
 
     try:
-        data = imagecodecs.imread(image.path)
+        if image.format == "jpeg":
+            # Pillow refuses a truncated JPEG; libjpeg through imagecodecs pads it silently.
+            with Image.open(image.path) as im:
+                data = np.asarray(im.convert("L" if image.channels == 1 else "RGB"))
+        else:
+            data = imagecodecs.imread(image.path)
     except Exception as exc:
         raise InputError(f"input {image.path!r} could not be decoded ({_short(exc)}); check the file") from None
     if data.ndim == 2:
@@ -479,7 +527,15 @@ class _TiffReader:
         cs, ys, xs = key
         windows = iter({"c": slice(None), "y": ys, "x": xs}[a] for a in self._axes)
         index = tuple(next(windows) if isinstance(i, slice) else i for i in self._index)
-        data = np.asarray(self._open()[index])
+        try:
+            with _tifffile_problems():
+                data = np.asarray(self._open()[index])
+        except Exception as exc:  # the codecs raise their own error types
+            raise InputError(
+                f"input {self.path!r} is damaged: its pixels in rows {ys.start}:{ys.stop}, "
+                f"columns {xs.start}:{xs.stop} cannot be decoded ({_short(exc)}); copy the "
+                "complete file again"
+            ) from None
         if "c" not in self._axes:
             data = data[None]
         else:

@@ -1,0 +1,518 @@
+"""The command line's handling of bad input: ``python -m tilewave.cli`` in child processes.
+
+Every refusal must exit 2 with one ``tilewave: error: ...`` line on stderr, no traceback,
+the input left byte for byte as it was, and no output that looks finished. All of these
+are refused before any tile runs, so nothing here starts Ray (``--local`` runs the one
+successful job in-process).
+
+Starting ``python -m tilewave.cli`` costs about 3 s of CPU (it imports torch), too much for
+twenty commands. So one helper interpreter (``python -c SERVER``, a plain interpreter with
+no pytest state) imports the ``tilewave`` package once and, per command, forks a child
+that runs the module as ``__main__`` exactly as ``-m`` does (``runpy``), with stdout and
+stderr on files of its own; an uncaught exception prints its traceback and exits 1, as the
+interpreter would. ``test_forked_runs_match_python_dash_m`` checks that a few commands
+give the very same exit code, stdout and stderr as real ``python -m tilewave.cli`` runs.
+Set ``TILEWAVE_TEST_CLI_DASH_M=1`` to run every command as a real ``python -m`` subprocess
+instead (about a minute longer).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import hashlib
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import imagecodecs
+import numpy as np
+import pytest
+import tifffile
+import zarr
+
+from conftest import random_image
+
+TIMEOUT_S = 240
+PNG_SHAPE = (3, 70, 90)  # (c, h, w): a 3 x 3 grid of 32-pixel tiles
+TILE = 32
+#: Commands also run as real ``python -m tilewave.cli`` subprocesses, for comparison.
+CHECKED_AGAINST_DASH_M = ("truncated", "output_is_input")
+
+SERVER = r"""
+import importlib.util, json, os, runpy, sys, traceback
+import tilewave  # the package import (torch and all) that every command would repeat
+
+# Not tilewave.cli itself: runpy warns when the module it runs is already imported.
+assert "tilewave.cli" not in sys.modules
+CLI_FILE = importlib.util.find_spec("tilewave.cli").origin
+
+print(json.dumps({"ready": True}), flush=True)
+for line in sys.stdin:
+    req = json.loads(line)
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.chdir(req["cwd"])
+            for fd, name in ((1, req["stdout"]), (2, req["stderr"])):
+                f = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                os.dup2(f, fd)
+                os.close(f)
+            sys.stdin = open(os.devnull)
+            sys.stdout = open(1, "w", closefd=False)
+            sys.stderr = open(2, "w", closefd=False, errors="backslashreplace")
+            sys.argv = [CLI_FILE, *req["args"]]
+            try:
+                runpy.run_module("tilewave.cli", run_name="__main__", alter_sys=True)
+                code = 0
+            except SystemExit as exc:
+                if exc.code is None:
+                    code = 0
+                elif isinstance(exc.code, int):
+                    code = exc.code
+                else:
+                    print(exc.code, file=sys.stderr)
+                    code = 1
+            except BaseException:
+                traceback.print_exc()
+                code = 1
+        finally:
+            try:
+                sys.stdout.flush()
+                sys.stderr.flush()
+            finally:
+                os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    print(json.dumps({"rc": os.waitstatus_to_exitcode(status)}), flush=True)
+"""
+
+
+@dataclasses.dataclass
+class Run:
+    args: list[str]
+    #: Files or folders that the command must leave exactly as they were.
+    keep: list[pathlib.Path]
+    before: dict[str, tuple[str, int]] = dataclasses.field(default_factory=dict)
+    after: dict[str, tuple[str, int]] = dataclasses.field(default_factory=dict)
+    returncode: int | None = None
+    stdout: str = ""
+    stderr: str = ""
+
+    @property
+    def error_lines(self) -> list[str]:
+        return self.stderr.splitlines()
+
+
+@dataclasses.dataclass
+class Results:
+    """Every command's :class:`Run`, by name, and the comparison runs."""
+
+    runs: dict[str, Run]
+    #: Real ``python -m tilewave.cli`` runs of the commands in CHECKED_AGAINST_DASH_M.
+    dash_m: dict[str, subprocess.CompletedProcess]
+    #: What the fork server wrote to its own stderr.
+    server_stderr: str
+
+    def __getitem__(self, name: str) -> Run:
+        return self.runs[name]
+
+
+def snapshot(paths: list[pathlib.Path]) -> dict[str, tuple[str, int]]:
+    """Content hash and mtime of every file under ``paths`` (missing paths included)."""
+    out: dict[str, tuple[str, int]] = {}
+    for root in paths:
+        if not root.exists():
+            out[str(root)] = ("missing", 0)
+            continue
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        for p in files:
+            out[str(p)] = (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+    return out
+
+
+def cli_env() -> dict[str, str]:
+    return {**os.environ, "RAY_AUTH_MODE": "disabled"}
+
+
+class ForkServer:
+    """Runs ``python -m tilewave.cli ARGS`` in children forked from a warm interpreter."""
+
+    def __init__(self, scratch: pathlib.Path):
+        self.scratch = scratch
+        self.count = 0
+        self.proc = subprocess.Popen([sys.executable, "-c", SERVER], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True, env=cli_env(), cwd=scratch)
+        self.reader = concurrent.futures.ThreadPoolExecutor(1)
+        assert json.loads(self._reply()) == {"ready": True}
+
+    def _reply(self) -> str:
+        line = self.reader.submit(self.proc.stdout.readline).result(timeout=TIMEOUT_S)
+        if not line:
+            raise RuntimeError(f"the fork server died: {self.proc.stderr.read()}")
+        return line
+
+    def execute(self, run: Run, cwd: pathlib.Path) -> Run:
+        self.count += 1
+        out, err = self.scratch / f"{self.count}.out", self.scratch / f"{self.count}.err"
+        run.before = snapshot(run.keep)
+        request = {"args": run.args, "cwd": str(cwd), "stdout": str(out), "stderr": str(err)}
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        run.returncode = json.loads(self._reply())["rc"]
+        run.stdout, run.stderr = out.read_text(), err.read_text()
+        run.after = snapshot(run.keep)
+        return run
+
+    def close(self) -> str:
+        """Stop the server; returns what it wrote to its own stderr."""
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.reader.shutdown()
+        return self.proc.stderr.read()
+
+
+def run_dash_m(args: list[str], cwd: pathlib.Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tilewave.cli", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=TIMEOUT_S, env=cli_env())
+
+
+class DashM:
+    """Runs every command as a real ``python -m tilewave.cli`` subprocess (slow)."""
+
+    def execute(self, run: Run, cwd: pathlib.Path) -> Run:
+        run.before = snapshot(run.keep)
+        proc = run_dash_m(run.args, cwd)
+        run.returncode, run.stdout, run.stderr = proc.returncode, proc.stdout, proc.stderr
+        run.after = snapshot(run.keep)
+        return run
+
+    def close(self) -> str:
+        return ""
+
+
+def smooth_image(shape: tuple[int, int, int]) -> np.ndarray:
+    c, h, w = shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    planes = [60 + 50 * np.sin(yy / 9 + k) + 40 * np.cos(xx / 13 - k) for k in range(c)]
+    return np.clip(np.stack(planes), 0, 255).astype(np.uint8)
+
+
+def hwc(img: np.ndarray) -> np.ndarray:
+    return np.array(img[0] if img.shape[0] == 1 else np.moveaxis(img, 0, -1), order="C", copy=True)
+
+
+def write_png(path: pathlib.Path, img: np.ndarray) -> pathlib.Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(imagecodecs.png_encode(hwc(img)))
+    return path
+
+
+def write_tiff(path: pathlib.Path, data: np.ndarray, **kw) -> pathlib.Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tifffile.imwrite(path, data, **kw)
+    return path
+
+
+# ------------------------------------------------------------------ the commands
+
+
+def _error_cases(root: pathlib.Path) -> dict[str, Run]:
+    """Commands refused on their input or options alone: name -> Run."""
+    rng = np.random.default_rng(1)
+    rgb = random_image((3, 64, 80), "uint8", seed=2)
+    cases: dict[str, Run] = {}
+
+    def case(name: str, input_path: pathlib.Path, *extra: str, output: str = "out.zarr") -> None:
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        cases[name] = Run(["upscale", str(input_path), str(folder / output), "--local", *extra],
+                          [input_path])
+
+    case("missing", root / "missing" / "missing.tif")
+
+    empty = root / "empty" / "empty.tif"
+    empty.parent.mkdir(parents=True)
+    empty.write_bytes(b"")
+    case("empty", empty)
+
+    text = root / "text" / "notes.tif"
+    text.parent.mkdir(parents=True)
+    text.write_text("this is not an image\nbut it is named like one\n")
+    case("text", text)
+
+    full = write_tiff(root / "truncated" / "full.tif", hwc(rgb), tile=(16, 16),
+                      photometric="rgb")
+    data = full.read_bytes()
+    cut = root / "truncated" / "cut.tif"
+    cut.write_bytes(data[: len(data) // 2])
+    # Cut just after the header, inside the table of tile offsets.
+    with tifffile.TiffFile(full) as tf:
+        at = tf.pages[0].tags["TileOffsets"].valueoffset + 8
+    cut_header = root / "truncated_header" / "cut.tif"
+    cut_header.parent.mkdir(parents=True)
+    cut_header.write_bytes(data[:at])
+    full.unlink()
+    case("truncated", cut)
+    case("truncated_header", cut_header, "--quiet")
+
+    case("int32", write_tiff(root / "int32" / "in.tif",
+                             rng.integers(0, 1000, (40, 50), dtype=np.int32)))
+    case("complex64", write_tiff(root / "complex64" / "in.tif",
+                                 (rng.random((40, 50)) + 1j).astype(np.complex64)))
+    case("bool", write_tiff(root / "bool" / "in.tif", rng.random((40, 50)) > 0.5))
+    case("two_channels", write_tiff(root / "two_channels" / "in.tif",
+                                    rng.integers(0, 255, (40, 50, 2), dtype=np.uint8),
+                                    photometric="minisblack", planarconfig="contig"))
+    case("z_stack", write_tiff(root / "z_stack" / "in.tif",
+                               rng.integers(0, 255, (5, 40, 50), dtype=np.uint8),
+                               photometric="minisblack", metadata={"axes": "ZYX"}))
+
+    good = write_png(root / "good" / "in.png", rgb)
+    case("unknown_model", good, "--model", "no-such-model")
+    case("context_with_bicubic", good, "--mode", "context")
+
+    user_dir = root / "user_dir" / "my-results"
+    user_dir.mkdir(parents=True)
+    (user_dir / "thesis-notes.txt").write_text("do not delete\n")
+    cases["overwrite_user_dir"] = Run(
+        ["upscale", str(good), str(user_dir), "--local", "--overwrite"], [good, user_dir])
+
+    same = write_png(root / "same" / "in.png", rgb)
+    cases["output_is_input"] = Run(
+        ["upscale", str(same), str(same), "--local", "--overwrite"], [same])
+
+    # Header intact, one zlib tile zeroed: found only when the pixels are read.
+    corrupt = write_tiff(root / "corrupt" / "in.tif", hwc(rgb), tile=(16, 16),
+                         photometric="rgb", compression="zlib")
+    with tifffile.TiffFile(corrupt) as tf:
+        o, n = tf.pages[0].dataoffsets[3], tf.pages[0].databytecounts[3]
+    damaged = bytearray(corrupt.read_bytes())
+    damaged[o : o + n] = b"\x00" * n
+    corrupt.write_bytes(bytes(damaged))
+    case("corrupt_tile", corrupt, "--quiet")
+    return cases
+
+
+@pytest.fixture(scope="module")
+def cli(tmp_path_factory) -> Results:
+    root = tmp_path_factory.mktemp("cli")
+    scratch = root / "_server"
+    scratch.mkdir()
+    img = smooth_image(PNG_SHAPE)
+    base_input = write_png(root / "base" / "in.png", img)
+    base_output = root / "base" / "out.zarr"
+    runs: dict[str, Run] = {
+        "success": Run(["upscale", str(base_input), str(base_output), "--local",
+                        "--tile", str(TILE)], [base_input]),
+    }
+    runs.update(_error_cases(root))
+    other_input = write_png(root / "other" / "in.png", 255 - img)
+    # Commands against the finished output (run after it), each on its own copy of it.
+    runs["info"] = Run(["info", str(base_output)], [base_input, base_output])
+    runs["exists"] = Run(["upscale", str(base_input), str(root / "exists" / "out.zarr"),
+                          "--local", "--tile", str(TILE)],
+                         [base_input, root / "exists" / "out.zarr"])
+    runs["resume_other_tile"] = Run(
+        ["upscale", str(base_input), str(root / "resume_other_tile" / "out.zarr"),
+         "--local", "--tile", str(2 * TILE), "--resume"],
+        [base_input, root / "resume_other_tile" / "out.zarr"])
+    runs["resume_other_input"] = Run(
+        ["upscale", str(other_input), str(root / "resume_other_input" / "out.zarr"),
+         "--local", "--tile", str(TILE), "--resume"],
+        [other_input, root / "resume_other_input" / "out.zarr"])
+
+    with concurrent.futures.ThreadPoolExecutor(len(CHECKED_AGAINST_DASH_M)) as pool:
+        # The real `python -m` runs go on beside the fork server; they change nothing.
+        dash_m = {name: pool.submit(run_dash_m, runs[name].args, root)
+                  for name in CHECKED_AGAINST_DASH_M}
+        server = DashM() if os.environ.get("TILEWAVE_TEST_CLI_DASH_M") else ForkServer(scratch)
+        try:
+            for name, run in runs.items():
+                if name in ("exists", "resume_other_tile", "resume_other_input") and \
+                        base_output.exists():
+                    shutil.copytree(base_output, root / name / "out.zarr")
+                server.execute(run, root)
+        finally:
+            server_stderr = server.close()
+        real = {name: future.result() for name, future in dash_m.items()}
+    return Results(runs, real, server_stderr)
+
+
+def test_forked_runs_match_python_dash_m(cli):
+    # Importing tilewave printed nothing (each real run would print it again).
+    assert cli.server_stderr == ""
+    for name in CHECKED_AGAINST_DASH_M:
+        real, forked = cli.dash_m[name], cli[name]
+        assert (real.returncode, real.stdout, real.stderr) == \
+            (forked.returncode, forked.stdout, forked.stderr), name
+
+
+# -------------------------------------------------------------------- assertions
+
+
+def assert_refused(run: Run, *words: str) -> str:
+    """Exit 2, one ``tilewave: error:`` line naming the problem, nothing changed."""
+    assert "Traceback" not in run.stderr and "Traceback" not in run.stdout, run.stderr
+    assert run.returncode == 2, (run.returncode, run.stderr)
+    assert len(run.error_lines) == 1, run.stderr
+    line = run.error_lines[0]
+    assert line.startswith("tilewave: error: "), line
+    for word in words:
+        assert word in line, (word, line)
+    assert run.after == run.before, "an input or an existing output was changed"
+    return line
+
+
+def assert_no_output(run: Run) -> None:
+    output = pathlib.Path(run.args[2])
+    assert not output.exists(), f"{output} was created by a refused run"
+
+
+def looks_complete(output: pathlib.Path) -> bool:
+    """An OME-Zarr group whose job is recorded as complete, in the group attributes (a
+    finished job) or in a ``.tilewave/job.json`` left beside it."""
+    try:
+        group = json.loads((output / "zarr.json").read_text())
+    except (OSError, ValueError):
+        return False
+    job = group.get("attributes", {}).get("tilewave", {})
+    if isinstance(job, dict) and job.get("complete"):
+        return True
+    state = output / ".tilewave" / "job.json"
+    return state.is_file() and bool(json.loads(state.read_text()).get("complete"))
+
+
+# ------------------------------------------------------------------ input errors
+
+
+INPUT_ERRORS = {
+    "missing": ("does not exist", "missing.tif"),
+    "empty": ("empty file", "empty.tif"),
+    "text": ("not a TIFF, PNG, JPEG or Zarr image", "notes.tif"),
+    "truncated": ("truncated", "cut.tif"),
+    "int32": ("pixel type int32", "uint8, uint16 and float32"),
+    "complex64": ("pixel type complex64", "uint8, uint16 and float32"),
+    "bool": ("pixel type bool", "uint8, uint16 and float32"),
+    "two_channels": ("has 2 channels", "1 (grey), 3 (RGB) or 4 (RGBA)"),
+    "z_stack": ("5 planes", "'Z'", "single plane"),
+}
+
+
+@pytest.mark.parametrize("name", list(INPUT_ERRORS))
+def test_bad_input_is_refused(cli, name):
+    run = cli[name]
+    assert_refused(run, *INPUT_ERRORS[name])
+    assert_no_output(run)
+
+
+def test_tiff_cut_inside_its_header_is_refused(cli):
+    run = cli["truncated_header"]
+    # Whatever the message, a blank image must not be passed off as a finished job.
+    assert not looks_complete(pathlib.Path(run.args[2]))
+    assert_refused(run, "cut.tif")
+
+
+def test_corrupt_tile_is_refused(cli):
+    run = cli["corrupt_tile"]
+    assert_refused(run, "in.tif")
+    assert not looks_complete(pathlib.Path(run.args[2]))
+
+
+# --------------------------------------------------------------- option errors
+
+
+def test_unknown_model_is_refused(cli):
+    run = cli["unknown_model"]
+    assert_refused(run, "unknown model", "'no-such-model'", "bicubic", "prefix-sum")
+    assert_no_output(run)
+
+
+def test_context_mode_with_bicubic_is_refused(cli):
+    run = cli["context_with_bicubic"]
+    assert_refused(run, "'bicubic'", "'context'", "halo or blend", "--mode")
+    assert_no_output(run)
+
+
+# --------------------------------------------------------------- output errors
+
+
+def test_existing_output_without_overwrite_is_refused(cli):
+    run = cli["exists"]
+    line = assert_refused(run, "exists", "--overwrite", "--resume")
+    assert "out.zarr" in line
+    assert looks_complete(pathlib.Path(run.args[2]))  # still the finished earlier output
+
+
+def test_overwrite_refuses_to_delete_a_user_folder(cli):
+    run = cli["overwrite_user_dir"]
+    assert_refused(run, "not a Zarr store", "will not delete", "my-results")
+    folder = pathlib.Path(run.args[2])
+    assert sorted(p.name for p in folder.iterdir()) == ["thesis-notes.txt"]
+    assert (folder / "thesis-notes.txt").read_text() == "do not delete\n"
+
+
+def test_output_equal_to_input_is_refused(cli):
+    run = cli["output_is_input"]
+    assert_refused(run, "overlaps the input")
+    assert pathlib.Path(run.args[1]).is_file()
+
+
+def test_resume_with_other_tile_is_refused(cli):
+    run = cli["resume_other_tile"]
+    assert_refused(run, "different settings", "tile", f"was {TILE}", f"now {2 * TILE}",
+                   "--overwrite")
+    assert looks_complete(pathlib.Path(run.args[2]))
+
+
+def test_resume_with_other_input_is_refused(cli):
+    run = cli["resume_other_input"]
+    assert_refused(run, "different input", "not ", "--overwrite")
+    assert looks_complete(pathlib.Path(run.args[2]))
+
+
+def test_resume_with_other_input_names_the_inputs(cli):
+    run = cli["resume_other_input"]
+    line = run.error_lines[0]
+    assert run.args[1] in line, line  # the new input, /.../other/in.png
+
+
+# --------------------------------------------------------------------- success
+
+
+def test_local_upscale_of_png_succeeds(cli):
+    run = cli["success"]
+    assert "Traceback" not in run.stderr
+    assert run.returncode == 0, run.stderr
+    assert run.after == run.before
+    assert "9 of 9 tiles" in run.stdout and "bicubic x2" in run.stdout, run.stdout
+    output = pathlib.Path(run.args[2])
+    assert looks_complete(output)
+    c, h, w = PNG_SHAPE
+    out = zarr.open_array(str(output / "0"), mode="r")[:]
+    assert out.shape == (c, 2 * h, 2 * w) and out.dtype == np.uint8
+    # Each 2 x 2 output block averages close to its input pixel on this smooth image.
+    blocks = out.reshape(c, h, 2, w, 2).mean(axis=(2, 4))
+    assert np.abs(blocks - smooth_image(PNG_SHAPE)).mean() < 2
+    assert not (output / ".tilewave" / "work.zarr").exists()
+
+
+def test_info_reports_all_tiles_done(cli):
+    run = cli["info"]
+    assert "Traceback" not in run.stderr
+    assert run.returncode == 0, run.stderr
+    assert run.after == run.before
+    lines = {line.split("  ", 1)[0]: line.split("  ", 1)[1].strip()
+             for line in run.stdout.splitlines() if "  " in line}
+    assert lines["tiles done"] == "9 of 9", run.stdout
+    assert lines["format"] == "ome-zarr"
+    assert lines["size"] == f"{2 * PNG_SHAPE[2]} x {2 * PNG_SHAPE[1]} pixels"
+    assert lines["written by"].endswith(f"bicubic x2, halo mode, tile {TILE}")
