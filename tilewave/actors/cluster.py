@@ -29,8 +29,16 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> ClusterI
         if address:
             ray.init(address=address, **kwargs)
         else:
-            ray.init(num_cpus=num_cpus or os.cpu_count() or 1,
-                     object_store_memory=LOCAL_OBJECT_STORE_BYTES, **kwargs)
+            # The notice that token authentication is on says nothing actionable about an
+            # instance that lives and dies with this process.
+            notice = logging.getLogger("ray._private.authentication.authentication_token_setup")
+            level = notice.level
+            notice.setLevel(logging.ERROR)
+            try:
+                ray.init(num_cpus=num_cpus or os.cpu_count() or 1,
+                         object_store_memory=LOCAL_OBJECT_STORE_BYTES, **kwargs)
+            finally:
+                notice.setLevel(level)
             started = True
     res = ray.cluster_resources()
     return ClusterInfo(res.get("CPU", 0.0), res.get("GPU", 0.0), started)
