@@ -102,10 +102,14 @@ def _cases():
                     continue
                 size = SIZES[n % len(SIZES)]
                 n += 1
-                if kind == "zarr-yxc" and size[0] in CHANNELS:
-                    # A (y, x, c) array without dimension names whose height is 1, 3 or 4
-                    # is ambiguous by shape; the "-named" kind covers those sizes.
+                # Without dimension names a 3-D array is read by its shape: the channel
+                # axis is the one of length <= 4 when the other end is longer. Smaller
+                # shapes are refused (see test_ambiguous_zarr_is_refused); the "-named"
+                # kind covers them.
+                if kind == "zarr-yxc" and size[0] <= 4:
                     size = (size[0] + 10, size[1])
+                if kind == "zarr-cyx" and size[1] <= 4:
+                    size = (size[0], size[1] + 10)
                 if kind == "zarr-yxc-named":
                     size = (3, 517)  # ambiguous by shape, resolved by the names
                 yield pytest.param(kind, dtype, channels, size,
@@ -406,3 +410,41 @@ def test_truncated_png_is_refused_on_ingest(tmp_path):
     assert image.shape == (3, 64, 80)
     with pytest.raises(InputError, match="could not be decoded"):
         ingest(image, str(tmp_path / "w.zarr"), chunk=32, progress=False)
+
+
+@pytest.mark.parametrize("shape", [(3, 5000, 3), (4, 1, 1)])
+def test_ambiguous_zarr_is_refused(tmp_path, shape):
+    arr = zarr.create_array(tmp_path / "a.zarr", shape=shape, dtype="uint8", chunks=shape)
+    arr[...] = 1
+    with pytest.raises(InputError, match="dimension_names"):
+        open_input(tmp_path / "a.zarr")
+
+
+def test_dimension_names_in_any_order_are_honoured(tmp_path):
+    img = random_image((3, 20, 30), "uint16", seed=8)
+    data = np.transpose(img, (2, 0, 1))  # (x, c, y)
+    arr = zarr.create_array(tmp_path / "xcy.zarr", shape=data.shape, dtype=data.dtype,
+                            chunks=data.shape, dimension_names=("x", "c", "y"))
+    arr[...] = data
+    image = open_input(tmp_path / "xcy.zarr")
+    assert image.shape == (3, 20, 30)
+    assert np.array_equal(ArrayReader(image.array).read(0, 20, 0, 30), img)
+    grey = zarr.create_array(tmp_path / "xy.zarr", shape=(30, 20), dtype="uint8", chunks=(30, 20),
+                             dimension_names=("x", "y"))
+    grey[...] = img[0].T.astype("uint8")
+    image = open_input(tmp_path / "xy.zarr")
+    assert image.shape == (1, 20, 30)
+    assert np.array_equal(ArrayReader(image.array).read(2, 7, 3, 9)[0], img[0].astype("uint8")[2:7, 3:9])
+
+
+@pytest.mark.parametrize("attrs", [
+    {"ome": {"version": "0.5", "multiscales": [{"axes": [{"name": "y"}, {"name": "x"}]}]}},
+    {"ome": {"version": "0.5", "multiscales": [{"datasets": [{"path": "missing"}]}]}},
+    {"ome": {"version": "0.5", "multiscales": [{"axes": ["y", "y"], "datasets": [{"path": "0"}]}]}},
+])
+def test_malformed_ome_zarr_is_refused(tmp_path, attrs):
+    group = zarr.open_group(tmp_path / "g.zarr", mode="w")
+    group.create_array("0", shape=(8, 8), dtype="uint8")
+    group.attrs.update(attrs)
+    with pytest.raises(InputError, match="g.zarr"):
+        open_input(tmp_path / "g.zarr")

@@ -73,10 +73,22 @@ def _plan(image: InputImage, model: str, scale: int | None, tile: int, mode: str
             f"model {model!r} takes {'/'.join(map(str, desc.channels))} channels but the input "
             f"has {image.channels}; choose another model"
         )
+    if tile < 1:
+        raise SettingsError(f"--tile must be a positive number of pixels, got {tile}")
+    if tile % desc.block:
+        raise SettingsError(
+            f"model {model!r} works on blocks of {desc.block} pixels, so --tile must be a "
+            f"multiple of {desc.block}, not {tile}"
+        )
     if ramp not in RAMPS:
         raise SettingsError(f"--ramp must be one of {', '.join(RAMPS)}, not {ramp!r}")
     if halo is None:
         halo = desc.halo
+    elif mode == "context" and halo != desc.halo:
+        raise SettingsError(f"model {model!r} sets its own halo ({desc.halo}) in context mode; "
+                            "drop --halo")
+    # A tile larger than the image would only make the output chunks larger.
+    tile = min(tile, -(-max(image.height, image.width) // desc.block) * desc.block)
     if overlap is None:
         overlap = max(1, tile // 8) if mode == "blend" else 0
     if mode != "blend" and overlap:
@@ -86,16 +98,31 @@ def _plan(image: InputImage, model: str, scale: int | None, tile: int, mode: str
 
 
 def _is_removable_output(path: str) -> bool:
-    return os.path.isfile(path) or os.path.exists(os.path.join(path, "zarr.json")) or \
-        os.path.isdir(job_state.state_dir(path))
+    """Only Zarr stores and tilewave outputs are ever deleted by ``overwrite``."""
+    return os.path.isdir(path) and (os.path.exists(os.path.join(path, "zarr.json"))
+                                    or os.path.isdir(job_state.state_dir(path)))
+
+
+def _check_apart(input_path: str, output: str, what: str = "output") -> None:
+    """Refuse an output that is, contains or lies inside the input."""
+    src, dst = os.path.realpath(input_path), os.path.realpath(output)
+    if dst == src or src.startswith(dst + os.sep) or dst.startswith(src + os.sep):
+        raise SettingsError(f"{what} {output!r} overlaps the input; choose a path outside it")
+
+
+def _replace(path: str, what: str) -> None:
+    """Delete an earlier output at ``path`` for ``overwrite``, refusing anything else."""
+    if not _is_removable_output(path):
+        kind = "file" if os.path.isfile(path) else "folder that is not a Zarr store"
+        raise OutputExistsError(
+            f"{what} {path!r} is a {kind}; tilewave will not delete it, so choose another path"
+        )
+    shutil.rmtree(path)
 
 
 def _prepare_output(plan: _Plan, output: str, resume: bool, overwrite: bool) -> dict[str, Any]:
     """Check the output location and return the job manifest to run under."""
-    src = os.path.realpath(plan.image.path)
-    dst = os.path.realpath(output)
-    if dst == src or src.startswith(dst + os.sep) or dst.startswith(src + os.sep):
-        raise SettingsError(f"output {output!r} overlaps the input; choose an output elsewhere")
+    _check_apart(plan.image.path, output)
     manifest = {"tilewave": __version__, "input": plan.image.fingerprint(),
                 "settings": plan.settings(), "grid": [plan.grid.rows, plan.grid.cols]}
     if os.path.exists(output):
@@ -122,21 +149,16 @@ def _prepare_output(plan: _Plan, output: str, resume: bool, overwrite: bool) -> 
                     f"output {output!r} was started with different settings ({diff}); rerun "
                     "with the original ones, or with --overwrite instead of --resume"
                 )
+            if not os.access(output, os.W_OK) or not os.access(os.path.join(output, "0"), os.W_OK):
+                raise SettingsError(f"output {output!r} is not writable, so it cannot be resumed; "
+                                    "check its permissions")
             return previous
         if not overwrite:
             raise OutputExistsError(
                 f"output {output!r} exists; pass --overwrite to replace it or --resume to "
                 "continue an interrupted run"
             )
-        if not _is_removable_output(output):
-            raise OutputExistsError(
-                f"output {output!r} is a folder that is not a Zarr store; tilewave will not "
-                "delete it, so choose another output path"
-            )
-        if os.path.isdir(output):
-            shutil.rmtree(output)
-        else:
-            os.remove(output)
+        _replace(output, "output")
     parent = os.path.dirname(os.path.abspath(output))
     try:
         os.makedirs(parent, exist_ok=True)
@@ -192,6 +214,8 @@ def upscale(
         raise SettingsError(f"executor must be 'ray' or 'local', not {executor!r}")
     if workers is not None and workers < 1:
         raise SettingsError(f"--workers must be at least 1, got {workers}")
+    if executor == "local" and (workers or address):
+        raise SettingsError("--local runs tiles in this process; drop --workers and --address")
     image = open_input(input)
     plan = _plan(image, model, scale, tile, mode, halo, overlap, ramp)
     manifest = _prepare_output(plan, output, resume, overwrite)
@@ -201,40 +225,38 @@ def upscale(
     if manifest.get("complete"):
         return Report(output, array_path, (image.channels, *grid.out_shape), str(image.dtype),
                       plan.model, plan.scale, plan.mode, grid.count, 0, 0.0, 0, executor)
-    if not manifest.get("created"):
-        if os.path.exists(output):  # a resume of a run that died before creating its array
-            shutil.rmtree(output)
-        pixel = tuple(v / plan.scale for v in image.metadata["mpp"]) if "mpp" in image.metadata else None
-        create_output(output, (image.channels, *grid.out_shape), image.dtype, grid.out_chunk,
-                      os.path.basename(output), pixel,  # type: ignore[arg-type]
-                      {"tilewave": {"input": manifest["input"], "settings": manifest["settings"]}})
-        manifest["created"] = True
-        job_state.write_manifest(output, manifest)
-    try:
-        source = _working_source(image, output, manifest, progress)
-    except TilewaveError:
-        if not resume:  # an output this call created holds nothing yet: leave no trace
-            shutil.rmtree(output, ignore_errors=True)
-        raise
-
-    dependent = plan.mode != "halo"
-    job = WorkerJob(plan.model, plan.scale, grid, plan.mode, plan.ramp, source, array_path,  # type: ignore[arg-type]
-                    output if dependent else None)
-    ledger = job_state.Ledger(output)
-    contexts = job_state.ContextStore(output) if dependent else None
-    already = len(ledger.done())
-    cluster = None
+    # Blend strips and model contexts make tiles wait for their neighbours.
+    dependent = plan.mode == "context" or (plan.mode == "blend" and grid.overlap > 0)
+    created_here = not manifest.get("created")
+    cluster: Any = None
     pool: Any = None
     try:
-        if executor == "local":
-            pool = InProcessPool(job)
-        else:
+        if executor == "ray":
             from .actors.cluster import connect
 
             cluster = connect(address)
             gpus = 1.0 if cluster.gpus >= 1 else 0.0
-            n = workers or max(1, int(cluster.gpus if gpus else cluster.cpus))
-            pool = RayPool(job, min(n, grid.count), gpus)
+            available = int(cluster.gpus if gpus else cluster.cpus)
+            if workers is not None and workers > available:
+                raise SettingsError(
+                    f"--workers {workers} asks for more workers than the cluster's {available} "
+                    f"{'GPUs' if gpus else 'CPUs'}; lower it"
+                )
+            n = min(workers or max(1, available), grid.count)
+        if created_here:
+            pixel = tuple(v / plan.scale for v in image.metadata["mpp"]) if "mpp" in image.metadata else None
+            create_output(output, (image.channels, *grid.out_shape), image.dtype, grid.out_chunk,
+                          os.path.basename(output), pixel,  # type: ignore[arg-type]
+                          {"tilewave": {"input": manifest["input"], "settings": manifest["settings"]}})
+            manifest["created"] = True
+            job_state.write_manifest(output, manifest)
+        source = _working_source(image, output, manifest, grid.tile, progress)
+        job = WorkerJob(plan.model, plan.scale, grid, plan.mode, plan.ramp, source, array_path,  # type: ignore[arg-type]
+                        output if dependent else None)
+        ledger = job_state.Ledger(output)
+        contexts = job_state.ContextStore(output) if dependent else None
+        already = len(ledger.done())
+        pool = InProcessPool(job) if executor == "local" else RayPool(job, n, gpus)
         with tqdm(total=grid.count, initial=already, unit="tile", desc="upscale",
                   disable=not progress, dynamic_ncols=True, smoothing=0.1) as bar:
             stats = run_tiles(grid, pool, ledger, dependent, contexts, bar.update)
@@ -243,6 +265,9 @@ def upscale(
         if details:
             with open(os.path.join(job_state.state_dir(output), "errors.log"), "a") as f:
                 f.write(f"{time.ctime()}: {exc}\n{details}\n")
+        elif created_here and isinstance(exc, TilewaveError) and pool is None:
+            # Refused before any tile ran: an output this call created holds nothing.
+            shutil.rmtree(output, ignore_errors=True)
         raise
     finally:
         if pool is not None:
@@ -257,14 +282,18 @@ def upscale(
                   time.perf_counter() - started, pool.workers, executor)
 
 
-def _working_source(image: InputImage, output: str, manifest: dict[str, Any], progress: bool) -> ArraySpec:
-    """Where workers read the input: in place for Zarr, else an ingested working copy."""
-    if image.array is not None:
+def _working_source(image: InputImage, output: str, manifest: dict[str, Any], tile: int,
+                    progress: bool) -> ArraySpec:
+    """Where workers read the input: Zarr in place when its chunks are tile-sized or
+    smaller, else an ingested working copy chunked to the tiles."""
+    if image.array is not None and image.chunks is not None and max(image.chunks) <= 2 * tile:
         return image.array
     work = os.path.join(job_state.state_dir(output), "work.zarr")
     if manifest.get("ingested") and os.path.exists(work):
         return ArraySpec(work, "cyx")
-    spec = ingest(image, work, chunk=manifest["settings"]["tile"], progress=progress, overwrite=True)
+    if os.path.exists(work):  # a copy an earlier, interrupted run did not finish
+        shutil.rmtree(work)
+    spec = ingest(image, work, chunk=tile, progress=progress)
     manifest["ingested"] = True
     job_state.write_manifest(output, manifest)
     return spec
@@ -277,9 +306,9 @@ def ingest_image(input: str | os.PathLike[str], store: str | os.PathLike[str], *
     store = os.fspath(store)
     if chunk < 1:
         raise SettingsError(f"--chunk must be a positive number of pixels, got {chunk}")
-    if os.path.realpath(store) == os.path.realpath(image.path):
-        raise SettingsError(f"store {store!r} is the input; choose another path")
-    if os.path.exists(store) and overwrite and not _is_removable_output(store):
-        raise OutputExistsError(f"store {store!r} is a folder that is not a Zarr store; "
-                                "tilewave will not delete it, so choose another path")
-    return ingest(image, store, chunk=chunk, progress=progress, overwrite=overwrite)
+    _check_apart(image.path, store, "store")
+    if os.path.exists(store):
+        if not overwrite:
+            raise OutputExistsError(f"store {store!r} exists; pass --overwrite to replace it")
+        _replace(store, "store")
+    return ingest(image, store, chunk=chunk, progress=progress)

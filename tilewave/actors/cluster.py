@@ -22,12 +22,19 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> ClusterI
     local instance; reuses an instance this process already joined."""
     import ray
 
+    from ..errors import SettingsError
+
     started = False
     if not ray.is_initialized():
         kwargs: dict = {"include_dashboard": False, "logging_level": logging.WARNING,
                         "log_to_driver": False, "configure_logging": True}
         if address:
-            ray.init(address=address, **kwargs)
+            _probe(address)
+            try:
+                ray.init(address=address, **kwargs)
+            except (ConnectionError, RuntimeError) as exc:
+                raise SettingsError(f"cannot join the Ray cluster at {address!r} ({exc}); "
+                                    "check --address") from None
         else:
             # The notice that token authentication is on says nothing actionable about an
             # instance that lives and dies with this process.
@@ -42,6 +49,24 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> ClusterI
             started = True
     res = ray.cluster_resources()
     return ClusterInfo(res.get("CPU", 0.0), res.get("GPU", 0.0), started)
+
+
+def _probe(address: str, timeout: float = 5.0) -> None:
+    """Fail fast on an address where nothing listens: Ray itself retries for minutes."""
+    import socket
+
+    from ..errors import SettingsError
+
+    if address == "auto":
+        return
+    host, _, port = address.split("://")[-1].rpartition(":")
+    if not host or not port.isdigit():
+        raise SettingsError(f"--address {address!r} is not HOST:PORT or 'auto'")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise SettingsError(f"cannot reach the Ray cluster at {address!r} ({exc.strerror or exc}); "
+                            "check --address and that the cluster is up") from None
 
 
 def disconnect(info: ClusterInfo) -> None:

@@ -18,6 +18,8 @@ from ..errors import TileFailedError, WorkerLostError
 from .worker import OUT_DIRECTIONS, TileDone, TileError, TileWorker, WorkerJob
 
 Index = tuple[int, int]
+#: How long workers may take to be scheduled and load their model.
+STARTUP_TIMEOUT_S = 900
 
 
 @dataclass
@@ -100,8 +102,13 @@ class RayPool:
         self._dependent = job.mode != "halo"
         # Surfaces model-loading errors now, as one clear failure, rather than per tile.
         try:
-            self.names = ray.get([a.describe.remote() for a in self._actors])
-        except ray.exceptions.RayActorError as exc:
+            ray.get([a.describe.remote() for a in self._actors], timeout=STARTUP_TIMEOUT_S)
+        except ray.exceptions.GetTimeoutError:
+            raise WorkerLostError(
+                f"{workers} tile workers did not start within {STARTUP_TIMEOUT_S // 60} minutes; "
+                "the cluster lacks the CPUs or GPUs they ask for"
+            ) from None
+        except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as exc:
             raise WorkerLostError(f"tile workers failed to start: {_cause(exc)}") from None
 
     def in_flight(self) -> int:
@@ -128,7 +135,7 @@ class RayPool:
             index, k, context_refs = self._pending.pop(ref)
             self._load[k] -= 1
             try:
-                done = ray.get(ref)
+                result = ray.get(ref)
             except ray.exceptions.RayTaskError as exc:
                 err = exc.cause if isinstance(exc.cause, TileError) else None
                 raise _failed(self.job, index, err, err.cause if err else _cause(exc)) from None
@@ -137,6 +144,8 @@ class RayPool:
                     f"the worker running tile {index} died and could not be restarted "
                     f"({_cause(exc)}); rerun with --resume to keep the finished tiles"
                 ) from None
+            # Halo-mode calls have one return value: the whole (report, None, ...) tuple.
+            done = result if self._dependent else result[0]
             out.append(Completion(index, done, dict(zip(OUT_DIRECTIONS, context_refs))))
         return out
 

@@ -1,7 +1,7 @@
 """The tile worker: holds one model, reads its own input window, runs the tile, writes
 its own output chunk, and returns only small things.
 
-:class:`TileWorker` is a plain class; :mod:`tilewave.actors.pool` turns it into a Ray
+:class:`TileWorker` is a plain class; :mod:`tilewave.actors.pools` turns it into a Ray
 actor, and the in-process executor uses it as it is.
 """
 
@@ -61,6 +61,19 @@ class TileError(Exception):
         return f"tile ({self.row}, {self.col}): {self.cause}"
 
 
+def _to_cpu(value: Any) -> Any:
+    """Contexts leave the worker on the CPU: GPU tensors neither pickle nor travel well."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_cpu(v) for v in value)
+    return value
+
+
 class TileWorker:
     """Runs tiles of one job with one loaded model."""
 
@@ -93,13 +106,19 @@ class TileWorker:
             window = self.reader.read(*tile.read)
             core, outbound = run_tile(self.model, grid, tile, window, self.job.mode, inbound,
                                       self.job.ramp, self.device, self.half)
-            oy0, _, ox0, _ = grid.out_window(tile.core)
+            oy0, oy1, ox0, ox1 = grid.out_window(tile.core)
+            if core.shape[1:] != (oy1 - oy0, ox1 - ox0):
+                # Writing it would spill into the neighbours' chunks.
+                raise ValueError(f"the model returned {core.shape[1]} x {core.shape[2]} output "
+                                 f"pixels for a tile of {oy1 - oy0} x {ox1 - ox0}")
             self.writer.write(oy0, ox0, core)
+            outbound = {d: _to_cpu(v) for d, v in outbound.items()}
             if self.contexts is not None:
-                for direction, value in outbound.items():
-                    dr, dc = OUTBOUND[direction]
-                    if value is not None and grid.contains(row + dr, col + dc):
-                        self.contexts.save((row, col), direction, value)
+                # Every existing consumer gets a file, None included, so that a missing
+                # file on resume always means a lost context.
+                for direction, (dr, dc) in OUTBOUND.items():
+                    if grid.contains(row + dr, col + dc):
+                        self.contexts.save((row, col), direction, outbound.get(direction))
         except Exception as exc:
             cause = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
             raise TileError(row, col, cause, traceback.format_exc()) from None

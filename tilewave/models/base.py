@@ -74,6 +74,8 @@ class ModelDescriptor:
     channels: tuple[int, ...] = (1, 3, 4)
     supports_half: bool = False
     size: SizeRequirements = field(default_factory=SizeRequirements)
+    #: Tiles must be whole multiples of this many input pixels (block-based models).
+    block: int = 1
     #: A short description of what a context holds, for ``context`` models.
     context_format: str | None = None
     #: Where the weights come from (``builtin`` for models without weights).
@@ -102,6 +104,8 @@ class TileRequest:
     core plus the model's halo, clipped to the image); ``core`` is the region whose
     output the model must return. ``contexts`` maps ``left``/``top``/``top_left`` to what
     that neighbour emitted, or to None where the neighbour lies outside the image.
+    ``seed`` is fixed by the tile's place in the grid: a stochastic model (a diffusion
+    sampler) must draw its noise from it, so a resumed or retried tile gives the same bytes.
     """
 
     row: int
@@ -110,6 +114,7 @@ class TileRequest:
     window: tuple[int, int, int, int]
     image_size: tuple[int, int]
     contexts: Mapping[str, Any]
+    seed: int = 0
 
 
 @dataclass
@@ -146,7 +151,7 @@ class TileModel(Protocol):
 
 
 class ImageModel:
-    """Base for models with no contexts: ``forward_tile`` is ``forward_image``."""
+    """Base for models without contexts (``halo`` and ``blend`` modes)."""
 
     descriptor: ModelDescriptor
 
@@ -157,9 +162,4 @@ class ImageModel:
         raise NotImplementedError
 
     def forward_tile(self, x: torch.Tensor, request: TileRequest) -> TileResult:
-        y0, y1, x0, x1 = request.core
-        wy0, _, wx0, _ = request.window
-        s = self.descriptor.scale
-        out = self.forward_image(x)
-        top, left = (y0 - wy0) * s, (x0 - wx0) * s
-        return TileResult(out[..., top : top + (y1 - y0) * s, left : left + (x1 - x0) * s])
+        raise NotImplementedError(f"{self.descriptor.name} has no context mode")

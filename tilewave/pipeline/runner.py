@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
+from ..errors import ResumeMismatchError
 from ..models.base import OUTBOUND
 from ..storage.job_state import ContextStore, Ledger
 from .plan import TileGrid
@@ -45,9 +46,16 @@ def run_tiles(
     """
     start = time.perf_counter()
     done = ledger.done()
+    strays = [t for t in done if not grid.contains(*t)]
+    if strays:
+        raise ResumeMismatchError(
+            f"the ledger lists tile {strays[0]} outside the {grid.rows} x {grid.cols} grid; it "
+            "belongs to another job, so rerun with --overwrite instead of --resume"
+        )
     # Each worker can advance one row at a time, so one row ahead per worker (and one
     # spare to hide latency) keeps them all busy while bounding live contexts.
-    wave = Wavefront(grid.rows, grid.cols, dependent, done, rows_ahead=pool.workers + 1)
+    wave = Wavefront(grid.rows, grid.cols, dependent, done,
+                     rows_ahead=pool.workers + 1 if dependent else None)
     table: ContextTable[Any] = ContextTable(grid.rows, grid.cols)
     if dependent and contexts is not None:
         for producer in done:
@@ -55,8 +63,13 @@ def run_tiles(
                 consumer = (producer[0] + dr, producer[1] + dc)
                 if grid.contains(*consumer) and consumer not in done:
                     persisted = contexts.existing(producer, direction)
-                    if persisted is not None:
-                        table.put(producer, direction, persisted)
+                    if persisted is None:
+                        raise ResumeMismatchError(
+                            f"tile {producer} is done but the context it left for tile "
+                            f"{consumer} is missing from {contexts.root}; rerun with "
+                            "--overwrite instead of --resume"
+                        )
+                    table.put(producer, direction, persisted)
     tiles_run = 0
     peak_in_flight = 0
     try:

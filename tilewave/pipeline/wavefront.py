@@ -114,8 +114,6 @@ class Wavefront:
                     newly.append(d)
         return newly
 
-    def is_done(self, index: Index) -> bool:
-        return index in self._done
 
 
 class ContextTable(Generic[V]):
@@ -166,6 +164,3 @@ class ContextTable(Generic[V]):
 
     def __len__(self) -> int:
         return len(self._live)
-
-    def keys(self) -> list[tuple[Index, str]]:
-        return list(self._live)

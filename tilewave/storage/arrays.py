@@ -27,8 +27,9 @@ class ArraySpec:
     axes: str = "cyx"
 
     def __post_init__(self) -> None:
-        if not set(self.axes) <= KNOWN_AXES or "y" not in self.axes or "x" not in self.axes:
-            raise ValueError(f"axes {self.axes!r} must be letters of 'tczyx' including y and x")
+        if (not set(self.axes) <= KNOWN_AXES or "y" not in self.axes or "x" not in self.axes
+                or len(set(self.axes)) != len(self.axes)):
+            raise ValueError(f"axes {self.axes!r} must be distinct letters of 'tczyx' with y and x")
 
 
 class ArrayReader:
@@ -48,7 +49,7 @@ class ArrayReader:
         data = np.asarray(self.array[tuple(index)])
         kept = [a for a in self.spec.axes if a in "cyx"]
         if "c" not in kept:
-            return data[None]
+            data, kept = data[None], ["c", *kept]
         return np.transpose(data, [kept.index(a) for a in "cyx"])
 
 

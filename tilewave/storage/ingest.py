@@ -29,13 +29,12 @@ class _TqdmCallback(dask.callbacks.Callback):
             self._bar.update(1)
 
 
-def ingest(image: InputImage, dest: str, chunk: int = 512, progress: bool = True,
-           overwrite: bool = False) -> ArraySpec:
+def ingest(image: InputImage, dest: str, chunk: int = 512, progress: bool = True) -> ArraySpec:
     """Copy ``image`` into a new ``(c, y, x)`` Zarr v3 array at ``dest``, chunk by chunk."""
     from tqdm.auto import tqdm
 
-    if os.path.exists(dest) and not overwrite:
-        raise OutputExistsError(f"store {dest!r} exists; pass --overwrite to replace it")
+    if os.path.exists(dest):
+        raise OutputExistsError(f"store {dest!r} exists; choose another path")
     pixels = lazy_pixels(image, chunk)
     target = zarr.create_array(
         dest,
@@ -44,7 +43,6 @@ def ingest(image: InputImage, dest: str, chunk: int = 512, progress: bool = True
         dtype=image.dtype,
         dimension_names=("c", "y", "x"),
         fill_value=0,
-        overwrite=overwrite,
         # Ingest writes every chunk, zeros included: a missing chunk must mean "not copied".
         config={"write_empty_chunks": True},
     )

@@ -367,12 +367,10 @@ def _guess_axes(shape: tuple[int, ...], path: str) -> str:
     if len(shape) == 2:
         return "yx"
     if len(shape) == 3:
-        if shape[0] in SUPPORTED_CHANNELS and shape[2] not in SUPPORTED_CHANNELS:
+        if shape[0] <= 4 and shape[2] > 4:
             return "cyx"
-        if shape[2] in SUPPORTED_CHANNELS and shape[0] not in SUPPORTED_CHANNELS:
+        if shape[2] <= 4 and shape[0] > 4:
             return "yxc"
-        if shape[0] in SUPPORTED_CHANNELS:
-            return "cyx"
     raise InputError(
         f"input {path!r} is a Zarr array of shape {shape} whose channel axis cannot be told; "
         "store it as (c, y, x) with dimension_names set, or as an OME-Zarr image"
@@ -389,6 +387,20 @@ def _open_zarr(path: str) -> InputImage:
             f"input {path!r} is a folder but not a Zarr array or group ({_short(exc)}); "
             "point to a Zarr array, an OME-Zarr image or an image file"
         ) from None
+    try:
+        return _describe_zarr(path, node)
+    except InputError:
+        raise
+    except Exception as exc:  # malformed metadata: missing keys, datasets or axes
+        raise InputError(
+            f"input {path!r} has malformed Zarr or OME-Zarr metadata ({type(exc).__name__}: "
+            f"{_short(exc)}); check the store"
+        ) from None
+
+
+def _describe_zarr(path: str, node: Any) -> InputImage:
+    import zarr
+
     fmt = "zarr"
     levels: list[tuple[int, int]] = []
     meta: dict[str, Any] = {}
@@ -423,7 +435,8 @@ def _open_zarr(path: str) -> InputImage:
             axes = "".join(n.lower()[0] for n in names)
         else:
             axes = _guess_axes(array.shape, path)
-    if not set(axes) <= set("tczyx") or "y" not in axes or "x" not in axes or len(axes) != array.ndim:
+    if (not set(axes) <= set("tczyx") or "y" not in axes or "x" not in axes
+            or len(axes) != array.ndim or len(set(axes)) != len(axes)):
         raise InputError(f"input {path!r} has axes {axes!r}; tilewave needs y, x and optionally c, t, z")
     by = dict(zip(axes, array.shape))
     for extra in "tz":

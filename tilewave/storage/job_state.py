@@ -90,10 +90,20 @@ class Ledger:
         """Append ``tiles`` and flush them to disk before returning."""
         if self._file is None:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            self._drop_torn_line()
             self._file = open(self.path, "a")
         self._file.write("".join(f"{r} {c}\n" for r, c in tiles))
         self._file.flush()
         os.fsync(self._file.fileno())
+
+    def _drop_torn_line(self) -> None:
+        """Cut a last line a crash left unfinished, so the next append starts clean."""
+        if not os.path.exists(self.path):
+            return
+        with open(self.path, "rb+") as f:
+            data = f.read()
+            if data and not data.endswith(b"\n"):
+                f.truncate(data.rfind(b"\n") + 1)
 
     def close(self) -> None:
         if self._file is not None:
@@ -127,6 +137,8 @@ class ContextStore:
         tmp = path + ".tmp"
         with open(tmp, "wb") as f:
             pickle.dump(value, f, protocol=pickle.HIGHEST_PROTOCOL)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
         return PersistedContext(path)
 
@@ -140,5 +152,3 @@ class ContextStore:
         except FileNotFoundError:
             pass
 
-    def clear(self) -> None:
-        shutil.rmtree(self.root, ignore_errors=True)
