@@ -252,7 +252,7 @@ def upscale(
             job_state.write_manifest(output, manifest)
         source = _working_source(image, output, manifest, grid.tile, progress)
         job = WorkerJob(plan.model, plan.scale, grid, plan.mode, plan.ramp, source, array_path,  # type: ignore[arg-type]
-                        output if dependent else None)
+                        os.path.abspath(output) if dependent else None)
         ledger = job_state.Ledger(output)
         contexts = job_state.ContextStore(output) if dependent else None
         already = len(ledger.done())

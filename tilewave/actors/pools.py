@@ -3,9 +3,9 @@ pool that runs the same :class:`TileWorker` code serially (for tests, debugging 
 benchmark baselines).
 
 A pool only moves references: the driver submits tile coordinates and context handles,
-and gets back small reports plus handles to the contexts the tile emitted. With Ray the
-handles are object references, so contexts go from worker to worker through the object
-store and never through the driver.
+and gets back small reports plus handles to the contexts the tile emitted. The handles
+name files of the job's context store, which the producing worker wrote and the
+consuming worker reads, so contexts never pass through the driver.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..errors import TileFailedError, WorkerLostError
-from .worker import OUT_DIRECTIONS, TileDone, TileError, TileWorker, WorkerJob
+from ..storage.job_state import ContextStore
+from .worker import TileDone, TileError, TileWorker, WorkerJob
 
 Index = tuple[int, int]
 #: How long workers may take to be scheduled and load their model.
@@ -47,6 +48,12 @@ class TilePool(Protocol):
     def close(self) -> None: ...
 
 
+def _completion(job: WorkerJob, done: TileDone) -> Completion:
+    store = ContextStore(job.contexts_in) if job.contexts_in else None
+    outbound = {d: store.handle((done.row, done.col), d) for d in done.contexts} if store else {}
+    return Completion((done.row, done.col), done, outbound)
+
+
 def _failed(job: WorkerJob, index: Index, error: TileError | None, cause: str) -> TileFailedError:
     exc = TileFailedError(index[0], index[1], job.grid[index].core, cause)
     exc.details = error.details if error is not None else ""  # type: ignore[attr-defined]
@@ -72,10 +79,10 @@ class InProcessPool:
     def wait(self) -> list[Completion]:
         index, inbound = self._queue.popleft()
         try:
-            done, *contexts = self.worker.process(*index, **inbound)
+            done = self.worker.process(*index, **inbound)
         except TileError as err:
             raise _failed(self.job, index, err, err.cause) from None
-        return [Completion(index, done, {d: v for d, v in zip(OUT_DIRECTIONS, contexts) if v is not None})]
+        return [_completion(self.job, done)]
 
     def close(self) -> None:
         self._queue.clear()
@@ -98,8 +105,7 @@ class RayPool:
         )
         self._actors = [actor_cls.remote(job) for _ in range(workers)]
         self._load = [0] * workers
-        self._pending: dict[Any, tuple[Index, int, list[Any]]] = {}
-        self._dependent = job.mode != "halo"
+        self._pending: dict[Any, tuple[Index, int]] = {}
         # Surfaces model-loading errors now, as one clear failure, rather than per tile.
         try:
             ray.get([a.describe.remote() for a in self._actors], timeout=STARTUP_TIMEOUT_S)
@@ -116,12 +122,8 @@ class RayPool:
 
     def submit(self, index: Index, inbound: dict[str, Any]) -> None:
         k = min(range(self.workers), key=self._load.__getitem__)
-        returns = 1 + len(OUT_DIRECTIONS) if self._dependent else 1
-        call = self._actors[k].process.options(num_returns=returns)
-        refs = call.remote(index[0], index[1], **inbound)
-        if not self._dependent:
-            refs = [refs]
-        self._pending[refs[0]] = (index, k, list(refs[1:]))
+        ref = self._actors[k].process.remote(index[0], index[1], **inbound)
+        self._pending[ref] = (index, k)
         self._load[k] += 1
 
     def wait(self) -> list[Completion]:
@@ -132,10 +134,10 @@ class RayPool:
         more = ray.wait(rest, num_returns=len(rest), timeout=0)[0] if rest else []
         out = []
         for ref in [*ready, *more]:
-            index, k, context_refs = self._pending.pop(ref)
+            index, k = self._pending.pop(ref)
             self._load[k] -= 1
             try:
-                result = ray.get(ref)
+                done = ray.get(ref)
             except ray.exceptions.RayTaskError as exc:
                 err = exc.cause if isinstance(exc.cause, TileError) else None
                 raise _failed(self.job, index, err, err.cause if err else _cause(exc)) from None
@@ -144,9 +146,7 @@ class RayPool:
                     f"the worker running tile {index} died and could not be restarted "
                     f"({_cause(exc)}); rerun with --resume to keep the finished tiles"
                 ) from None
-            # Halo-mode calls have one return value: the whole (report, None, ...) tuple.
-            done = result if self._dependent else result[0]
-            out.append(Completion(index, done, dict(zip(OUT_DIRECTIONS, context_refs))))
+            out.append(_completion(self.job, done))
         return out
 
     def close(self) -> None:

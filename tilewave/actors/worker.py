@@ -21,10 +21,6 @@ from ..storage.arrays import ArrayReader, ArraySpec, ArrayWriter
 from ..storage.job_state import ContextStore, PersistedContext
 from .device import pick_device
 
-#: The order of a worker call's context return values.
-OUT_DIRECTIONS: tuple[str, ...] = tuple(OUTBOUND)
-
-
 @dataclass(frozen=True)
 class WorkerJob:
     """Everything a worker needs to set itself up: names and paths, no pixels."""
@@ -36,8 +32,9 @@ class WorkerJob:
     ramp: Ramp
     source: ArraySpec
     output_array: str
-    #: Job output folder whose context store keeps outgoing contexts (None: keep none).
-    persist_contexts_in: str | None
+    #: Job output folder whose context store carries outgoing contexts from producer to
+    #: consumer (None in ``halo`` mode, which has none).
+    contexts_in: str | None
 
 
 @dataclass(frozen=True)
@@ -48,6 +45,8 @@ class TileDone:
     col: int
     seconds: float
     worker: str
+    #: Directions whose context this tile saved to the job's context store.
+    contexts: tuple[str, ...] = ()
 
 
 class TileError(Exception):
@@ -88,15 +87,18 @@ class TileWorker:
         self.model.to(self.device, self.half)
         self.reader = ArrayReader(job.source)
         self.writer = ArrayWriter(job.output_array)
-        self.contexts = ContextStore(job.persist_contexts_in) if job.persist_contexts_in else None
+        self.contexts = ContextStore(job.contexts_in) if job.contexts_in else None
         self.name = f"{socket.gethostname()}:{os.getpid()}:{self.device}"
 
     def describe(self) -> str:
         return self.name
 
     def process(self, row: int, col: int, left: Any = None, top: Any = None,
-                top_left: Any = None) -> tuple[TileDone, Any, Any, Any]:
-        """Run tile (row, col); returns its report and its right/below/below-right contexts."""
+                top_left: Any = None) -> TileDone:
+        """Run tile (row, col) and save its outgoing contexts; returns its report.
+
+        Inbound contexts arrive as :class:`PersistedContext` handles and are loaded here.
+        """
         start = time.perf_counter()
         try:
             inbound = {k: v.load() if isinstance(v, PersistedContext) else v
@@ -112,15 +114,17 @@ class TileWorker:
                 raise ValueError(f"the model returned {core.shape[1]} x {core.shape[2]} output "
                                  f"pixels for a tile of {oy1 - oy0} x {ox1 - ox0}")
             self.writer.write(oy0, ox0, core)
-            outbound = {d: _to_cpu(v) for d, v in outbound.items()}
+            saved = []
             if self.contexts is not None:
                 # Every existing consumer gets a file, None included, so that a missing
-                # file on resume always means a lost context.
+                # file on resume always means a lost context. Files rather than the
+                # object store carry contexts, so a row of them waiting for the next row
+                # costs disk (and page cache), not memory that grows with the width.
                 for direction, (dr, dc) in OUTBOUND.items():
                     if grid.contains(row + dr, col + dc):
-                        self.contexts.save((row, col), direction, outbound.get(direction))
+                        self.contexts.save((row, col), direction, _to_cpu(outbound.get(direction)))
+                        saved.append(direction)
         except Exception as exc:
             cause = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
             raise TileError(row, col, cause, traceback.format_exc()) from None
-        done = TileDone(row, col, time.perf_counter() - start, self.name)
-        return (done, *(outbound.get(d) for d in OUT_DIRECTIONS))  # type: ignore[return-value]
+        return TileDone(row, col, time.perf_counter() - start, self.name, tuple(saved))

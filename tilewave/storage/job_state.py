@@ -142,6 +142,9 @@ class ContextStore:
         os.replace(tmp, path)
         return PersistedContext(path)
 
+    def handle(self, producer: Index, direction: str) -> PersistedContext:
+        return PersistedContext(self.path(producer, direction))
+
     def existing(self, producer: Index, direction: str) -> PersistedContext | None:
         path = self.path(producer, direction)
         return PersistedContext(path) if os.path.exists(path) else None
