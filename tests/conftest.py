@@ -47,3 +47,13 @@ def random_image(shape: tuple[int, int, int], dtype: str, seed: int = 0) -> np.n
         return rng.random(shape, dtype=np.float32)
     info = np.iinfo(dtype)
     return rng.integers(0, int(info.max) + 1, shape).astype(dtype)
+
+
+def zarr_input(path, pixels: np.ndarray, chunk: int = 64) -> str:
+    """Write ``(c, h, w)`` pixels as a Zarr v3 array with named axes; returns its path."""
+    import zarr
+
+    arr = zarr.create_array(str(path), shape=pixels.shape, chunks=(pixels.shape[0], chunk, chunk),
+                            dtype=pixels.dtype, dimension_names=("c", "y", "x"))
+    arr[:] = pixels
+    return str(path)

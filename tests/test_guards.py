@@ -20,14 +20,8 @@ from tilewave.models.base import ImageModel
 from tilewave.pipeline import reference_upscale
 from tilewave.storage.job_state import Ledger
 
-from conftest import random_image
+from conftest import random_image, zarr_input
 
-
-def _zarr(path, pixels, chunk=32):
-    arr = zarr.create_array(str(path), shape=pixels.shape, chunks=(pixels.shape[0], chunk, chunk),
-                            dtype=pixels.dtype, dimension_names=("c", "y", "x"))
-    arr[:] = pixels
-    return str(path)
 
 
 def _tree(path):
@@ -36,7 +30,7 @@ def _tree(path):
 
 
 def test_ingest_never_writes_into_or_over_its_input(tmp_path):
-    src = _zarr(tmp_path / "src.zarr", random_image((3, 40, 40), "uint8"))
+    src = zarr_input(tmp_path / "src.zarr", random_image((3, 40, 40), "uint8"))
     before = _tree(src)
     with pytest.raises(SettingsError, match="overlaps the input"):
         tilewave.ingest_image(src, f"{src}/copy", progress=False)
@@ -46,7 +40,7 @@ def test_ingest_never_writes_into_or_over_its_input(tmp_path):
 
 
 def test_overwrite_never_deletes_a_plain_file(tmp_path):
-    src = _zarr(tmp_path / "in.zarr", random_image((3, 20, 20), "uint8"))
+    src = zarr_input(tmp_path / "in.zarr", random_image((3, 20, 20), "uint8"))
     notes = tmp_path / "notes.txt"
     notes.write_text("keep me")
     with pytest.raises(OutputExistsError, match="is a file"):
@@ -55,7 +49,7 @@ def test_overwrite_never_deletes_a_plain_file(tmp_path):
 
 
 def test_context_models_keep_their_own_halo(tmp_path):
-    src = _zarr(tmp_path / "in.zarr", random_image((1, 20, 20), "float32"))
+    src = zarr_input(tmp_path / "in.zarr", random_image((1, 20, 20), "float32"))
     with pytest.raises(SettingsError, match="drop --halo"):
         tilewave.upscale(src, tmp_path / "o.zarr", model="prefix-sum", halo=1, executor="local",
                          progress=False)
@@ -64,7 +58,7 @@ def test_context_models_keep_their_own_halo(tmp_path):
 
 def test_a_tile_larger_than_the_image_is_clamped(tmp_path):
     pixels = random_image((3, 50, 40), "uint8")
-    src = _zarr(tmp_path / "in.zarr", pixels)
+    src = zarr_input(tmp_path / "in.zarr", pixels)
     tilewave.upscale(src, tmp_path / "o.zarr", tile=4096, executor="local", progress=False)
     out = zarr.open_array(str(tmp_path / "o.zarr" / "0"))
     assert out.chunks == (3, 100, 100)
@@ -94,7 +88,7 @@ class _WrongSize(ImageModel):
 
 def test_a_model_returning_the_wrong_size_fails_its_tile(tmp_path):
     register(ModelEntry("wrong-size", _WrongSize, None, 2, "test: returns its input"))
-    src = _zarr(tmp_path / "in.zarr", random_image((3, 20, 20), "uint8"))
+    src = zarr_input(tmp_path / "in.zarr", random_image((3, 20, 20), "uint8"))
     with pytest.raises(TileFailedError, match="tile \\(row 0, col 0\\).*output pixels"):
         tilewave.upscale(src, tmp_path / "o.zarr", model="wrong-size", tile=8, executor="local",
                          progress=False)
@@ -110,7 +104,7 @@ def _break_chunk(src, key):
 
 def test_context_resume_after_a_failed_tile_and_a_lost_context(tmp_path):
     pixels = np.random.default_rng(6).integers(0, 4, (1, 64, 64)).astype(np.float32)
-    src = _zarr(tmp_path / "in.zarr", pixels, chunk=16)
+    src = zarr_input(tmp_path / "in.zarr", pixels, chunk=16)
     out = tmp_path / "o.zarr"
     chunk, good = _break_chunk(src, "c/0/2/1")  # read by tile (2, 1) only: no halo
     with pytest.raises(TileFailedError, match="row 2, col 1"):
@@ -134,14 +128,14 @@ def test_context_resume_after_a_failed_tile_and_a_lost_context(tmp_path):
 
 @pytest.mark.ray
 def test_more_workers_than_cpus_is_refused(ray_local, tmp_path):
-    src = _zarr(tmp_path / "in.zarr", random_image((3, 20, 20), "uint8"))
+    src = zarr_input(tmp_path / "in.zarr", random_image((3, 20, 20), "uint8"))
     with pytest.raises(SettingsError, match="--workers 3 asks for more workers than the cluster's 2 CPUs"):
         tilewave.upscale(src, tmp_path / "o.zarr", workers=3, progress=False)
     assert not (tmp_path / "o.zarr").exists()
 
 
 def test_an_unreachable_cluster_is_refused_quickly(tmp_path):
-    src = _zarr(tmp_path / "in.zarr", random_image((3, 20, 20), "uint8"))
+    src = zarr_input(tmp_path / "in.zarr", random_image((3, 20, 20), "uint8"))
     run = subprocess.run([sys.executable, "-m", "tilewave.cli", "upscale", src,
                           str(tmp_path / "o.zarr"), "--address", "127.0.0.1:1"],
                          capture_output=True, text=True, timeout=120)

@@ -17,16 +17,10 @@ from tilewave.errors import TileFailedError
 from tilewave.models import load_model
 from tilewave.pipeline import reference_upscale
 
-from conftest import random_image
+from conftest import random_image, zarr_input
 
 pytestmark = pytest.mark.ray
 
-
-def _zarr_input(path, pixels, chunk=64):
-    arr = zarr.create_array(str(path), shape=pixels.shape, chunks=(pixels.shape[0], chunk, chunk),
-                            dtype=pixels.dtype)
-    arr[:] = pixels
-    return str(path)
 
 
 def _ledger_lines(output):
@@ -59,7 +53,7 @@ def _run_and_kill(args, output, after_tiles, timeout=120):
 
 def test_killed_halo_run_resumes_to_the_same_bytes(ray_local, tmp_path):
     pixels = random_image((3, 777, 1000), "uint8", seed=11)
-    src = _zarr_input(tmp_path / "in.zarr", pixels)
+    src = zarr_input(tmp_path / "in.zarr", pixels)
     out = str(tmp_path / "out.zarr")
     recorded = _run_and_kill([src, out, "--tile", "32"], out, after_tiles=40)
     assert 40 <= recorded < 32 * 25, "the kill must land mid-run"
@@ -74,7 +68,7 @@ def test_killed_halo_run_resumes_to_the_same_bytes(ray_local, tmp_path):
 
 def test_killed_blend_run_resumes_to_the_bytes_of_a_clean_run(ray_local, tmp_path):
     pixels = random_image((3, 300, 420), "uint16", seed=12)
-    src = _zarr_input(tmp_path / "in.zarr", pixels)
+    src = zarr_input(tmp_path / "in.zarr", pixels)
     args = ["--tile", "24", "--mode", "blend", "--overlap", "6", "--halo", "0"]
     clean = tmp_path / "clean.zarr"
     tilewave.upscale(src, clean, tile=24, mode="blend", overlap=6, halo=0, executor="local",
@@ -89,7 +83,7 @@ def test_killed_blend_run_resumes_to_the_bytes_of_a_clean_run(ray_local, tmp_pat
 
 def test_killed_context_run_resumes_from_persisted_contexts(ray_local, tmp_path):
     pixels = np.random.default_rng(4).integers(0, 4, (1, 300, 260)).astype(np.float32)
-    src = _zarr_input(tmp_path / "in.zarr", pixels)
+    src = zarr_input(tmp_path / "in.zarr", pixels)
     out = str(tmp_path / "out.zarr")
     args = [src, out, "--model", "prefix-sum", "--tile", "16"]
     recorded = _run_and_kill(args, out, after_tiles=30)
@@ -105,7 +99,7 @@ def test_killed_context_run_resumes_from_persisted_contexts(ray_local, tmp_path)
 
 def test_a_failing_tile_stops_the_run_and_names_the_tile(ray_local, tmp_path):
     pixels = random_image((3, 200, 200), "uint8", seed=2)
-    src = _zarr_input(tmp_path / "in.zarr", pixels, chunk=64)
+    src = zarr_input(tmp_path / "in.zarr", pixels, chunk=64)
     # Damage one stored chunk of the input: the tile that reads it cannot decode it.
     chunk = tmp_path / "in.zarr" / "c" / "0" / "1" / "2"
     chunk.write_bytes(b"not zstd data")

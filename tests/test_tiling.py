@@ -10,14 +10,8 @@ import tilewave
 from tilewave.models import load_model
 from tilewave.pipeline import reference_upscale
 
-from conftest import random_image
+from conftest import random_image, zarr_input
 
-
-def _zarr_input(path, pixels, chunk=64):
-    arr = zarr.create_array(str(path), shape=pixels.shape, chunks=(pixels.shape[0], chunk, chunk),
-                            dtype=pixels.dtype, dimension_names=("c", "y", "x"))
-    arr[:] = pixels
-    return str(path)
 
 
 def _output(path):
@@ -29,7 +23,7 @@ def _output(path):
 @pytest.mark.parametrize("size", [(1, 1), (3, 5000), (101, 77)])
 def test_halo_bicubic_equals_whole_image_bytes(tmp_path, dtype, channels, size):
     pixels = random_image((channels, *size), dtype, seed=channels)
-    src = _zarr_input(tmp_path / "in.zarr", pixels)
+    src = zarr_input(tmp_path / "in.zarr", pixels)
     report = tilewave.upscale(src, tmp_path / "out.zarr", scale=3, tile=32, executor="local",
                               progress=False)
     out = _output(tmp_path / "out.zarr")
@@ -54,7 +48,7 @@ def test_reference_bicubic_is_torch_bicubic():
 @pytest.mark.parametrize("workers", [1, 2])
 def test_halo_on_ray_equals_whole_image_1000x777(ray_local, tmp_path, workers):
     pixels = random_image((3, 777, 1000), "uint8", seed=5)
-    src = _zarr_input(tmp_path / "in.zarr", pixels, chunk=128)
+    src = zarr_input(tmp_path / "in.zarr", pixels, chunk=128)
     report = tilewave.upscale(src, tmp_path / "out.zarr", scale=2, tile=128, workers=workers,
                               progress=False)
     assert report.workers == workers and report.executor == "ray"
@@ -67,7 +61,7 @@ def test_halo_on_ray_equals_whole_image_1000x777(ray_local, tmp_path, workers):
 def test_context_mode_equals_whole_image(ray_local, tmp_path, workers):
     # Integer values make float sums exact, so any misrouted context changes the answer.
     pixels = np.random.default_rng(3).integers(0, 4, (2, 211, 150)).astype(np.float32)[:1]
-    src = _zarr_input(tmp_path / "in.zarr", pixels)
+    src = zarr_input(tmp_path / "in.zarr", pixels)
     report = tilewave.upscale(src, tmp_path / "out.zarr", model="prefix-sum", scale=2, tile=16,
                               workers=workers, progress=False)
     assert report.mode == "context" and report.tiles == 14 * 10
@@ -102,7 +96,7 @@ def test_blend_of_identical_predictions_is_the_prediction(tmp_path, ramp, dtype)
     reproduce the whole image (to float rounding); weights that do not sum to one or
     a misplaced strip would not."""
     pixels = random_image((3, 150, 97), dtype, seed=9)
-    src = _zarr_input(tmp_path / "in.zarr", pixels)
+    src = zarr_input(tmp_path / "in.zarr", pixels)
     tilewave.upscale(src, tmp_path / "out.zarr", scale=2, tile=40, mode="blend", overlap=12,
                      ramp=ramp, executor="local", progress=False)
     out = _output(tmp_path / "out.zarr").astype(np.float64)
@@ -117,7 +111,7 @@ def test_blend_hides_seams_of_a_model_without_halo(tmp_path):
     from skimage import data
 
     pixels = np.ascontiguousarray(data.astronaut()[:256, :256].transpose(2, 0, 1))
-    src = _zarr_input(tmp_path / "in.zarr", pixels)
+    src = zarr_input(tmp_path / "in.zarr", pixels)
     expected = reference_upscale(load_model("bicubic", 2), pixels).astype(np.float64)
     errors = {}
     for mode in ("halo", "blend"):

@@ -53,21 +53,20 @@ class Wavefront:
                     self._ready.append((r, c))
         heapq.heapify(self._ready)
 
-    def dependencies(self, index: Index) -> list[Index]:
-        """The tiles ``index`` must wait for."""
+    def _neighbours(self, index: Index, offsets: Iterable[tuple[int, int]]) -> list[Index]:
         if not self.dependent:
             return []
         r, c = index
-        deps = [(r + dr, c + dc) for dr, dc in INBOUND.values()]
-        return [(y, x) for y, x in deps if 0 <= y < self.rows and 0 <= x < self.cols]
+        near = [(r + dr, c + dc) for dr, dc in offsets]
+        return [(y, x) for y, x in near if 0 <= y < self.rows and 0 <= x < self.cols]
+
+    def dependencies(self, index: Index) -> list[Index]:
+        """The tiles ``index`` must wait for."""
+        return self._neighbours(index, INBOUND.values())
 
     def dependants(self, index: Index) -> list[Index]:
         """The tiles that wait for ``index``."""
-        if not self.dependent:
-            return []
-        r, c = index
-        deps = [(r + dr, c + dc) for dr, dc in OUTBOUND.values()]
-        return [(y, x) for y, x in deps if 0 <= y < self.rows and 0 <= x < self.cols]
+        return self._neighbours(index, OUTBOUND.values())
 
     @property
     def remaining(self) -> int:
