@@ -40,6 +40,11 @@ def available_models() -> list[ModelEntry]:
 
 
 def get_entry(name: str) -> ModelEntry:
+    """The registered model ``name``, or a weights file tilewave trained (``*.safetensors``)."""
+    if name.endswith(".safetensors"):
+        from .uniba import file_entry
+
+        return file_entry(name)
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -75,11 +80,14 @@ def load_model(name: str, scale: int | None = None) -> TileModel:
 
 
 def _register_builtins() -> None:
+    from . import uniba
     from .bicubic import Bicubic
     from .prefix_sum import PrefixSum
 
     register(ModelEntry("bicubic", Bicubic, None, 2, "bicubic interpolation, any integer scale"))
     register(ModelEntry("prefix-sum", PrefixSum, None, 2, "diagnostic context-mode model"))
+    register(ModelEntry("uniba-x2", uniba.load_uniba, (2,), 2, "UniBA transformer x2",
+                        describe=uniba.describe_shipped))
 
 
 _register_builtins()

@@ -1,0 +1,142 @@
+"""``uniba-x2``: tilewave's own UniBA transformer, run in ``context`` mode.
+
+Weights ship in this folder as safetensors, with a record of how they were trained.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..base import ModelDescriptor, SizeRequirements, TileRequest, TileResult
+from .arch import UniBAConfig, UniBANet, count_parameters
+
+HERE = os.path.dirname(__file__)
+
+
+def weights_path(scale: int) -> str:
+    return os.path.join(HERE, f"uniba_x{scale}.safetensors")
+
+
+def describe(cfg: UniBAConfig, parameters: int = 0) -> ModelDescriptor:
+    return ModelDescriptor(
+        name=f"uniba-x{cfg.scale}",
+        scale=cfg.scale,
+        modes=("context",),
+        halo=cfg.halo,
+        channels=(cfg.channels,),
+        size=SizeRequirements(multiple_of=cfg.block),
+        block=cfg.block,
+        context_format=(f"per layer, keys and values (heads x {cfg.tokens_per_side ** 2} tokens x "
+                        "head_dim, float32) of the tile's right block column, bottom block row "
+                        "and bottom-right block"),
+        weights=f"tilewave/models/uniba/{os.path.basename(weights_path(cfg.scale))}",
+        description=f"UniBA transformer x{cfg.scale}, block attention with KV-cache contexts",
+        parameters=parameters,
+    )
+
+
+class UniBA:
+    """A :class:`~tilewave.models.base.TileModel` around :class:`UniBANet`."""
+
+    def __init__(self, net: UniBANet):
+        self.net = net.eval()
+        self.descriptor = describe(net.cfg, count_parameters(net))
+
+    @classmethod
+    def load(cls, path: str) -> "UniBA":
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        with safe_open(path, framework="pt") as f:
+            meta = f.metadata() or {}
+        cfg = UniBAConfig(**json.loads(meta["config"]))
+        net = UniBANet(cfg)
+        net.load_state_dict(load_file(path))
+        return cls(net)
+
+    def to(self, device: torch.device, half: bool = False) -> "UniBA":
+        self.net.to(device)
+        return self
+
+    def _run(self, x: torch.Tensor, core: tuple[int, int, int, int], window: tuple[int, int, int, int],
+             contexts: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
+        cfg = self.net.cfg
+        b, s, m = cfg.block, cfg.scale, cfg.halo
+        y0, y1, x0, x1 = core
+        ry0, ry1, rx0, rx1 = window
+        hp, wp = -(-(y1 - y0) // b) * b, -(-(x1 - x0) // b) * b
+        # Replicate the edge for the halo past the image and the last partial blocks.
+        pads = (m - (x0 - rx0), (x0 + wp + m) - rx1, m - (y0 - ry0), (y0 + hp + m) - ry1)
+        x = F.pad(x, pads, mode="replicate") if any(pads) else x
+        out, ctx = self.net.forward_tile(x, (y0, x0), contexts)
+        return out[..., : (y1 - y0) * s, : (x1 - x0) * s], ctx
+
+    def forward_image(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        return self._run(x, (0, h, 0, w), (0, h, 0, w), {})[0]
+
+    def forward_tile(self, x: torch.Tensor, request: TileRequest) -> TileResult:
+        out, ctx = self._run(x, request.core, request.window, dict(request.contexts))
+        return TileResult(out, ctx)
+
+
+def _read_header(path: str) -> tuple[UniBAConfig, int]:
+    """Configuration and parameter count from a weights file, without loading weights."""
+    from safetensors import safe_open
+
+    from ...errors import SettingsError
+
+    try:
+        with safe_open(path, framework="pt") as f:
+            meta = f.metadata() or {}
+            parameters = sum(_numel(f.get_slice(k).get_shape()) for k in f.keys())
+        cfg = UniBAConfig(**json.loads(meta["config"]))
+    except (OSError, KeyError, TypeError, ValueError, Exception) as exc:  # noqa: B014
+        raise SettingsError(
+            f"weights {path!r} are not a UniBA checkpoint written by `tilewave train` "
+            f"({type(exc).__name__}); give a registered model name or such a file"
+        ) from None
+    return cfg, parameters
+
+
+def describe_shipped(scale: int) -> ModelDescriptor:
+    """The shipped model's descriptor, read from its file's metadata (no weights loaded)."""
+    path = weights_path(scale)
+    if not os.path.exists(path):
+        return describe(UniBAConfig(scale=scale))
+    return describe(*_read_header(path))
+
+
+def file_entry(path: str) -> Any:
+    """A registry entry for a UniBA weights file trained with ``tilewave train``."""
+    from ...errors import SettingsError
+    from ..registry import ModelEntry
+
+    if not os.path.isfile(path):
+        raise SettingsError(f"weights file {path!r} does not exist; check the path")
+    path = os.path.abspath(path)
+    cfg, parameters = _read_header(path)
+    desc = describe(cfg, parameters)
+    return ModelEntry(path, lambda scale: UniBA.load(path), (cfg.scale,), cfg.scale,
+                      "UniBA weights file", describe=lambda scale: desc)
+
+
+def _numel(shape: list[int]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def load_uniba(scale: int) -> UniBA:
+    path = weights_path(scale)
+    if not os.path.exists(path):
+        from ...errors import SettingsError
+
+        raise SettingsError(f"the weights of uniba-x{scale} are missing ({path}); reinstall tilewave")
+    return UniBA.load(path)

@@ -1,0 +1,168 @@
+"""Training a UniBA model on a user's own high-resolution images.
+
+Random crops of the images are the targets; their low-resolution inputs are made by
+antialiased bicubic downscaling. Each step places its crops at a random global position,
+so the rotary encoding learns positions anywhere in a gigapixel image. The loss is L1.
+Checkpoints are safetensors files with the configuration and training record in their
+metadata; ``tilewave upscale --model PATH.safetensors`` runs them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ...errors import SettingsError
+from ...storage.inputs import InputImage, lazy_pixels, open_input
+from .arch import UniBAConfig, UniBANet, count_parameters
+
+#: Images up to this many pixels are decoded once and kept in memory; larger ones are
+#: read crop by crop.
+IN_MEMORY_PIXELS = 64 * 1024 * 1024
+
+
+class CropSource:
+    """Random RGB crops, in unit space, from one image of any supported format."""
+
+    def __init__(self, image: InputImage):
+        self.image = image
+        self.scale = float(np.iinfo(image.dtype).max) if image.dtype.kind == "u" else 1.0
+        pixels = lazy_pixels(image, 1024)
+        self._data = pixels.compute() if image.height * image.width <= IN_MEMORY_PIXELS else pixels
+
+    def crop(self, size: int, rng: random.Random) -> np.ndarray:
+        c, h, w = self.image.shape
+        if h < size or w < size:
+            raise SettingsError(f"training image {self.image.path!r} is smaller than a {size}-pixel crop")
+        y, x = rng.randrange(h - size + 1), rng.randrange(w - size + 1)
+        data = np.asarray(self._data[:, y : y + size, x : x + size], dtype=np.float32) / self.scale
+        if c == 1:
+            data = np.repeat(data, 3, axis=0)
+        return data[:3]
+
+
+def downscale(hr: torch.Tensor, scale: int) -> torch.Tensor:
+    """Antialiased bicubic downscaling, the degradation the model learns to invert."""
+    return F.interpolate(hr, scale_factor=1 / scale, mode="bicubic", antialias=True,
+                         align_corners=False).clamp(0, 1)
+
+
+@dataclass
+class TrainSettings:
+    scale: int = 2
+    crop: int = 64  # low-resolution pixels of the crop's core (whole blocks)
+    batch: int = 8
+    lr: float = 1.5e-3
+    steps: int | None = None
+    minutes: float | None = None
+    seed: int = 0
+    threads: int | None = None
+    checkpoint_every: int = 200
+    config: dict[str, int] = field(default_factory=dict)
+    #: Weights file to start from (fine-tuning); its configuration wins over ``config``.
+    init: str | None = None
+
+
+def _lr_factor(progress: float, warmup: float = 0.03) -> float:
+    if progress < warmup:
+        return progress / warmup
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, (progress - warmup) / (1 - warmup)))) * 0.98 + 0.02
+
+
+def save_checkpoint(net: UniBANet, path: str, record: dict[str, Any]) -> None:
+    from safetensors.torch import save_file
+
+    tmp = path + ".tmp"
+    state = {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}
+    save_file(state, tmp, metadata={"config": json.dumps(net.cfg.as_dict()),
+                                    "record": json.dumps(record)})
+    os.replace(tmp, path)
+
+
+def train(images: Sequence[str], output: str, settings: TrainSettings,
+          progress: bool = True) -> dict[str, Any]:
+    """Train a UniBA model on ``images`` and write its weights to ``output``."""
+    from tqdm.auto import tqdm
+
+    if not images:
+        raise SettingsError("give at least one training image")
+    if settings.steps is None and settings.minutes is None:
+        raise SettingsError("give --steps or --minutes (or both) to bound the training")
+    if settings.init:
+        from . import UniBA, _read_header
+
+        cfg = _read_header(settings.init)[0]
+        if cfg.scale != settings.scale:
+            raise SettingsError(f"--init weights are x{cfg.scale}, not x{settings.scale}; match --scale")
+    else:
+        cfg = UniBAConfig(scale=settings.scale, **settings.config)
+    if settings.crop % cfg.block:
+        raise SettingsError(f"--crop must be a multiple of the block size {cfg.block}")
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    rng = random.Random(settings.seed)
+    torch.manual_seed(settings.seed)
+    sources = [CropSource(open_input(p)) for p in images]
+    weights = np.array([min(s.image.height * s.image.width, 2_000_000) for s in sources], float)
+    weights /= weights.sum()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    net = (UniBA.load(settings.init).net if settings.init else UniBANet(cfg)).to(device).train()
+    opt = torch.optim.AdamW(net.parameters(), lr=settings.lr, weight_decay=0.0)
+    m, s = cfg.halo, cfg.scale
+    hr_size = (settings.crop + 2 * m) * s
+    record: dict[str, Any] = {
+        "images": [os.path.basename(p) for p in images], "config": cfg.as_dict(),
+        "parameters": count_parameters(net), "crop": settings.crop, "batch": settings.batch,
+        "lr": settings.lr, "seed": settings.seed, "device": str(device),
+        "threads": torch.get_num_threads(),
+    }
+    start = time.monotonic()
+    budget_s = settings.minutes * 60 if settings.minutes else None
+    step, loss_avg = 0, None
+    total = settings.steps or 10**9
+    bar = tqdm(total=settings.steps, unit="step", desc="train", disable=not progress)
+    while True:
+        elapsed = time.monotonic() - start
+        fraction = max(step / total, elapsed / budget_s if budget_s else 0.0)
+        if fraction >= 1.0:
+            break
+        for group in opt.param_groups:
+            group["lr"] = settings.lr * _lr_factor(fraction)
+        crops = []
+        for _ in range(settings.batch):
+            src = sources[int(np.searchsorted(np.cumsum(weights), rng.random()))]
+            c = src.crop(hr_size, rng)
+            c = np.rot90(c, rng.randrange(4), axes=(1, 2))
+            if rng.random() < 0.5:
+                c = c[:, :, ::-1]
+            crops.append(np.ascontiguousarray(c))
+        hr = torch.from_numpy(np.stack(crops)).to(device)
+        lr_img = downscale(hr, s)
+        origin = (rng.randrange(0, 1 << 16) * cfg.patch, rng.randrange(0, 1 << 16) * cfg.patch)
+        out, _ = net.forward_tile(lr_img, origin)
+        target = hr[..., m * s : (m + settings.crop) * s, m * s : (m + settings.crop) * s]
+        loss = (out - target).abs().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        opt.step()
+        step += 1
+        loss_avg = loss.item() if loss_avg is None else 0.98 * loss_avg + 0.02 * loss.item()
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_avg:.4f}", refresh=False)
+        if step % settings.checkpoint_every == 0:
+            record.update(steps=step, wall_seconds=round(time.monotonic() - start, 1), loss=loss_avg)
+            save_checkpoint(net, output, record)
+    bar.close()
+    record.update(steps=step, wall_seconds=round(time.monotonic() - start, 1), loss=loss_avg)
+    save_checkpoint(net.eval(), output, record)
+    return record
