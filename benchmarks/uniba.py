@@ -1,0 +1,134 @@
+"""UniBA transformer: speed per tile, context size per tile, and peak memory of a whole
+``tilewave upscale`` job on a narrow and a wide strip.
+
+    python benchmarks/uniba.py                      # writes docs/benchmarks/uniba.json
+
+Speed is one tile's ``forward_tile`` in this process with one torch thread (what a Ray
+worker with ``num_cpus=1`` gets), the median of several runs on crops of a real photo.
+Peak memory is the summed PSS of the ``tilewave`` process and every Ray process it starts
+(sampled by ``benchmarks/memory.py``'s sampler), for inputs of the same height whose
+widths differ eightfold: contexts that wait for the next row of tiles live in files, so
+the peak should not follow the width.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from memory import TreeSampler  # noqa: E402
+
+
+def photo_strip(height: int, width: int) -> np.ndarray:
+    """A (height, width, 3) uint8 strip tiled from scikit-image's astronaut photo."""
+    from skimage import data
+
+    a = data.astronaut()
+    reps = (-(-height // a.shape[0]), -(-width // a.shape[1]), 1)
+    return np.ascontiguousarray(np.tile(a, reps)[:height, :width])
+
+
+def tile_speed(tiles: list[int], repeats: int) -> list[dict]:
+    import torch
+
+    from tilewave.models import load_model
+    from tilewave.models.base import TileRequest
+
+    torch.set_num_threads(1)
+    model = load_model("uniba-x2")
+    m = model.descriptor.halo
+    strip = photo_strip(512, 512)
+    rows = []
+    for t in tiles:
+        window = torch.from_numpy(strip[: t + 2 * m, : t + 2 * m].transpose(2, 0, 1).copy()).float()[None] / 255
+        core, read = (m, m + t, m, m + t), (0, t + 2 * m, 0, t + 2 * m)
+        request = TileRequest(1, 1, core, read, (512, 512), {})
+        times, result = [], None
+        with torch.inference_mode():
+            for _ in range(repeats):
+                start = time.perf_counter()
+                result = model.forward_tile(window, request)
+                times.append(time.perf_counter() - start)
+        ctx_bytes = sum(k.numel() * k.element_size() + v.numel() * v.element_size()
+                        for layers in result.contexts.values() for k, v in layers)
+        rows.append({"tile": t, "ms_per_tile": round(1000 * statistics.median(times), 1),
+                     "ms_per_megapixel_out": round(1000 * statistics.median(times) / ((2 * t) ** 2 / 1e6), 1),
+                     "context_bytes_per_tile": ctx_bytes})
+    return rows
+
+
+def strip_memory(height: int, widths: list[int], tile: int, workdir: Path) -> list[dict]:
+    import imagecodecs
+
+    rows = []
+    for width in widths:
+        src = workdir / f"strip_{height}x{width}.png"
+        src.write_bytes(imagecodecs.png_encode(photo_strip(height, width)))
+        out = workdir / f"strip_{width}.zarr"
+        cmd = [sys.executable, "-m", "tilewave.cli", "upscale", str(src), str(out), "--model",
+               "uniba-x2", "--tile", str(tile), "--quiet", "--json", "--overwrite"]
+        env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_TMPDIR=str(workdir / "ray"))
+        started = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        sampler = TreeSampler(proc.pid, 0.2)
+        sampler.start()
+        stdout, stderr = proc.communicate()
+        sampler.stop()
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed: {stderr[-2000:]}")
+        report = json.loads(stdout.strip().splitlines()[-1])
+        peak = sampler.peak_pss
+        rows.append({"input": f"{width} x {height}", "tiles": report["tiles"],
+                     "wall_s": round(time.perf_counter() - started, 1),
+                     "peak_pss_mib": round(peak.pss / 2**20) if peak else None,
+                     "peak_by_process_mib": {k: round(v[0] / 2**20) for k, v in
+                                             sorted(peak.by_label.items(), key=lambda kv: -kv[1][0])[:6]}
+                     if peak else {}})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tiles", type=int, nargs="+", default=[64, 128, 256])
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--strip-height", type=int, default=128)
+    ap.add_argument("--strip-widths", type=int, nargs="+", default=[1024, 8192])
+    ap.add_argument("--strip-tile", type=int, default=64)
+    ap.add_argument("--json-out", default=str(REPO / "docs" / "benchmarks" / "uniba.json"))
+    args = ap.parse_args(argv)
+    speed = tile_speed(args.tiles, args.repeats)
+    with tempfile.TemporaryDirectory(dir=REPO / ".bench" if (REPO / ".bench").exists() else None) as tmp:
+        memory = strip_memory(args.strip_height, args.strip_widths, args.strip_tile, Path(tmp))
+    result = {"command": "python benchmarks/uniba.py " + " ".join(argv or sys.argv[1:]),
+              "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                          "platform": platform.platform()},
+              "speed_one_thread": speed, "strip_memory": memory}
+    Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json_out).write_text(json.dumps(result, indent=1))
+    print("| tile (input px) | ms per tile | ms per output MP | context bytes per tile |")
+    print("|---:|---:|---:|---:|")
+    for r in speed:
+        print(f"| {r['tile']} | {r['ms_per_tile']} | {r['ms_per_megapixel_out']} | {r['context_bytes_per_tile']:,} |")
+    print("\n| input | tiles | wall (s) | peak memory (PSS, MiB) |")
+    print("|---|---:|---:|---:|")
+    for r in memory:
+        print(f"| {r['input']} | {r['tiles']} | {r['wall_s']} | {r['peak_pss_mib']} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
