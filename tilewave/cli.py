@@ -99,8 +99,9 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--quiet", action="store_true")
 
     demo = sub.add_parser("demo", help="upscale a real sample image with the defaults",
-                          description="Upscale scikit-image's retina photograph x2 on a local "
-                          "Ray instance into ./tilewave-demo (replacing an earlier demo there).")
+                          description="Upscale scikit-image's retina photograph x2 with uniba-x2 "
+                          "on a local Ray instance into ./tilewave-demo (replacing an earlier "
+                          "demo there).")
     demo.add_argument("--output-dir", default="tilewave-demo", metavar="DIR")
     demo.add_argument("--quiet", action="store_true")
     return p
