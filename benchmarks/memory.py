@@ -539,6 +539,10 @@ def _result_json(r: RunResult, timeline: bool) -> dict[str, Any]:
     out = asdict(r)
     if not timeline:
         del out["timeline"]
+    # Paths relative to the repository: the JSON is committed and read on other machines.
+    for key in ("output", "array"):
+        if isinstance(out["report"].get(key), str):
+            out["report"][key] = os.path.relpath(out["report"][key], REPO)
     return out
 
 
