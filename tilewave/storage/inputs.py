@@ -191,19 +191,17 @@ def _open_tiff(path: str) -> InputImage:
             if not tf.series:
                 raise InputError(f"input {path!r} is a TIFF without images; it holds no image")
             series = tf.series[0]
-            axes, _ = _tiff_axes(series.axes, series.shape, path)
+            _tiff_axes(series.axes, series.shape, path)  # refuses multi-plane images
             shape_by_axis = _shape_by_letters(series.axes, series.shape)
             c = shape_by_axis.get("c", 1)
-            levels = tuple(
-                (_shape_by_letters(series.axes, lv.shape)["y"], _shape_by_letters(series.axes, lv.shape)["x"])
-                for lv in series.levels
-            )
+            level_shapes = [_shape_by_letters(series.axes, lv.shape) for lv in series.levels]
+            levels = tuple((lv["y"], lv["x"]) for lv in level_shapes)
             page = series.keyframe
             chunks = (page.tilelength, page.tilewidth) if page.is_tiled else (page.rowsperstrip or page.imagelength, page.imagewidth)
             metadata, fmt = _tiff_metadata(tf, page)
             dtype = np.dtype(series.dtype)
-            # Reading one chunk proves the pixel data is there and decodable; header-only
-            # damage (a truncated file) is caught here rather than inside a worker.
+            # Damage the header parse did not notice (a file cut short) is caught here,
+            # from the pixel blocks' offsets, rather than inside a worker.
             _probe_tiff(tf, series, path)
     except InputError:
         raise

@@ -6,6 +6,7 @@ Weights ship in this folder as safetensors, with a record of how they were train
 from __future__ import annotations
 
 import json
+import math
 import os
 from typing import Any
 
@@ -94,7 +95,7 @@ def _read_header(path: str) -> tuple[UniBAConfig, int]:
     try:
         with safe_open(path, framework="pt") as f:
             meta = f.metadata() or {}
-            parameters = sum(_numel(f.get_slice(k).get_shape()) for k in f.keys())
+            parameters = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
         cfg = UniBAConfig(**json.loads(meta["config"]))
     except Exception as exc:  # safetensors, JSON and the config raise various kinds
         raise SettingsError(
@@ -124,13 +125,6 @@ def file_entry(path: str) -> Any:
     desc = describe(cfg, parameters)
     return ModelEntry(path, lambda scale: UniBA.load(path), (cfg.scale,), cfg.scale,
                       "UniBA weights file", describe=lambda scale: desc)
-
-
-def _numel(shape: list[int]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
 
 
 def load_uniba(scale: int) -> UniBA:
