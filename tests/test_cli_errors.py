@@ -32,7 +32,9 @@ import imagecodecs
 import numpy as np
 import pytest
 import tifffile
+import torch
 import zarr
+from safetensors.torch import save_file
 
 from conftest import random_image
 
@@ -225,6 +227,16 @@ def write_tiff(path: pathlib.Path, data: np.ndarray, **kw) -> pathlib.Path:
 # ------------------------------------------------------------------ the commands
 
 
+class _Exploit:
+    """Unpickling this writes a file: a checkpoint that runs code when loaded unsafely."""
+
+    def __init__(self, marker: pathlib.Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (pathlib.Path.write_text, (self.marker, "ran"))
+
+
 def _error_cases(root: pathlib.Path) -> dict[str, Run]:
     """Commands refused on their input or options alone: name -> Run."""
     rng = np.random.default_rng(1)
@@ -279,6 +291,14 @@ def _error_cases(root: pathlib.Path) -> dict[str, Run]:
     good = write_png(root / "good" / "in.png", rgb)
     case("unknown_model", good, "--model", "no-such-model")
     case("context_with_bicubic", good, "--mode", "context")
+    weights = root / "weights"
+    weights.mkdir()
+    case("weights_missing", good, "--model", str(weights / "absent.pth"))
+    torch.save({"conv.weight": torch.zeros(1), "payload": _Exploit(weights / "pwned")},
+               weights / "evil.pth")
+    case("weights_malicious", good, "--model", str(weights / "evil.pth"))
+    save_file({"encoder.weight": torch.zeros(4, 4)}, str(weights / "mystery.safetensors"))
+    case("weights_unknown_arch", good, "--model", str(weights / "mystery.safetensors"))
 
     user_dir = root / "user_dir" / "my-results"
     user_dir.mkdir(parents=True)
@@ -434,6 +454,21 @@ def test_unknown_model_is_refused(cli):
     run = cli["unknown_model"]
     assert_refused(run, "unknown model", "'no-such-model'", "bicubic", "prefix-sum")
     assert_no_output(run)
+
+
+WEIGHTS_ERRORS = {
+    "weights_missing": ("absent.pth", "does not exist"),
+    "weights_malicious": ("evil.pth", "refusing to load", "Python objects", ".safetensors"),
+    "weights_unknown_arch": ("mystery.safetensors", "no architecture"),
+}
+
+
+@pytest.mark.parametrize("name", list(WEIGHTS_ERRORS))
+def test_bad_weights_file_is_refused(cli, name):
+    run = cli[name]
+    assert_refused(run, *WEIGHTS_ERRORS[name])
+    assert_no_output(run)
+    assert not (pathlib.Path(run.args[1]).parents[1] / "weights" / "pwned").exists()
 
 
 def test_context_mode_with_bicubic_is_refused(cli):

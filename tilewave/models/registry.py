@@ -24,6 +24,8 @@ class ModelEntry:
     summary: str
     #: Builds the descriptor without loading weights; None builds the model to ask it.
     describe: Callable[[int], ModelDescriptor] | None = None
+    #: The distribution (pip package) the weights come from, when it is not tilewave.
+    requires: str | None = None
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -40,11 +42,15 @@ def available_models() -> list[ModelEntry]:
 
 
 def get_entry(name: str) -> ModelEntry:
-    """The registered model ``name``, or a weights file tilewave trained (``*.safetensors``)."""
-    if name.endswith(".safetensors"):
-        from .uniba import file_entry
+    """The registered model ``name``, or a weights file (tilewave's own, or any spandrel reads)."""
+    from . import user_weights
 
-        return file_entry(name)
+    if user_weights.is_weights_path(name):
+        from . import uniba
+
+        if name.lower().endswith(".safetensors") and uniba.is_uniba_file(name):
+            return uniba.file_entry(name)
+        return user_weights.file_entry(name)
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -80,7 +86,7 @@ def load_model(name: str, scale: int | None = None) -> TileModel:
 
 
 def _register_builtins() -> None:
-    from . import uniba
+    from . import realesrgan, span, uniba
     from .bicubic import Bicubic
     from .prefix_sum import PrefixSum
 
@@ -88,6 +94,8 @@ def _register_builtins() -> None:
     register(ModelEntry("prefix-sum", PrefixSum, None, 2, "diagnostic context-mode model"))
     register(ModelEntry("uniba-x2", uniba.load_uniba, (2,), 2, "UniBA transformer x2",
                         describe=uniba.describe_shipped))
+    for entry in span.entries() + realesrgan.entries():
+        register(entry)
 
 
 _register_builtins()

@@ -42,7 +42,7 @@ def _run_image(model: TileModel, x: torch.Tensor) -> torch.Tensor:
     """``forward_image`` on a window padded to the model's size requirements."""
     req = model.descriptor.size
     h, w = x.shape[-2:]
-    ph, pw = req.padded(h), req.padded(w)
+    ph, pw = req.padded_shape(h, w)
     if (ph, pw) != (h, w):
         x = F.pad(x, (0, pw - w, 0, ph - h), mode="replicate")
     s = model.descriptor.scale

@@ -105,6 +105,17 @@ def _read_header(path: str) -> tuple[UniBAConfig, int]:
     return cfg, parameters
 
 
+def is_uniba_file(path: str) -> bool:
+    """True if ``path`` is a safetensors file written by ``tilewave train``."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(path, framework="pt") as f:
+            return "config" in (f.metadata() or {})
+    except Exception:  # not a (readable) safetensors file: let the general loader say why
+        return False
+
+
 def describe_shipped(scale: int) -> ModelDescriptor:
     """The shipped model's descriptor, read from its file's metadata (no weights loaded)."""
     path = weights_path(scale)

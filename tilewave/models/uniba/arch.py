@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..base import count_parameters
 from ..bicubic import bicubic_upscale
 
 
@@ -307,10 +308,6 @@ class UniBANet(nn.Module):
         exists = torch.stack([have[a, b] for a, b in sel], dim=-1)  # (nby, nbx, 4)
         mask = exists.repeat_interleave(t, dim=-1)[:, :, None, None, :]  # (nby,nbx,1,1,4t)
         return k_all, v_all, mask.expand(nby, nbx, 1, t, 4 * t)
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 def context_bytes(ctx: dict[str, Any]) -> int:

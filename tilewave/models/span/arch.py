@@ -1,0 +1,69 @@
+"""SPAN (Swift Parameter-free Attention Network; Wan et al., 2024) in its inference form.
+
+During training every 3x3 convolution of SPAN is a sum of three branches; they fold into
+one 3x3 convolution for inference, which is what the shipped ncnn files hold. This module
+is that folded network, laid out after the ncnn graph:
+
+    x -> (x - mean) * 255 -> head -> 6 blocks -> tail
+    fuse(concat[head out, tail out, block 1 out, block 6's first activation]) -> upsample
+
+Each block computes ``c1 -> SiLU -> c2 -> SiLU -> c3 = o`` and returns
+``(o + input) * (sigmoid(o) - 1/2)``: the parameter-free attention.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _conv3(cin: int, cout: int) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 3, padding=1)
+
+
+class SpanBlock(nn.Module):
+    """One attention block: three 3x3 convolutions and a parameter-free attention map."""
+
+    def __init__(self, features: int):
+        super().__init__()
+        self.c1 = _conv3(features, features)
+        self.c2 = _conv3(features, features)
+        self.c3 = _conv3(features, features)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        first = F.silu(self.c1(x))
+        out = self.c3(F.silu(self.c2(first)))
+        return (out + x) * (torch.sigmoid(out) - 0.5), first
+
+
+class SpanNet(nn.Module):
+    """SPAN with folded convolutions, for RGB images in [0, 1]."""
+
+    def __init__(self, scale: int, features: int = 48, channels: int = 3, blocks: int = 6,
+                 img_range: float = 255.0):
+        super().__init__()
+        self.scale = scale
+        self.img_range = img_range
+        self.register_buffer("mean", torch.zeros(1, channels, 1, 1))
+        self.head = _conv3(channels, features)
+        self.blocks = nn.ModuleList(SpanBlock(features) for _ in range(blocks))
+        self.tail = _conv3(features, features)
+        self.fuse = nn.Conv2d(4 * features, features, 1)
+        self.upsample = _conv3(features, channels * scale * scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        head = self.head((x - self.mean) * self.img_range)
+        out, first_block = head, None
+        for block in self.blocks:
+            out, first = block(out)
+            first_block = out if first_block is None else first_block
+        fused = self.fuse(torch.cat([head, self.tail(out), first_block, first], dim=1))
+        return F.pixel_shuffle(self.upsample(fused), self.scale)
+
+    def convolutions(self) -> list[nn.Conv2d]:
+        """The convolutions in the order the ncnn graph runs them."""
+        convs = [self.head]
+        for block in self.blocks:
+            convs += [block.c1, block.c2, block.c3]
+        return convs + [self.tail, self.fuse, self.upsample]
