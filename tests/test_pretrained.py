@@ -102,22 +102,24 @@ def test_span_receptive_field_is_its_21_chained_convolutions():
     assert describe_model("span-x2").halo == describe_model("span-x4").halo == 21
 
 
-def test_shipped_halos_make_tiles_exact_on_real_photos():
-    for name, size in (("span-x2", 64), ("realesrgan-x4plus", 16 + 2 * describe_model("realesrgan-x4plus").halo)):
-        model = load_model(name)
-        halo = model.descriptor.halo
-        images = [photo("astronaut", 30, 170, size, size), photo("coffee", 90, 180, size, size)]
-        (err,) = tiling_error(model.forward_image, model.descriptor.scale, images, [halo])
-        assert err.max_abs < 0.5 * ONE_STEP, (name, err)
+def test_span_halo_makes_tiles_exact_on_real_photos():
+    model = load_model("span-x2")
+    halo = model.descriptor.halo
+    images = [photo("astronaut", 30, 170, 96, 96), photo("coffee", 90, 180, 96, 96)]
+    (err,) = tiling_error(model.forward_image, 2, images, [halo])
+    assert err.max_abs < 0.5 * ONE_STEP, err
 
 
 @pytest.mark.parametrize("name,shape,tile", [
-    ("span-x2", (3, 67, 53), 24),
-    ("span-x4", (3, 45, 61), 20),
-    ("realesrgan-x4plus", (3, 41, 37), 16),
+    ("span-x2", (3, 67, 93), 24),
+    ("span-x4", (3, 71, 61), 20),
+    # Real-ESRGAN's halo is 80: a strip keeps it affordable while the inner tiles' windows
+    # still end inside the image on both sides.
+    ("realesrgan-x4plus", (3, 23, 283), 40),
 ])
 def test_halo_tiling_equals_whole_image(tmp_path, name, shape, tile):
-    """Through the real pipeline (in-process pool, Zarr output), on awkward sizes."""
+    """Through the real pipeline (in-process pool, Zarr output), on awkward sizes: every
+    pixel within one uint8 step of whole-image inference."""
     import zarr
 
     import tilewave

@@ -15,6 +15,7 @@ import argparse
 import copy
 import json
 import platform
+import sys
 import time
 
 import numpy as np
@@ -40,17 +41,19 @@ def _images(size: int) -> list[np.ndarray]:
     return crops
 
 
-def measure(name: str, halos: list[int], tile: int) -> dict:
+def measure(name: str, halos: list[int], tile: int, margin: int) -> dict:
     model = load_model(name)
     scale = model.descriptor.scale
     t0 = time.time()
-    record: dict = {"model": name, "scale": scale, "tile": tile}
+    record: dict = {"model": name, "scale": scale, "tile": tile, "margin": margin}
     if name in EXACT_SIZE:
         # In float64, so that rounding noise cannot pass for reach.
         exact = copy.deepcopy(model.net).double()
         record["receptive_field"] = impulse_reach(exact, scale, size=EXACT_SIZE[name],
                                                   dtype=torch.float64)
-    size = tile + 2 * max(halos) + 2
+    # The image reaches `margin` pixels past the largest window, so that even the largest
+    # halo is compared with inference that sees more than the window does.
+    size = tile + 2 * (max(halos) + margin)
     # What users get: float32, outputs clamped to [0, 1].
     forward = model.forward_image
     record["impulse_reach_half_step"] = impulse_reach(forward, scale, size=size, tolerance=HALF_STEP)
@@ -67,12 +70,14 @@ def main() -> None:
     ap.add_argument("models", nargs="*", default=["span-x2", "span-x4", "realesrgan-x4plus"])
     ap.add_argument("--halos", default="0,4,8,12,16,20,24,28,32,40,48")
     ap.add_argument("--tile", type=int, default=16)
+    ap.add_argument("--margin", type=int, default=32,
+                    help="image pixels beyond the largest window (default: 32)")
     ap.add_argument("--json", help="also write the records to this file")
     args = ap.parse_args()
     halos = [int(h) for h in args.halos.split(",")]
     records = []
     for name in args.models:
-        rec = measure(name, halos, args.tile)
+        rec = measure(name, halos, args.tile, args.margin)
         records.append(rec)
         errs = ", ".join(f"{h}:{e:.3f}" for h, e in rec["tiling_error"].items())
         print(f"{name}: receptive field {rec.get('receptive_field', 'n/a')}, impulse reach at "
@@ -81,7 +86,7 @@ def main() -> None:
         print(f"  tiling error in uint8 steps by halo: {errs}", flush=True)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"command": "python tools/measure_halo.py " + " ".join(args.models),
+            json.dump({"command": "python tools/measure_halo.py " + " ".join(sys.argv[1:]),
                        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, "
                                   f"torch {torch.__version__}",
                        "records": records}, f, indent=1)

@@ -26,6 +26,8 @@ class ModelEntry:
     describe: Callable[[int], ModelDescriptor] | None = None
     #: The distribution (pip package) the weights come from, when it is not tilewave.
     requires: str | None = None
+    #: A model that checks the machinery rather than upscaling images well.
+    diagnostic: bool = False
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -91,7 +93,8 @@ def _register_builtins() -> None:
     from .prefix_sum import PrefixSum
 
     register(ModelEntry("bicubic", Bicubic, None, 2, "bicubic interpolation, any integer scale"))
-    register(ModelEntry("prefix-sum", PrefixSum, None, 2, "diagnostic context-mode model"))
+    register(ModelEntry("prefix-sum", PrefixSum, None, 2, "diagnostic context-mode model",
+                        diagnostic=True))
     register(ModelEntry("uniba-x2", uniba.load_uniba, (2,), 2, "UniBA transformer x2",
                         describe=uniba.describe_shipped))
     for entry in span.entries() + realesrgan.entries():
