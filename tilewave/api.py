@@ -11,6 +11,7 @@ from typing import Any, Literal
 from . import __version__
 from .errors import OutputExistsError, ResumeMismatchError, SettingsError, TilewaveError
 from .models import describe_model, resolve_scale
+from .models.user_weights import is_weights_path
 from .pipeline.blend import RAMPS, Ramp
 from .pipeline.plan import TileGrid
 from .storage import job_state
@@ -61,6 +62,8 @@ class _Plan:
 
 def _plan(image: InputImage, model: str, scale: int | None, tile: int, mode: str | None,
           halo: int | None, overlap: int | None, ramp: str) -> _Plan:
+    if is_weights_path(model):
+        model = os.path.abspath(model)  # workers may run elsewhere, in another folder
     scale = resolve_scale(model, scale)
     desc = describe_model(model, scale)
     mode = mode or desc.default_mode
@@ -83,6 +86,10 @@ def _plan(image: InputImage, model: str, scale: int | None, tile: int, mode: str
     if ramp not in RAMPS:
         raise SettingsError(f"--ramp must be one of {', '.join(RAMPS)}, not {ramp!r}")
     if halo is None:
+        if mode == "halo" and not desc.halo_measured:
+            raise SettingsError(
+                f"the receptive field of {model!r} is unknown, so --mode halo needs --halo N "
+                "(measure it with tilewave.models.receptive_field), or use --mode blend")
         halo = desc.halo
     elif mode == "context" and halo != desc.halo:
         raise SettingsError(f"model {model!r} sets its own halo ({desc.halo}) in context mode; "

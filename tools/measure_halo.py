@@ -1,7 +1,7 @@
 """Measure the receptive field of the pretrained models and the halo that makes tiling exact.
 
     python tools/measure_halo.py                  # all pretrained models
-    python tools/measure_halo.py span-x2 --json docs/halo.json
+    python tools/measure_halo.py span-x2 --json docs/benchmarks/halo.json
 
 For each model: the exact receptive field from a unit impulse (where affordable), the
 effective reach of an impulse at half a uint8 step, and the halo-tiling error for a sweep
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from tilewave.models import load_model
-from tilewave.models.receptive_field import impulse_reach, smallest_exact_halo, tiling_error
+from tilewave.models.receptive_field import impulse_reach, smallest_sufficient_halo, tiling_error
 
 HALF_STEP = 0.5 / 255
 #: Models whose exact receptive field is small enough to measure with one impulse.
@@ -59,7 +59,7 @@ def measure(name: str, halos: list[int], tile: int, margin: int) -> dict:
     record["impulse_reach_half_step"] = impulse_reach(forward, scale, size=size, tolerance=HALF_STEP)
     errors = tiling_error(forward, scale, _images(size), halos, tile=tile)
     record["tiling_error"] = {e.halo: e.max_abs * 255 for e in errors}
-    record["smallest_exact_halo"] = smallest_exact_halo(errors)
+    record["smallest_sufficient_halo"] = smallest_sufficient_halo(errors)
     record["shipped_halo"] = model.descriptor.halo
     record["seconds"] = round(time.time() - t0, 1)
     return record
@@ -82,7 +82,7 @@ def main() -> None:
         errs = ", ".join(f"{h}:{e:.3f}" for h, e in rec["tiling_error"].items())
         print(f"{name}: receptive field {rec.get('receptive_field', 'n/a')}, impulse reach at "
               f"half a step {rec['impulse_reach_half_step']}, smallest exact halo "
-              f"{rec['smallest_exact_halo']} (shipped {rec['shipped_halo']}), {rec['seconds']} s")
+              f"{rec['smallest_sufficient_halo']} (shipped {rec['shipped_halo']}), {rec['seconds']} s")
         print(f"  tiling error in uint8 steps by halo: {errs}", flush=True)
     if args.json:
         with open(args.json, "w") as f:

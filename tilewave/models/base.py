@@ -91,6 +91,9 @@ class ModelDescriptor:
     weights: str = "builtin"
     description: str = ""
     parameters: int = 0
+    #: False when ``halo`` is a default rather than a measured receptive field (weights
+    #: of an arbitrary architecture): ``halo`` mode then needs an explicit halo.
+    halo_measured: bool = True
 
     def __post_init__(self) -> None:
         if self.scale < 1:

@@ -3,7 +3,9 @@
 The files are found through the installed distribution's metadata, so the wheel's own
 Python code (which may need a Vulkan loader or OpenCV) is never imported. Only the
 layers the shipped super-resolution models use are understood; anything else is refused
-with the layer's name, so a changed file can never be half-read.
+with the layer's name. Each model family then checks the graph against its architecture
+(layer counts, every convolution's shape, stride, padding and fused activation, and the
+constants it relies on) before copying weights.
 
 Format, as ncnn's own loader reads it:
 
@@ -57,28 +59,35 @@ def _number(text: str) -> int | float:
 
 def read_param(path: str) -> list[NcnnLayer]:
     """The layers of an ncnn ``.param`` file, in file (= execution) order."""
-    with open(path, encoding="ascii") as f:
+    with open(path, encoding="ascii", errors="replace") as f:
         lines = [line.split() for line in f if line.strip()]
     if not lines or lines[0] != [MAGIC]:
         raise SettingsError(f"{path} is not an ncnn .param file (magic {MAGIC} missing)")
-    layer_count = int(lines[1][0])
-    layers = []
-    for fields in lines[2:]:
-        kind, name, n_in, n_out = fields[0], fields[1], int(fields[2]), int(fields[3])
-        inputs = fields[4 : 4 + n_in]
-        outputs = fields[4 + n_in : 4 + n_in + n_out]
-        params: dict[int, int | float | list[float]] = {}
-        for item in fields[4 + n_in + n_out :]:
-            key_text, value = item.split("=", 1)
-            key = int(key_text)
-            if key <= _ARRAY_KEY_BASE:
-                params[_ARRAY_KEY_BASE - key] = [float(v) for v in value.split(",")[1:]]
-            else:
-                params[key] = _number(value)
-        layers.append(NcnnLayer(kind, name, inputs, outputs, params))
+    try:
+        layer_count = int(lines[1][0])
+        layers = [_parse_layer(fields) for fields in lines[2:]]
+    except (IndexError, ValueError) as exc:
+        raise SettingsError(f"{path} is not a well-formed ncnn .param file ({exc})") from None
     if len(layers) != layer_count:
         raise SettingsError(f"{path}: header says {layer_count} layers, found {len(layers)}")
     return layers
+
+
+def _parse_layer(fields: list[str]) -> NcnnLayer:
+    kind, name, n_in, n_out = fields[0], fields[1], int(fields[2]), int(fields[3])
+    inputs = fields[4 : 4 + n_in]
+    outputs = fields[4 + n_in : 4 + n_in + n_out]
+    if len(outputs) != n_out:
+        raise ValueError(f"layer {name} lists fewer blobs than it declares")
+    params: dict[int, int | float | list[float]] = {}
+    for item in fields[4 + n_in + n_out :]:
+        key_text, value = item.split("=", 1)
+        key = int(key_text)
+        if key <= _ARRAY_KEY_BASE:
+            params[_ARRAY_KEY_BASE - key] = [float(v) for v in value.split(",")[1:]]
+        else:
+            params[key] = _number(value)
+    return NcnnLayer(kind, name, inputs, outputs, params)
 
 
 class _BinReader:
@@ -170,22 +179,65 @@ def wheel_installed(distribution: str) -> str | None:
         return None
 
 
-def copy_convolutions(layers: list[NcnnLayer], targets: list["torch.nn.Conv2d"], arch: str) -> None:
+def copy_convolutions(layers: list[NcnnLayer], targets: list["torch.nn.Conv2d"], arch: str,
+                      leaky_slopes: list[float | None] | None = None) -> None:
     """Copy the graph's convolutions, in execution order, into ``targets``.
 
-    Every count and shape must match, so a graph of another architecture is refused
-    rather than loaded into the wrong layers.
+    Count, weight shape, bias, stride, dilation and padding must match each target, and
+    ``leaky_slopes`` says which convolutions must carry a fused leaky ReLU (and its slope)
+    and which none, so a graph of another architecture is refused rather than loaded
+    into the wrong layers.
     """
     import torch
 
     convs = [layer for layer in layers if layer.type == "Convolution"]
     if len(convs) != len(targets):
         raise SettingsError(f"expected {len(targets)} convolutions for {arch}, found {len(convs)}")
+    slopes = leaky_slopes or [None] * len(convs)
     with torch.no_grad():
-        for layer, conv in zip(convs, targets):
+        for layer, conv, slope in zip(convs, targets, slopes):
             weight = torch.from_numpy(layer.weights["weight"])
-            if weight.shape != conv.weight.shape or "bias" not in layer.weights:
+            if weight.shape != conv.weight.shape:
                 raise SettingsError(f"{layer.name}: weight {tuple(weight.shape)} does not fit "
-                                 f"{arch}'s {tuple(conv.weight.shape)}")
+                                    f"{arch}'s {tuple(conv.weight.shape)}")
+            if "bias" not in layer.weights:
+                raise SettingsError(f"{layer.name} has no bias, unlike {arch}'s convolutions")
+            geometry = (int(layer.param(3, 1)), int(layer.param(2, 1)), int(layer.param(4, 0)))
+            expected = (conv.stride[0], conv.dilation[0], conv.padding[0])
+            if geometry != expected:
+                raise SettingsError(f"{layer.name}: stride/dilation/padding {geometry} differ "
+                                    f"from {arch}'s {expected}")
+            fused = _fused_leaky_slope(layer)
+            if fused != slope:
+                raise SettingsError(f"{layer.name}: fused activation {fused} where {arch} "
+                                    f"has {slope}")
             conv.weight.copy_(weight)
             conv.bias.copy_(torch.from_numpy(layer.weights["bias"]))
+
+
+def _fused_leaky_slope(layer: NcnnLayer) -> float | None:
+    """The slope of a convolution's fused (leaky) ReLU, or None without one."""
+    kind = int(layer.param(9, 0))
+    if kind == 0:
+        return None
+    if kind == 1:
+        return 0.0
+    if kind == 2:
+        return round(float(layer.param(10, [0.0])[0]), 6)  # type: ignore[index]
+    raise SettingsError(f"{layer.name}: fused activation type {kind} is not supported")
+
+
+def check_layers(layers: list[NcnnLayer], arch: str, counts: dict[str, int]) -> None:
+    """Refuse a graph whose layer types do not occur exactly ``counts`` times.
+
+    ``Split`` layers (one blob handed to several consumers) compute nothing and are not
+    counted.
+    """
+    found: dict[str, int] = {}
+    for layer in layers:
+        if layer.type != "Split":
+            found[layer.type] = found.get(layer.type, 0) + 1
+    if found != counts:
+        diff = {k: (found.get(k, 0), counts.get(k, 0)) for k in set(found) | set(counts)
+                if found.get(k, 0) != counts.get(k, 0)}
+        raise SettingsError(f"the ncnn graph is not {arch}: layer counts (found, expected) {diff}")

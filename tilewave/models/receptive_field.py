@@ -43,6 +43,9 @@ def impulse_reach(forward: Forward, scale: int, size: int = 96, tolerance: float
     """
     base = (torch.full((1, 3, size, size), 0.25) if background is None
             else torch.from_numpy(np.asarray(background, np.float32))[None])
+    size = base.shape[-1]
+    if base.shape[-2] != size:
+        raise ValueError(f"background must be square, got {tuple(base.shape[-2:])}")
     c = size // 2
     poked = base.clone()
     poked[0, :, c, c] = 1.0 - poked[0, :, c, c]  # the largest change the range allows
@@ -85,8 +88,9 @@ def tiling_error(forward: Forward, scale: int, images: Iterable[np.ndarray],
     return [TilingError(h, worst[h]) for h in halos]
 
 
-def smallest_exact_halo(errors: Sequence[TilingError], tolerance: float = 0.5 / 255) -> int | None:
-    """The smallest measured halo from which on every larger one stays within ``tolerance``."""
+def smallest_sufficient_halo(errors: Sequence[TilingError], tolerance: float = 0.5 / 255) -> int | None:
+    """The smallest measured halo from which on every larger one stays within ``tolerance``
+    (None if even the largest does not)."""
     chosen = None
     for err in sorted(errors, key=lambda e: e.halo, reverse=True):
         if err.max_abs > tolerance:

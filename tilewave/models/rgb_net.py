@@ -3,7 +3,7 @@
 Pretrained super-resolution networks take one or three channels in [0, 1]. For a
 three-channel network, grey images are replicated to RGB and the three outputs averaged
 back, and RGBA images run RGB through the network and upscale alpha with bicubic
-interpolation (whose reach, 2 pixels, is inside every network's halo). A one-channel
+interpolation (whose reach, 2 pixels, is inside the halo of every pretrained network). A one-channel
 network runs on each channel in turn. Outputs are clamped to [0, 1], the range the
 networks were trained to produce.
 """

