@@ -338,6 +338,16 @@ def cli(tmp_path_factory) -> Results:
     other_input = write_png(root / "other" / "in.png", 255 - img)
     # Commands against the finished output (run after it), each on its own copy of it.
     runs["info"] = Run(["info", str(base_output)], [base_input, base_output])
+    taken = root / "export_exists" / "taken.tif"
+    taken.parent.mkdir()
+    taken.write_bytes(b"a user's file")
+    runs["export_exists"] = Run(["export", str(base_output), str(taken)], [base_output, taken])
+    runs["export_ome_jpeg"] = Run(["export", str(base_output), str(root / "export_exists" / "f.tif"),
+                                     "--compression", "jpeg", "--format", "ome"], [base_output])
+    runs["export_not_zarr"] = Run(["export", str(base_input), str(root / "export_exists" / "n.tif")],
+                                  [base_input])
+    runs["format_without_tiff"] = Run(["upscale", str(base_input), str(root / "fmt" / "o.zarr"),
+                                       "--local", "--format", "ome"], [base_input])
     runs["exists"] = Run(["upscale", str(base_input), str(root / "exists" / "out.zarr"),
                           "--local", "--tile", str(TILE)],
                          [base_input, root / "exists" / "out.zarr"])
@@ -469,6 +479,26 @@ def test_bad_weights_file_is_refused(cli, name):
     assert_refused(run, *WEIGHTS_ERRORS[name])
     assert_no_output(run)
     assert not (pathlib.Path(run.args[1]).parents[1] / "weights" / "pwned").exists()
+
+
+EXPORT_ERRORS = {
+    "export_exists": ("taken.tif", "exists", "--overwrite"),
+    "export_not_zarr": ("not an OME-Zarr image", "tilewave upscale"),
+    "format_without_tiff": ("--format", ".tif", "tilewave export"),
+}
+
+
+@pytest.mark.parametrize("name", list(EXPORT_ERRORS))
+def test_bad_export_is_refused(cli, name):
+    assert_refused(cli[name], *EXPORT_ERRORS[name])
+
+
+def test_export_succeeds_and_leaves_its_source_untouched(cli):
+    """Beside the refusals, a real export of the same output: the source is only read."""
+    run = cli["export_ome_jpeg"]
+    assert run.returncode == 0, run.stderr
+    assert run.after == run.before
+    assert tifffile.TiffFile(run.args[2]).is_ome
 
 
 def test_context_mode_with_bicubic_is_refused(cli):

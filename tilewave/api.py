@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+import dataclasses
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -18,7 +19,9 @@ from .storage import job_state
 from .storage.arrays import ArraySpec
 from .storage.ingest import ingest
 from .storage.inputs import InputImage, open_input
+from .storage.metadata import scaled
 from .storage.ome import create_output
+from .storage.pyramid import build_pyramid
 
 Executor = Literal["ray", "local"]
 DEFAULT_TILE = 256
@@ -201,6 +204,9 @@ def upscale(
     overwrite: bool = False,
     executor: Executor = "ray",
     progress: bool = True,
+    tiff_format: str | None = None,
+    compression: str | None = None,
+    quality: int = 90,
 ) -> Report:
     """Upscale ``input`` into the OME-Zarr image ``output``, out of core.
 
@@ -209,7 +215,21 @@ def upscale(
     model's receptive field; ``overlap`` (blend mode) to an eighth of the tile. With
     ``executor="ray"`` tiles run on Ray actors (a local instance unless ``address`` names
     a cluster); ``"local"`` runs them in this process, one after another.
+
+    An ``output`` ending in ``.tif``/``.tiff`` is written as an OME-Zarr image beside it
+    (``OUTPUT.zarr``, kept until the export succeeds, so ``resume`` works), then exported
+    with :func:`~tilewave.storage.tiff_export.export_tiff` (``tiff_format``,
+    ``compression``, ``quality``).
     """
+    output = os.fspath(output)
+    if output.lower().endswith((".tif", ".tiff")):
+        return _upscale_to_tiff(input, output, tiff_format, compression, quality, overwrite,
+                                progress, scale=scale, model=model, tile=tile, mode=mode,
+                                halo=halo, overlap=overlap, ramp=ramp, workers=workers,
+                                address=address, resume=resume, executor=executor)
+    if tiff_format or compression:
+        raise SettingsError("--format and --compression apply to a .tif/.tiff output; "
+                            "for an OME-Zarr output use `tilewave export` afterwards")
     from tqdm.auto import tqdm
 
     from .actors.pools import InProcessPool, RayPool
@@ -251,9 +271,8 @@ def upscale(
                 )
             n = min(workers or max(1, available), grid.count)
         if created_here:
-            pixel = tuple(v / plan.scale for v in image.metadata["mpp"]) if "mpp" in image.metadata else None
             create_output(output, (image.channels, *grid.out_shape), image.dtype, grid.out_chunk,
-                          os.path.basename(output), pixel,  # type: ignore[arg-type]
+                          os.path.basename(output), scaled(image.metadata, plan.scale),
                           {"tilewave": {"input": manifest["input"], "settings": manifest["settings"]}})
             manifest["created"] = True
             job_state.write_manifest(output, manifest)
@@ -267,6 +286,8 @@ def upscale(
         with tqdm(total=grid.count, initial=already, unit="tile", desc="upscale",
                   disable=not progress, dynamic_ncols=True, smoothing=0.1) as bar:
             stats = run_tiles(grid, pool, ledger, dependent, contexts, bar.update)
+        pool.close()
+        _build_pyramid(output, manifest, progress)
     except Exception as exc:
         details = getattr(exc, "details", "")
         if details:
@@ -287,6 +308,36 @@ def upscale(
     return Report(output, array_path, (image.channels, *grid.out_shape), str(image.dtype),
                   plan.model, plan.scale, plan.mode, grid.count, stats.tiles_run,
                   time.perf_counter() - started, pool.workers, executor)
+
+
+def _upscale_to_tiff(input: str | os.PathLike[str], output: str, tiff_format: str | None,
+                     compression: str | None, quality: int, overwrite: bool, progress: bool,
+                     **settings: Any) -> Report:
+    from .storage.tiff_export import export_tiff
+
+    if os.path.exists(output) and not overwrite:
+        raise OutputExistsError(f"output {output!r} exists; add --overwrite to replace it")
+    _check_apart(os.fspath(input), output)
+    work = output + ".zarr"
+    resume = settings.pop("resume")
+    report = upscale(input, work, overwrite=overwrite and not resume, resume=resume,
+                     progress=progress, **settings)
+    export_tiff(work, output, kind=tiff_format, compression=compression,  # type: ignore[arg-type]
+                quality=quality, overwrite=overwrite, progress=progress)
+    shutil.rmtree(work)
+    return dataclasses.replace(report, output=output, array=output)
+
+
+def _build_pyramid(output: str, manifest: dict[str, Any], progress: bool) -> None:
+    """Add the output's pyramid levels, recording each in the manifest so a resumed job
+    builds only the ones still missing."""
+    done = manifest.setdefault("pyramid", [])
+
+    def record(path: str) -> None:
+        done.append(path)
+        job_state.write_manifest(output, manifest)
+
+    build_pyramid(output, progress=progress, on_level=record, done=tuple(done))
 
 
 def _working_source(image: InputImage, output: str, manifest: dict[str, Any], tile: int,

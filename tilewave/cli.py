@@ -64,6 +64,8 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--overwrite", action="store_true", help="replace an existing output")
     up.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     up.add_argument("--json", action="store_true", help="print the report as JSON")
+    tiff = up.add_argument_group("TIFF output (OUTPUT ending in .tif/.tiff)")
+    _tiff_options(tiff)
 
     ing = sub.add_parser("ingest", help="copy an image into a chunked Zarr v3 array",
                          description="Copy INPUT into a (c, y, x) Zarr v3 array at STORE, "
@@ -74,6 +76,19 @@ def _parser() -> argparse.ArgumentParser:
                      help="chunk size in pixels (default: 512)")
     ing.add_argument("--overwrite", action="store_true", help="replace an existing store")
     ing.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    ex = sub.add_parser("export", help="write an OME-Zarr output as a pyramidal TIFF",
+                        description="Write the OME-Zarr image SOURCE (a tilewave output) with "
+                        "every pyramid level to the tiled BigTIFF FILE: a slide TIFF that "
+                        "OpenSlide reads, an OME-TIFF for Bio-Formats and QuPath, or a GeoTIFF "
+                        "with overviews for GDAL and QGIS.")
+    ex.add_argument("source")
+    ex.add_argument("file")
+    _tiff_options(ex)
+    ex.add_argument("--tile", type=_positive, default=512, metavar="PX",
+                    help="TIFF tile size, a multiple of 16 (default: 512)")
+    ex.add_argument("--overwrite", action="store_true", help="replace an existing FILE")
+    ex.add_argument("--quiet", action="store_true", help="no progress bar or summary")
 
     info = sub.add_parser("info", help="describe an image or a tilewave output")
     info.add_argument("path")
@@ -112,6 +127,30 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _tiff_options(group: Any) -> None:
+    from .storage.tiff_export import COMPRESSIONS, KINDS
+
+    group.add_argument("--format", choices=KINDS, dest="tiff_format",
+                       help="slide (OpenSlide), ome (OME-TIFF) or geotiff (default: geotiff for "
+                       "georeferenced images, ome for *.ome.tif or non-8-bit-RGB, else slide)")
+    group.add_argument("--compression", choices=COMPRESSIONS,
+                       help="default: jpeg for slides, deflate otherwise")
+    group.add_argument("--quality", type=_positive, default=90, help="JPEG quality (default: 90)")
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .storage.tiff_export import export_tiff
+
+    report = export_tiff(args.source, args.file, kind=args.tiff_format,
+                         compression=args.compression, quality=args.quality, tile=args.tile,
+                         overwrite=args.overwrite, progress=not args.quiet)
+    if not args.quiet:
+        levels = ", ".join(f"{w} x {h}" for h, w in report.levels)
+        print(f"wrote {report.path} ({report.kind}, {report.compression}, {report.dtype}, "
+              f"{report.bytes / 2**20:.1f} MiB): levels {levels}")
+    return 0
+
+
 def _cmd_upscale(args: argparse.Namespace) -> int:
     from .api import upscale
 
@@ -120,7 +159,8 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
         mode=args.mode, halo=args.halo, overlap=args.overlap, ramp=args.ramp,
         workers=args.workers, address=args.address, resume=args.resume,
         overwrite=args.overwrite, executor="local" if args.local else "ray",
-        progress=not args.quiet,
+        progress=not args.quiet, tiff_format=args.tiff_format, compression=args.compression,
+        quality=args.quality,
     )
     if args.json:
         print(json.dumps(report.as_dict()))
@@ -221,7 +261,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"upscale": _cmd_upscale, "ingest": _cmd_ingest, "info": _cmd_info,
-            "models": _cmd_models, "demo": _cmd_demo, "train": _cmd_train}
+            "models": _cmd_models, "export": _cmd_export, "demo": _cmd_demo, "train": _cmd_train}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -31,7 +31,8 @@ def describe(path: str) -> dict[str, Any]:
     if "crs" in meta:
         facts["crs"] = meta["crs"] + (f" ({meta['crs_name']})" if "crs_name" in meta else "")
     if "pixel_size" in meta:
-        facts["ground pixel"] = f"{meta['pixel_size'][1]:g} x {meta['pixel_size'][0]:g} (CRS units)"
+        unit = {"meter": "m"}.get(meta.get("linear_unit", ""), "(CRS units)")
+        facts["ground pixel"] = f"{meta['pixel_size'][1]:g} x {meta['pixel_size'][0]:g} {unit}"
     if "origin" in meta:
         facts["origin"] = f"x={meta['origin'][0]:.10g}, y={meta['origin'][1]:.10g}"
     if "nodata" in meta:

@@ -256,6 +256,11 @@ def _tiff_metadata(tf: Any, page: Any) -> tuple[dict[str, Any], str]:
     if geo:
         fmt = "geotiff"
         meta.update(_geo_metadata(geo))
+        keys = {name: page.tags[code].value for code, name in _GEOKEY_TAGS.items() if code in page.tags}
+        if "GeoKeyDirectoryTag" in keys:
+            meta["geokeys"] = {k: (v if isinstance(v, str) else [float(x) if k == "GeoDoubleParamsTag"
+                                                                  else int(x) for x in v])
+                               for k, v in keys.items()}
         nodata = page.tags.get("GDAL_NODATA")
         if nodata is not None:
             try:
@@ -289,14 +294,26 @@ def _ome_xml_metadata(xml: str) -> dict[str, Any]:
         fx = to_um.get(pixels.get("PhysicalSizeXUnit", "µm"), 1.0)
         fy = to_um.get(pixels.get("PhysicalSizeYUnit", "µm"), 1.0)
         meta["mpp"] = [float(sy) * fy, float(sx) * fx]
+    objective = next((el for el in root.iter() if el.tag.split("}")[-1] == "Objective"
+                      and el.get("NominalMagnification")), None)
+    if objective is not None:
+        meta["objective_power"] = float(objective.get("NominalMagnification"))
     names = [el.get("Name") for el in pixels if el.tag.endswith("Channel")]
     if names and all(names):
         meta["channel_names"] = names
     return meta
 
 
+_GEOKEY_TAGS = {34735: "GeoKeyDirectoryTag", 34736: "GeoDoubleParamsTag", 34737: "GeoAsciiParamsTag"}
+
+
 def _geo_metadata(geo: dict[str, Any]) -> dict[str, Any]:
     meta: dict[str, Any] = {}
+    raster_type = geo.get("GTRasterTypeGeoKey")
+    if raster_type is not None and int(raster_type) in (1, 2):
+        meta["raster_type"] = int(raster_type)
+    if geo.get("ProjLinearUnitsGeoKey") is not None and int(geo["ProjLinearUnitsGeoKey"]) == 9001:
+        meta["linear_unit"] = "meter"
     for key in ("ProjectedCSTypeGeoKey", "GeographicTypeGeoKey"):
         code = geo.get(key)
         if code is not None and int(code) not in (0, 32767):
@@ -422,8 +439,14 @@ def _describe_zarr(path: str, node: Any) -> InputImage:
         scale = next((t["scale"] for t in datasets[0].get("coordinateTransformations", [])
                       if t.get("type") == "scale"), None)
         units = {a.get("name"): a.get("unit") for a in ms.get("axes", []) if isinstance(a, dict)}
+        job = node.attrs.get("tilewave")
+        if isinstance(job, dict) and isinstance(job.get("metadata"), dict):
+            meta.update(job["metadata"])  # what a tilewave output inherited
         if scale and units.get("y") in ("micrometer", "micron") and units.get("x") in ("micrometer", "micron"):
             meta["mpp"] = [float(scale[axes.index("y")]), float(scale[axes.index("x")])]
+        labels = [ch.get("label") for ch in (ome.get("omero") or {}).get("channels", [])]
+        if "channel_names" not in meta and labels and all(labels):
+            meta["channel_names"] = labels
         array = zarr.open_array(array_path, mode="r")
     else:
         array = node

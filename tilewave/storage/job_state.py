@@ -63,7 +63,13 @@ def finish(output: str, manifest: dict[str, Any]) -> None:
     manifest = {**manifest, "complete": True}
     manifest.pop("created", None)
     manifest.pop("ingested", None)
-    zarr.open_group(output, mode="r+").attrs["tilewave"] = manifest
+    manifest.pop("pyramid", None)
+    group = zarr.open_group(output, mode="r+")
+    # The inherited image metadata lives beside the job record; keep it.
+    previous = group.attrs.get("tilewave", {})
+    if isinstance(previous, dict) and "metadata" in previous:
+        manifest["metadata"] = previous["metadata"]
+    group.attrs["tilewave"] = manifest
     shutil.rmtree(state_dir(output), ignore_errors=True)
 
 

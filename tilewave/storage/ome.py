@@ -1,5 +1,11 @@
 """The OME-Zarr 0.5 output image: a Zarr v3 group whose array ``0`` is the full
-resolution, ``(c, y, x)``, chunked to the output tile grid."""
+resolution, ``(c, y, x)``, chunked to the output tile grid, and whose arrays ``1``,
+``2``, ... are the pyramid levels added once every tile is written (:mod:`.pyramid`).
+
+The group's ``tilewave`` attribute holds the job record and ``metadata``: what the output
+inherited from its input (pixel size, objective power, channel names, georeferencing,
+nodata; :mod:`.metadata`), already adjusted for the scale.
+"""
 
 from __future__ import annotations
 
@@ -8,28 +14,11 @@ from typing import Any
 import numpy as np
 import zarr
 
+from .metadata import ome_attributes
+
 FULL_RESOLUTION = "0"
-
-
-def multiscales_metadata(name: str, pixel_size_um: tuple[float, float] | None) -> dict[str, Any]:
-    """OME-NGFF 0.5 ``ome`` attributes for a single-level ``(c, y, x)`` image."""
-    space: dict[str, Any] = {"type": "space"}
-    if pixel_size_um is not None:
-        space["unit"] = "micrometer"
-    scale = [1.0, *(pixel_size_um if pixel_size_um is not None else (1.0, 1.0))]
-    return {
-        "version": "0.5",
-        "multiscales": [
-            {
-                "name": name,
-                "axes": [{"name": "c", "type": "channel"}, {"name": "y", **space}, {"name": "x", **space}],
-                "datasets": [
-                    {"path": FULL_RESOLUTION,
-                     "coordinateTransformations": [{"type": "scale", "scale": scale}]}
-                ],
-            }
-        ],
-    }
+#: Each pyramid level is this many times smaller than the one before, on each axis.
+DOWNSAMPLE = 2
 
 
 def create_output(
@@ -38,7 +27,7 @@ def create_output(
     dtype: np.dtype,
     chunk: tuple[int, int],
     name: str,
-    pixel_size_um: tuple[float, float] | None = None,
+    metadata: dict[str, Any] | None = None,
     extra_attributes: dict[str, Any] | None = None,
 ) -> str:
     """Create the output group and its empty full-resolution array; returns the array's path.
@@ -46,10 +35,13 @@ def create_output(
     The array is chunked exactly to the output tile grid (no sharding), so every tile
     writes whole chunks of its own and concurrent workers never share one.
     """
+    metadata = metadata or {}
     group = zarr.open_group(path, mode="w-", zarr_format=3)
-    attrs: dict[str, Any] = {"ome": multiscales_metadata(name, pixel_size_um)}
+    attrs: dict[str, Any] = {"ome": ome_attributes(name, [FULL_RESOLUTION], DOWNSAMPLE, metadata,
+                                                   shape[0], np.dtype(dtype))}
     if extra_attributes:
         attrs.update(extra_attributes)
+    attrs.setdefault("tilewave", {})["metadata"] = metadata
     group.attrs.update(attrs)
     group.create_array(
         FULL_RESOLUTION,
@@ -60,3 +52,18 @@ def create_output(
         fill_value=0,
     )
     return f"{path.rstrip('/')}/{FULL_RESOLUTION}"
+
+
+def read_metadata(group: zarr.Group) -> dict[str, Any]:
+    """The inherited metadata a tilewave output records (empty for other OME-Zarr images)."""
+    job = group.attrs.get("tilewave")
+    return dict(job.get("metadata") or {}) if isinstance(job, dict) else {}
+
+
+def set_levels(group: zarr.Group, level_paths: list[str]) -> None:
+    """Point the ``multiscales`` metadata at ``level_paths`` (finest first)."""
+    arr = group[level_paths[0]]
+    ome = group.attrs["ome"]
+    name = ome["multiscales"][0].get("name", "")
+    group.attrs["ome"] = ome_attributes(name, level_paths, DOWNSAMPLE, read_metadata(group),
+                                        arr.shape[0], np.dtype(arr.dtype))

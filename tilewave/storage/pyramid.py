@@ -1,0 +1,90 @@
+"""Pyramid levels of an OME-Zarr output, built out of core with dask.
+
+Each level averages 2 x 2 blocks of the one before (the last row and column are repeated
+where a size is odd) and is rounded back to the image's dtype, so 16-bit data stays
+16-bit. Levels are added until the longest side is at most ``smallest`` pixels. Every
+level is one streaming dask pass: a task reads a few source chunks and writes one whole
+destination chunk of its own, so memory is a handful of chunks whatever the image size.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import dask
+import dask.array as da
+import numpy as np
+import zarr
+
+from .ingest import _TqdmCallback
+from .ome import DOWNSAMPLE, FULL_RESOLUTION, set_levels
+
+#: Stop adding levels once the longest side is at most this many pixels.
+SMALLEST = 1024
+
+
+def _halve(block: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    c, h, w = block.shape
+    mean = block.reshape(c, h // 2, 2, w // 2, 2).astype(np.float32).mean(axis=(2, 4))
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return np.clip(np.rint(mean), info.min, info.max).astype(dtype)
+    return mean.astype(dtype)
+
+
+def downsampled(source: zarr.Array) -> da.Array:
+    """A lazy ``(c, y, x)`` array half the size of ``source`` (rounded up)."""
+    a = da.from_zarr(source)
+    _, h, w = a.shape
+    if h % 2 or w % 2:
+        a = da.pad(a, ((0, 0), (0, h % 2), (0, w % 2)), mode="edge")
+    # Every chunk must be of even size for the 2 x 2 blocks not to straddle chunks.
+    even = tuple(tuple(-(-n // 2) * 2 for n in dim) for dim in a.chunks)
+    if even != a.chunks:
+        step = tuple(max(2, 2 * (dim[0] // 2)) for dim in a.chunks)
+        a = a.rechunk(step)
+    out_chunks = tuple(tuple(n // 2 for n in dim) if i else dim for i, dim in enumerate(a.chunks))
+    return a.map_blocks(_halve, np.dtype(source.dtype), dtype=source.dtype, chunks=out_chunks)
+
+
+def level_shapes(shape: tuple[int, int, int], smallest: int = SMALLEST) -> list[tuple[int, int, int]]:
+    """Shapes of levels 0, 1, ...: halved (rounded up) until the longest side <= ``smallest``."""
+    shapes = [shape]
+    while max(shapes[-1][1:]) > smallest:
+        c, h, w = shapes[-1]
+        shapes.append((c, -(-h // DOWNSAMPLE), -(-w // DOWNSAMPLE)))
+    return shapes
+
+
+def build_pyramid(output: str, smallest: int = SMALLEST, progress: bool = True,
+                  on_level: Callable[[str], None] | None = None, done: tuple[str, ...] = ()) -> list[str]:
+    """Add the missing levels ``1, 2, ...`` to the OME-Zarr group ``output``.
+
+    Levels named in ``done`` are taken as complete (a resumed job); ``on_level`` is called
+    with each level's path once it is written. Returns every level's path, finest first,
+    and points the ``multiscales`` metadata at them.
+    """
+    from tqdm.auto import tqdm
+
+    group = zarr.open_group(output, mode="r+")
+    base = group[FULL_RESOLUTION]
+    shapes = level_shapes(base.shape, smallest)
+    paths = [FULL_RESOLUTION]
+    for i, shape in enumerate(shapes[1:], start=1):
+        path = str(i)
+        source = group[paths[-1]]
+        paths.append(path)
+        if path in done:
+            continue
+        chunks = (shape[0], min(base.chunks[1], shape[1]), min(base.chunks[2], shape[2]))
+        target = group.create_array(path, shape=shape, chunks=chunks, dtype=base.dtype,
+                                    dimension_names=("c", "y", "x"), fill_value=0, overwrite=True)
+        pixels = downsampled(source).rechunk(chunks)
+        with tqdm(total=pixels.npartitions, unit="chunk", desc=f"pyramid level {i}",
+                  disable=not progress, leave=False) as bar:
+            with _TqdmCallback(bar), dask.config.set(scheduler="threads", num_workers=2):
+                pixels.store(target, lock=False)
+        if on_level is not None:
+            on_level(path)
+    set_levels(group, paths)
+    return paths
