@@ -281,3 +281,40 @@ def test_scaled_metadata():
     # PixelIsPoint: the origin is the first pixel's centre, which moves with the pixel size.
     point = scaled({**meta, "raster_type": 2}, 2)
     assert point["origin"] == [1000.0 - 15.0 + 7.5, 2000.0 + 15.0 - 7.5]
+
+
+def test_pyramid_resume_builds_only_missing_levels(tmp_path):
+    """What a resumed job does after a crash between two levels."""
+    from tilewave.storage.ome import create_output
+    from tilewave.storage.pyramid import build_pyramid
+
+    img = smooth_rgb(2100, 900)
+    out = str(tmp_path / "o.zarr")
+    create_output(out, img.shape, img.dtype, (256, 256), "o", {"mpp": [0.5, 0.5]})
+    zarr.open_array(f"{out}/0", mode="r+")[:] = img
+    written: list[str] = []
+    assert build_pyramid(out, progress=False, on_level=written.append) == ["0", "1", "2"]
+    assert written == ["1", "2"]
+    zarr.open_array(f"{out}/1", mode="r+")[:, :4, :4] = 7  # a marker a rebuild would erase
+    group = zarr.open_group(out, mode="r+")
+    del group["2"]
+    written.clear()
+    assert build_pyramid(out, progress=False, on_level=written.append, done=("1",)) == ["0", "1", "2"]
+    assert written == ["2"]
+    level1 = zarr.open_array(f"{out}/1")[:]
+    assert (level1[:, :4, :4] == 7).all()
+    np.testing.assert_array_equal(zarr.open_array(f"{out}/2")[:], halved(level1))
+
+
+def test_info_reads_the_exported_geotiff(geotiff_input, tmp_path, capsys):
+    from tilewave.cli import main
+
+    _, path = geotiff_input
+    dest = tmp_path / "x2.tif"
+    assert main(["upscale", str(path), str(dest), "--scale", "2", "--tile", "128", "--local",
+                 "--quiet"]) == 0
+    assert main(["info", str(dest), "--json"]) == 0
+    facts = json.loads(capsys.readouterr().out)
+    assert facts["format"] == "geotiff" and facts["crs"].startswith("EPSG:32633")
+    assert facts["ground pixel"] == "15 x 15 m" and facts["nodata"] == 0
+    assert facts["dtype"] == "uint16"

@@ -267,8 +267,11 @@ def test_tiff_without_resolution_unit_has_no_mpp(tmp_path):
 def test_ome_zarr_scale_gives_mpp(tmp_path):
     img = random_image((3, 33, 21), "uint16")
     path = tmp_path / "in.ome.zarr"
-    array_path = create_output(str(path), img.shape, img.dtype, (16, 16), "in", (0.5, 0.25))
+    array_path = create_output(str(path), img.shape, img.dtype, (16, 16), "in",
+                               {"mpp": [0.5, 0.25]})
     zarr.open_array(array_path, mode="r+")[...] = img
+    # Read from the multiscales scale alone, as for an OME-Zarr image another tool wrote.
+    zarr.open_group(str(path), mode="r+").attrs["tilewave"] = {}
     image = open_input(path)
     assert image.format == "ome-zarr"
     assert image.metadata["mpp"] == pytest.approx([0.5, 0.25])
@@ -307,7 +310,7 @@ def test_geotiff_sample(tmp_path):
     facts = describe(str(path))
     assert facts["format"] == "geotiff"
     assert facts["crs"].startswith("EPSG:32621")
-    assert facts["ground pixel"] == "30 x 30 (CRS units)"
+    assert facts["ground pixel"] == "30 x 30 m"  # UTM: ProjLinearUnitsGeoKey is metre
     assert "origin" in facts
 
     got = ingest_all(image, tmp_path / "work.zarr", chunk=512)
