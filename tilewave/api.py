@@ -245,6 +245,8 @@ def upscale(
         raise SettingsError("--local runs tiles in this process; drop --workers and --address")
     image = open_input(input)
     plan = _plan(image, model, scale, tile, mode, halo, overlap, ramp)
+    if os.path.isdir(output):
+        job_state.check_not_busy(output)  # before a resume or an overwrite touches it
     manifest = _prepare_output(plan, output, resume, overwrite)
     started = time.perf_counter()
     grid = plan.grid
@@ -257,7 +259,10 @@ def upscale(
     created_here = not manifest.get("created")
     cluster: Any = None
     pool: Any = None
+    lock: job_state.JobLock | None = None
     try:
+        if not created_here:
+            lock = job_state.JobLock(output).acquire()
         if executor == "ray":
             from .actors.cluster import connect
 
@@ -276,6 +281,7 @@ def upscale(
                           {"tilewave": {"input": manifest["input"], "settings": manifest["settings"]}})
             manifest["created"] = True
             job_state.write_manifest(output, manifest)
+            lock = job_state.JobLock(output).acquire()
         source = _working_source(image, output, manifest, grid.tile, progress)
         job = WorkerJob(plan.model, plan.scale, grid, plan.mode, plan.ramp, source, array_path,  # type: ignore[arg-type]
                         os.path.abspath(output) if dependent else None)
@@ -296,6 +302,8 @@ def upscale(
         elif created_here and isinstance(exc, TilewaveError) and pool is None:
             # Refused before any tile ran: an output this call created holds nothing.
             shutil.rmtree(output, ignore_errors=True)
+        if lock is not None:
+            lock.release()
         raise
     finally:
         if pool is not None:
@@ -304,7 +312,11 @@ def upscale(
             from .actors.cluster import disconnect
 
             disconnect(cluster)
-    job_state.finish(output, manifest)
+    try:
+        job_state.finish(output, manifest)
+    finally:
+        if lock is not None:
+            lock.release()
     return Report(output, array_path, (image.channels, *grid.out_shape), str(image.dtype),
                   plan.model, plan.scale, plan.mode, grid.count, stats.tiles_run,
                   time.perf_counter() - started, pool.workers, executor)

@@ -8,7 +8,7 @@ import sys
 from typing import Any, Sequence
 
 from . import __version__
-from .errors import TilewaveError
+from .errors import STORAGE_ERRNOS, TilewaveError
 
 
 def _whole_number(least: int):
@@ -272,6 +272,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TilewaveError as exc:
         print(f"tilewave: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        if exc.errno not in STORAGE_ERRNOS:
+            raise
+        # The machine's storage, not tilewave, refused: say which file and what to do.
+        where = f" writing {exc.filename!r}" if exc.filename else ""
+        print(f"tilewave: error: {exc.strerror}{where}; free space or choose a writable "
+              "location, then rerun with --resume to keep the finished tiles", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("tilewave: interrupted; rerun the same command with --resume to continue",
               file=sys.stderr)

@@ -8,6 +8,8 @@ or 1 (a run that failed). Anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import errno
+
 
 class TilewaveError(Exception):
     """Base of all errors whose message is meant for the user."""
@@ -21,6 +23,14 @@ class InputError(TilewaveError, ValueError):
 
 class InputNotFoundError(InputError, FileNotFoundError):
     """The input path does not exist."""
+
+
+class StorageError(TilewaveError):
+    """The output's storage refused a write: full, over quota, read-only or forbidden."""
+
+
+class OutputBusyError(TilewaveError):
+    """Another tilewave job is writing the same output right now."""
 
 
 class OutputExistsError(TilewaveError, FileExistsError):
@@ -60,3 +70,7 @@ class WorkerLostError(TilewaveError, RuntimeError):
     """A worker process died and could not be restarted."""
 
     exit_code = 1
+
+
+#: Storage refusals that are the user's to fix (full, over quota, read-only, forbidden).
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})

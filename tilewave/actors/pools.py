@@ -14,7 +14,7 @@ import collections
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..errors import TileFailedError, WorkerLostError
+from ..errors import InputError, StorageError, TileFailedError, TilewaveError, WorkerLostError
 from ..storage.job_state import ContextStore
 from .worker import TileDone, TileError, TileWorker, WorkerJob
 
@@ -54,7 +54,12 @@ def _completion(job: WorkerJob, done: TileDone) -> Completion:
     return Completion((done.row, done.col), done, outbound)
 
 
-def _failed(job: WorkerJob, index: Index, error: TileError | None, cause: str) -> TileFailedError:
+def _failed(job: WorkerJob, index: Index, error: TileError | None, cause: str) -> TilewaveError:
+    if error is not None and error.bad_input:
+        return InputError(f"input {job.source.path!r} {error.cause}")
+    if error is not None and error.storage_full:
+        return StorageError(f"{error.cause} into {job.output_array!r}; free space or choose a "
+                            "writable location, then rerun with --resume to keep the finished tiles")
     exc = TileFailedError(index[0], index[1], job.grid[index].core, cause)
     exc.details = error.details if error is not None else ""  # type: ignore[attr-defined]
     return exc
@@ -88,6 +93,10 @@ class InProcessPool:
         self._queue.clear()
 
 
+#: Times a tile may lose its worker (process or node death) before the run gives up.
+MAX_TILE_ATTEMPTS = 4
+
+
 class RayPool:
     """Ray actors, one model each, fed by least-loaded dispatch."""
 
@@ -100,12 +109,13 @@ class RayPool:
         self.capacity = workers * queue_depth
         # A restarted actor reloads its model; its unfinished calls are retried, which is
         # safe because a tile only ever (re)writes its own chunk and its own contexts.
-        actor_cls = ray.remote(TileWorker).options(
+        self._actor_cls = ray.remote(TileWorker).options(
             num_cpus=1, num_gpus=gpus_per_worker, max_restarts=3, max_task_retries=3
         )
-        self._actors = [actor_cls.remote(job) for _ in range(workers)]
+        self._actors = [self._actor_cls.remote(job) for _ in range(workers)]
         self._load = [0] * workers
-        self._pending: dict[Any, tuple[Index, int]] = {}
+        self._pending: dict[Any, tuple[Index, int, dict[str, Any]]] = {}
+        self._attempts: dict[Index, int] = {}
         # Surfaces model-loading errors now, as one clear failure, rather than per tile.
         try:
             ray.get([a.describe.remote() for a in self._actors], timeout=STARTUP_TIMEOUT_S)
@@ -123,7 +133,7 @@ class RayPool:
     def submit(self, index: Index, inbound: dict[str, Any]) -> None:
         k = min(range(self.workers), key=self._load.__getitem__)
         ref = self._actors[k].process.remote(index[0], index[1], **inbound)
-        self._pending[ref] = (index, k)
+        self._pending[ref] = (index, k, inbound)
         self._load[k] += 1
 
     def wait(self) -> list[Completion]:
@@ -134,7 +144,7 @@ class RayPool:
         more = ray.wait(rest, num_returns=len(rest), timeout=0)[0] if rest else []
         out = []
         for ref in [*ready, *more]:
-            index, k = self._pending.pop(ref)
+            index, k, inbound = self._pending.pop(ref)
             self._load[k] -= 1
             try:
                 done = ray.get(ref)
@@ -142,12 +152,30 @@ class RayPool:
                 err = exc.cause if isinstance(exc.cause, TileError) else None
                 raise _failed(self.job, index, err, err.cause if err else _cause(exc)) from None
             except ray.exceptions.RayActorError as exc:
-                raise WorkerLostError(
-                    f"the worker running tile {index} died and could not be restarted "
-                    f"({_cause(exc)}); rerun with --resume to keep the finished tiles"
-                ) from None
+                self._retry(index, k, inbound, exc)
+                continue
             out.append(_completion(self.job, done))
         return out
+
+    def _retry(self, index: Index, k: int, inbound: dict[str, Any], exc: Exception) -> None:
+        """Run a tile again whose worker died or became unreachable (its node went away).
+
+        A tile only ever writes its own chunk and its own context files, so running it
+        again is safe whether or not the first attempt got as far as writing.
+        """
+        import ray
+
+        self._attempts[index] = self._attempts.get(index, 0) + 1
+        if self._attempts[index] > MAX_TILE_ATTEMPTS:
+            raise WorkerLostError(
+                f"tile {index} lost its worker {MAX_TILE_ATTEMPTS} times ({_cause(exc)}); the "
+                "cluster is failing: rerun with --resume to keep the finished tiles"
+            ) from None
+        if isinstance(exc, ray.exceptions.ActorDiedError):
+            # Out of restarts (or its node is gone for good): a fresh actor takes its place,
+            # wherever the scheduler finds room.
+            self._actors[k] = self._actor_cls.remote(self.job)
+        self.submit(index, inbound)
 
     def close(self) -> None:
         import ray

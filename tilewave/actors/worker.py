@@ -12,6 +12,10 @@ import traceback
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
+from ..errors import STORAGE_ERRNOS
+
 from ..models import load_model
 from ..models.base import OUTBOUND, TilingMode
 from ..pipeline.blend import Ramp
@@ -49,12 +53,24 @@ class TileDone:
     contexts: tuple[str, ...] = ()
 
 
-class TileError(Exception):
-    """A tile failed inside a worker; carries the tile and the worker's traceback."""
+class BadPixels(ValueError):
+    """The input holds values tilewave refuses to guess about (NaN, infinities)."""
 
-    def __init__(self, row: int, col: int, cause: str, details: str):
-        super().__init__(row, col, cause, details)
+
+class TileError(Exception):
+    """A tile failed inside a worker; carries the tile and the worker's traceback.
+
+    ``bad_input`` marks failures caused by the input's pixels and ``storage_full`` those
+    where the output's storage refused a write (full, read-only): both stop the run with a
+    user error (exit code 2) instead of a tile failure, since the fix is the user's.
+    """
+
+    def __init__(self, row: int, col: int, cause: str, details: str, bad_input: bool = False,
+                 storage_full: bool = False):
+        super().__init__(row, col, cause, details, bad_input, storage_full)
         self.row, self.col, self.cause, self.details = row, col, cause, details
+        self.bad_input = bad_input
+        self.storage_full = storage_full
 
     def __str__(self) -> str:
         return f"tile ({self.row}, {self.col}): {self.cause}"
@@ -106,6 +122,12 @@ class TileWorker:
             grid = self.job.grid
             tile = grid[row, col]
             window = self.reader.read(*tile.read)
+            if window.dtype.kind == "f" and not np.isfinite(window).all():
+                c, y, x = (int(v) for v in np.argwhere(~np.isfinite(window))[0])
+                raise BadPixels(
+                    f"has NaN or infinite values (first at x={tile.read[2] + x}, "
+                    f"y={tile.read[0] + y}, channel {c}); tilewave does not guess what they "
+                    "mean: replace them (with 0 or the nodata value) and run again")
             core, outbound = run_tile(self.model, grid, tile, window, self.job.mode, inbound,
                                       self.job.ramp, self.device, self.half)
             oy0, oy1, ox0, ox1 = grid.out_window(tile.core)
@@ -124,6 +146,14 @@ class TileWorker:
                     if grid.contains(row + dr, col + dc):
                         self.contexts.save((row, col), direction, _to_cpu(outbound.get(direction)))
                         saved.append(direction)
+        except BadPixels as exc:
+            raise TileError(row, col, str(exc), traceback.format_exc(), bad_input=True) from None
+        except OSError as exc:
+            if exc.errno not in STORAGE_ERRNOS:
+                raise TileError(row, col, f"{type(exc).__name__}: {exc}"[:300],
+                                traceback.format_exc()) from None
+            raise TileError(row, col, f"{exc.strerror} while writing tile ({row}, {col})",
+                            traceback.format_exc(), storage_full=True) from None
         except Exception as exc:
             cause = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
             raise TileError(row, col, cause, traceback.format_exc()) from None

@@ -205,6 +205,9 @@ def _open_tiff(path: str) -> InputImage:
             _probe_tiff(tf, series, path)
     except InputError:
         raise
+    except ZeroDivisionError:  # tifffile divides by the width or height while parsing
+        raise InputError(f"input {path!r} declares an image with no pixels (a zero width or "
+                         "height); check the file") from None
     except Exception as exc:  # tifffile raises many kinds for damaged files
         raise InputError(f"input {path!r} is not a readable TIFF ({_short(exc)}); check the file") from None
     return InputImage(path, fmt, (c, shape_by_axis["y"], shape_by_axis["x"]), dtype,

@@ -8,6 +8,8 @@
 * ``contexts/``: outgoing contexts of finished tiles whose consumers have not finished,
   written by the producing worker, removed once their consumer is in the ledger.
 * ``work.zarr``: the ingested input.
+* ``lock``: held (``flock``) by the driver of the running job, so that a second job
+  cannot resume, overwrite or write into an output that one is writing.
 
 When the job completes, its manifest moves into the output group's ``tilewave``
 attribute and the folder is removed, so a finished output is a clean OME-Zarr image.
@@ -15,10 +17,13 @@ attribute and the folder is removed, so a finished output is a clean OME-Zarr im
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import pickle
 import shutil
+import socket
+import time
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -39,6 +44,52 @@ def write_manifest(output: str, manifest: dict[str, Any]) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+class JobLock:
+    """The exclusive advisory lock a running job holds on its output.
+
+    ``flock`` locks vanish with the process that held them, so a crashed job never
+    leaves its output locked; they hold across processes of one machine and on shared
+    filesystems that support them (NFSv4, Lustre, CephFS).
+    """
+
+    def __init__(self, output: str):
+        self.output = output
+        self.path = os.path.join(state_dir(output), "lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> "JobLock":
+        from ..errors import OutputBusyError
+
+        os.makedirs(state_dir(self.output), exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode(errors="replace").strip() or "unknown process"
+            os.close(fd)
+            raise OutputBusyError(
+                f"output {self.output!r} is being written by another tilewave job ({holder}); "
+                "wait for it to finish or stop it, then run again"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, since "
+                     f"{time.strftime('%Y-%m-%d %H:%M:%S')}".encode())
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+def check_not_busy(output: str) -> None:
+    """Refuse to touch ``output`` while another job holds its lock."""
+    if os.path.isdir(state_dir(output)):
+        JobLock(output).acquire().release()
 
 
 def read_manifest(output: str) -> dict[str, Any] | None:

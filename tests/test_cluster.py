@@ -1,0 +1,48 @@
+"""tilewave on a real multi-node Ray cluster (several raylets on this machine): actors on
+different nodes, a node removed mid-run, and the bytes of a single-node run either way."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import zarr
+
+import tilewave
+from conftest import zarr_input
+
+HERE = pathlib.Path(__file__).resolve().parent
+
+
+@pytest.mark.ray
+def test_multi_node_runs_equal_the_single_node_run(ray_local, tmp_path):
+    from skimage import data
+
+    pixels = np.ascontiguousarray(data.chelsea()[40:184, 100:292].transpose(2, 0, 1))
+    src = zarr_input(tmp_path / "in.zarr", pixels, chunk=24)
+    single = tmp_path / "single.zarr"
+    tilewave.upscale(src, str(single), model="span-x2", tile=24, workers=2, progress=False)
+    expected = zarr.open_array(str(single), path="0")[:]
+
+    env = {**os.environ, "PYTHONPATH": str(HERE.parent)}
+    env.pop("RAY_ADDRESS", None)
+    done = subprocess.run([sys.executable, str(HERE / "cluster_scenarios.py"), src, str(tmp_path)],
+                          capture_output=True, text=True, timeout=900, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+
+    spread = result["spread"]
+    assert spread["tiles"] == 6 * 8 and spread["workers"] == 2
+    assert len(spread["actor_nodes"]) == 2, "the two actors should run on two nodes"
+    assert set(spread["actor_nodes"]) <= set(result["nodes"])
+    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "spread.zarr"), path="0")[:], expected)
+
+    removed = result["remove_node"]["removed"]
+    assert len(removed) == 1, "no node was removed: the scenario tested nothing"
+    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "remove_node.zarr"), path="0")[:],
+                                  expected)
