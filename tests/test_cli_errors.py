@@ -227,6 +227,17 @@ def write_tiff(path: pathlib.Path, data: np.ndarray, **kw) -> pathlib.Path:
 # ------------------------------------------------------------------ the commands
 
 
+def _with_dimensions(path: pathlib.Path, width: int, height: int) -> bytes:
+    """The bytes of a classic TIFF with its ImageWidth/ImageLength tags rewritten."""
+    data = bytearray(path.read_bytes())
+    with tifffile.TiffFile(path) as tf:
+        for name, value in (("ImageWidth", width), ("ImageLength", height)):
+            entry = tf.pages[0].tags[name].offset  # 12-byte IFD entry: code, type, count, value
+            data[entry + 2 : entry + 12] = (4).to_bytes(2, "little") + (1).to_bytes(4, "little") \
+                + value.to_bytes(4, "little")
+    return bytes(data)
+
+
 class _Exploit:
     """Unpickling this writes a file: a checkpoint that runs code when loaded unsafely."""
 
@@ -287,6 +298,17 @@ def _error_cases(root: pathlib.Path) -> dict[str, Run]:
     case("z_stack", write_tiff(root / "z_stack" / "in.tif",
                                rng.integers(0, 255, (5, 40, 50), dtype=np.uint8),
                                photometric="minisblack", metadata={"axes": "ZYX"}))
+
+    # Headers that lie: dimensions of 3 billion pixels a side, and a width of zero.
+    base = write_tiff(root / "lying" / "base.tif", hwc(rgb)[:64, :64], tile=(16, 16),
+                      photometric="rgb")
+    for name, (width, height) in (("absurd_size", (3_000_000_000, 3_000_000_000)),
+                                  ("zero_size", (0, 64))):
+        cases_path = root / name / "in.tif"
+        cases_path.parent.mkdir(parents=True)
+        cases_path.write_bytes(_with_dimensions(base, width, height))
+        case(name, cases_path)
+    base.unlink()
 
     good = write_png(root / "good" / "in.png", rgb)
     case("unknown_model", good, "--model", "no-such-model")
@@ -434,6 +456,8 @@ INPUT_ERRORS = {
     "bool": ("pixel type bool", "uint8, uint16 and float32"),
     "two_channels": ("has 2 channels", "1 (grey), 3 (RGB) or 4 (RGBA)"),
     "z_stack": ("5 planes", "'Z'", "single plane"),
+    "absurd_size": ("in.tif", "damaged or truncated"),
+    "zero_size": ("in.tif", "no pixels"),
 }
 
 
