@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import time
 import dataclasses
 from dataclasses import asdict, dataclass
@@ -19,6 +18,7 @@ from .storage import job_state
 from .storage.arrays import ArraySpec
 from .storage.ingest import ingest
 from .storage.inputs import InputImage, open_input
+from .storage import location
 from .storage.metadata import scaled
 from .storage.ome import create_output
 from .storage.pyramid import build_pyramid
@@ -109,25 +109,28 @@ def _plan(image: InputImage, model: str, scale: int | None, tile: int, mode: str
 
 def _is_removable_output(path: str) -> bool:
     """Only Zarr stores and tilewave outputs are ever deleted by ``overwrite``."""
-    return os.path.isdir(path) and (os.path.exists(os.path.join(path, "zarr.json"))
-                                    or os.path.isdir(job_state.state_dir(path)))
+    return location.isdir(path) and (location.exists(location.join(path, "zarr.json"))
+                                     or location.isdir(job_state.state_dir(path)))
 
 
 def _check_apart(input_path: str, output: str, what: str = "output") -> None:
     """Refuse an output that is, contains or lies inside the input."""
-    src, dst = os.path.realpath(input_path), os.path.realpath(output)
-    if dst == src or src.startswith(dst + os.sep) or dst.startswith(src + os.sep):
+    if location.is_url(input_path) or location.is_url(output):
+        src, dst, sep = input_path.rstrip("/"), output.rstrip("/"), "/"
+    else:
+        src, dst, sep = os.path.realpath(input_path), os.path.realpath(output), os.sep
+    if dst == src or src.startswith(dst + sep) or dst.startswith(src + sep):
         raise SettingsError(f"{what} {output!r} overlaps the input; choose a path outside it")
 
 
 def _replace(path: str, what: str) -> None:
     """Delete an earlier output at ``path`` for ``overwrite``, refusing anything else."""
     if not _is_removable_output(path):
-        kind = "file" if os.path.isfile(path) else "folder that is not a Zarr store"
+        kind = "folder that is not a Zarr store" if location.isdir(path) else "file"
         raise OutputExistsError(
             f"{what} {path!r} is a {kind}; tilewave will not delete it, so choose another path"
         )
-    shutil.rmtree(path)
+    location.remove_tree(path)
 
 
 def _prepare_output(plan: _Plan, output: str, resume: bool, overwrite: bool) -> dict[str, Any]:
@@ -135,7 +138,7 @@ def _prepare_output(plan: _Plan, output: str, resume: bool, overwrite: bool) -> 
     _check_apart(plan.image.path, output)
     manifest = {"tilewave": __version__, "input": plan.image.fingerprint(),
                 "settings": plan.settings(), "grid": [plan.grid.rows, plan.grid.cols]}
-    if os.path.exists(output):
+    if location.exists(output):
         if resume:
             previous = job_state.read_manifest(output)
             if previous is None:
@@ -159,7 +162,8 @@ def _prepare_output(plan: _Plan, output: str, resume: bool, overwrite: bool) -> 
                     f"output {output!r} was started with different settings ({diff}); rerun "
                     "with the original ones, or with --overwrite instead of --resume"
                 )
-            if not os.access(output, os.W_OK) or not os.access(os.path.join(output, "0"), os.W_OK):
+            if not location.is_url(output) and (
+                    not os.access(output, os.W_OK) or not os.access(os.path.join(output, "0"), os.W_OK)):
                 raise SettingsError(f"output {output!r} is not writable, so it cannot be resumed; "
                                     "check its permissions")
             return previous
@@ -169,6 +173,8 @@ def _prepare_output(plan: _Plan, output: str, resume: bool, overwrite: bool) -> 
                 "continue an interrupted run"
             )
         _replace(output, "output")
+    if location.is_url(output):
+        return manifest  # object stores have no folders to create or permissions to check
     parent = os.path.dirname(os.path.abspath(output))
     try:
         os.makedirs(parent, exist_ok=True)
@@ -245,7 +251,7 @@ def upscale(
         raise SettingsError("--local runs tiles in this process; drop --workers and --address")
     image = open_input(input)
     plan = _plan(image, model, scale, tile, mode, halo, overlap, ramp)
-    if os.path.isdir(output):
+    if location.isdir(output):
         job_state.check_not_busy(output)  # before a resume or an overwrite touches it
     manifest = _prepare_output(plan, output, resume, overwrite)
     started = time.perf_counter()
@@ -277,14 +283,14 @@ def upscale(
             n = min(workers or max(1, available), grid.count)
         if created_here:
             create_output(output, (image.channels, *grid.out_shape), image.dtype, grid.out_chunk,
-                          os.path.basename(output), scaled(image.metadata, plan.scale),
+                          output.rstrip("/").rsplit("/", 1)[-1], scaled(image.metadata, plan.scale),
                           {"tilewave": {"input": manifest["input"], "settings": manifest["settings"]}})
             manifest["created"] = True
             job_state.write_manifest(output, manifest)
             lock = job_state.JobLock(output).acquire()
         source = _working_source(image, output, manifest, grid.tile, progress)
         job = WorkerJob(plan.model, plan.scale, grid, plan.mode, plan.ramp, source, array_path,  # type: ignore[arg-type]
-                        os.path.abspath(output) if dependent else None)
+                        location.absolute(output) if dependent else None)
         ledger = job_state.Ledger(output)
         contexts = job_state.ContextStore(output) if dependent else None
         already = len(ledger.done())
@@ -297,11 +303,12 @@ def upscale(
     except Exception as exc:
         details = getattr(exc, "details", "")
         if details:
-            with open(os.path.join(job_state.state_dir(output), "errors.log"), "a") as f:
-                f.write(f"{time.ctime()}: {exc}\n{details}\n")
+            log = location.join(job_state.state_dir(output), "errors.log")
+            earlier = location.read_bytes(log) if location.exists(log) else b""
+            location.write_bytes(log, earlier + f"{time.ctime()}: {exc}\n{details}\n".encode())
         elif created_here and isinstance(exc, TilewaveError) and pool is None:
             # Refused before any tile ran: an output this call created holds nothing.
-            shutil.rmtree(output, ignore_errors=True)
+            location.remove_tree(output)
         if lock is not None:
             lock.release()
         raise
@@ -327,6 +334,9 @@ def _upscale_to_tiff(input: str | os.PathLike[str], output: str, tiff_format: st
                      **settings: Any) -> Report:
     from .storage.tiff_export import export_tiff
 
+    if location.is_url(output):
+        raise SettingsError(f"a TIFF output is written to a local file, not {output!r}; write "
+                            "the OME-Zarr output there and `tilewave export` it locally")
     if os.path.exists(output) and not overwrite:
         raise OutputExistsError(f"output {output!r} exists; add --overwrite to replace it")
     _check_apart(os.fspath(input), output)
@@ -336,7 +346,7 @@ def _upscale_to_tiff(input: str | os.PathLike[str], output: str, tiff_format: st
                      progress=progress, **settings)
     export_tiff(work, output, kind=tiff_format, compression=compression,  # type: ignore[arg-type]
                 quality=quality, overwrite=overwrite, progress=progress)
-    shutil.rmtree(work)
+    location.remove_tree(work)
     return dataclasses.replace(report, output=output, array=output)
 
 
@@ -358,11 +368,11 @@ def _working_source(image: InputImage, output: str, manifest: dict[str, Any], ti
     smaller, else an ingested working copy chunked to the tiles."""
     if image.array is not None and image.chunks is not None and max(image.chunks) <= 2 * tile:
         return image.array
-    work = os.path.join(job_state.state_dir(output), "work.zarr")
-    if manifest.get("ingested") and os.path.exists(work):
+    work = location.join(job_state.state_dir(output), "work.zarr")
+    if manifest.get("ingested") and location.exists(work):
         return ArraySpec(work, "cyx")
-    if os.path.exists(work):  # a copy an earlier, interrupted run did not finish
-        shutil.rmtree(work)
+    if location.exists(work):  # a copy an earlier, interrupted run did not finish
+        location.remove_tree(work)
     spec = ingest(image, work, chunk=tile, progress=progress)
     manifest["ingested"] = True
     job_state.write_manifest(output, manifest)

@@ -3,10 +3,9 @@ output, the job that wrote it and how far it got."""
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
-from . import job_state
+from . import job_state, location
 from .inputs import open_input
 
 
@@ -39,7 +38,7 @@ def describe(path: str) -> dict[str, Any]:
         facts["nodata"] = meta["nodata"]
     if "channel_names" in meta:
         facts["channel names"] = ", ".join(meta["channel_names"])
-    job = job_state.read_manifest(path) if os.path.isdir(path) else None
+    job = job_state.read_manifest(path) if location.isdir(path) else None
     if job is not None:
         s = job["settings"]
         rows, cols = job["grid"]

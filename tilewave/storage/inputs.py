@@ -20,6 +20,7 @@ from xml.etree import ElementTree
 import numpy as np
 
 from ..errors import InputError, InputNotFoundError
+from . import location
 from .arrays import ArraySpec
 
 SUPPORTED_DTYPES = (np.dtype("uint8"), np.dtype("uint16"), np.dtype("float32"))
@@ -63,15 +64,14 @@ class InputImage:
 
     def fingerprint(self) -> dict[str, Any]:
         """Identifies the input for ``--resume``: path, size, shape, dtype, mtime."""
-        st = os.stat(self.path)
-        size = st.st_size if os.path.isfile(self.path) else None
+        size, mtime_ns = location.stat(self.path)
         return {
-            "path": os.path.abspath(self.path),
+            "path": location.absolute(self.path),
             "format": self.format,
             "shape": list(self.shape),
             "dtype": str(self.dtype),
             "bytes": size,
-            "mtime_ns": st.st_mtime_ns,
+            "mtime_ns": mtime_ns,
         }
 
 
@@ -82,15 +82,14 @@ def open_input(path: str | os.PathLike[str], check: bool = True) -> InputImage:
     unreadable or unsupported inputs. Nothing is written.
     """
     path = os.fspath(path)
-    if not os.path.exists(path):
+    if not location.exists(path):
         raise InputNotFoundError(f"input {path!r} does not exist; check the path")
-    if os.path.isdir(path):
+    if location.isdir(path):
         image = _open_zarr(path)
     else:
-        if not os.access(path, os.R_OK):
+        if not location.is_url(path) and not os.access(path, os.R_OK):
             raise InputError(f"input {path!r} is not readable; check its permissions")
-        with open(path, "rb") as f:
-            head = f.read(32)
+        head = location.read_bytes(path, 32)
         if not head:
             raise InputError(f"input {path!r} is an empty file; it holds no image")
         if head[:4] in _TIFF_MAGIC:
@@ -182,7 +181,8 @@ def _open_tiff(path: str) -> InputImage:
     import tifffile
 
     try:
-        with _tifffile_problems() as problems, tifffile.TiffFile(path) as tf:
+        with _tifffile_problems() as problems, location.open_file(path) as fh, \
+                tifffile.TiffFile(fh) as tf:
             if problems:
                 raise InputError(
                     f"input {path!r} is damaged or truncated ({problems[0][:120]}); copy the "
@@ -359,7 +359,7 @@ def _open_png(path: str, head: bytes) -> InputImage:
 def _png_has_transparency(path: str) -> bool:
     from PIL import Image
 
-    with Image.open(path) as im:
+    with location.open_file(path) as fh, Image.open(fh) as im:
         return "transparency" in im.info
 
 
@@ -367,7 +367,7 @@ def _open_jpeg(path: str) -> InputImage:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
+        with location.open_file(path) as fh, Image.open(fh) as im:
             width, height = im.size
             mode = im.mode
     except (UnidentifiedImageError, OSError) as exc:
@@ -433,7 +433,7 @@ def _describe_zarr(path: str, node: Any) -> InputImage:
         ms = multiscales[0]
         axes = "".join(a["name"] if isinstance(a, dict) else a for a in ms.get("axes", [])).lower()
         datasets = ms["datasets"]
-        array_path = os.path.join(path, datasets[0]["path"])
+        array_path = location.join(path, datasets[0]["path"])
         fmt = "ome-zarr"
         for ds in datasets:
             arr = node[ds["path"]]
@@ -507,10 +507,10 @@ def _decode_whole(image: InputImage) -> np.ndarray:
     try:
         if image.format == "jpeg":
             # Pillow refuses a truncated JPEG; libjpeg through imagecodecs pads it silently.
-            with Image.open(image.path) as im:
+            with location.open_file(image.path) as fh, Image.open(fh) as im:
                 data = np.asarray(im.convert("L" if image.channels == 1 else "RGB"))
         else:
-            data = imagecodecs.imread(image.path)
+            data = imagecodecs.imread(location.read_bytes(image.path))
     except Exception as exc:
         raise InputError(f"input {image.path!r} could not be decoded ({_short(exc)}); check the file") from None
     if data.ndim == 2:
@@ -542,7 +542,7 @@ class _TiffReader:
         import tifffile
 
         self.path = path
-        with tifffile.TiffFile(path) as tf:
+        with location.open_file(path) as fh, tifffile.TiffFile(fh) as tf:
             series = tf.series[0]
             self._axes, self._index = _tiff_axes(series.axes, series.shape, path)
             by = _shape_by_letters(series.axes, series.shape)
@@ -556,7 +556,10 @@ class _TiffReader:
             import tifffile
             import zarr
 
-            store = tifffile.imread(self.path, aszarr=True, series=0, level=0)
+            # A file handle, not a path, so that object-store URLs read the same way; it
+            # stays open as long as this reader (one per dask pass).
+            self._handle = location.open_file(self.path)
+            store = tifffile.TiffFile(self._handle).aszarr(series=0, level=0)
             self._array = zarr.open_array(store, mode="r")
         return self._array
 

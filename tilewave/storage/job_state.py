@@ -21,29 +21,24 @@ import fcntl
 import json
 import os
 import pickle
-import shutil
 import socket
 import time
 from dataclasses import dataclass
 from typing import Any, Iterable
+
+from . import location
 
 Index = tuple[int, int]
 STATE_DIR = ".tilewave"
 
 
 def state_dir(output: str) -> str:
-    return os.path.join(output, STATE_DIR)
+    return location.join(output, STATE_DIR)
 
 
 def write_manifest(output: str, manifest: dict[str, Any]) -> None:
-    os.makedirs(state_dir(output), exist_ok=True)
-    path = os.path.join(state_dir(output), "job.json")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(manifest, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    data = json.dumps(manifest, indent=1, sort_keys=True).encode()
+    location.write_bytes(location.join(state_dir(output), "job.json"), data, durable=True)
 
 
 class JobLock:
@@ -62,6 +57,8 @@ class JobLock:
     def acquire(self) -> "JobLock":
         from ..errors import OutputBusyError
 
+        if location.is_url(self.output):
+            return self  # object stores have no locks: one job per output is the user's rule
         os.makedirs(state_dir(self.output), exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -88,19 +85,17 @@ class JobLock:
 
 def check_not_busy(output: str) -> None:
     """Refuse to touch ``output`` while another job holds its lock."""
-    if os.path.isdir(state_dir(output)):
+    if not location.is_url(output) and os.path.isdir(state_dir(output)):
         JobLock(output).acquire().release()
 
 
 def read_manifest(output: str) -> dict[str, Any] | None:
     """The running job's manifest, or a completed job's from the group attributes."""
-    path = os.path.join(state_dir(output), "job.json")
-    if os.path.exists(path):
-        with open(path) as f:
-            return json.load(f)
+    path = location.join(state_dir(output), "job.json")
+    if location.exists(path):
+        return json.loads(location.read_bytes(path))
     try:
-        with open(os.path.join(output, "zarr.json")) as f:
-            attrs = json.load(f).get("attributes", {})
+        attrs = json.loads(location.read_bytes(location.join(output, "zarr.json"))).get("attributes", {})
     except (OSError, ValueError):
         return None
     job = attrs.get("tilewave")
@@ -121,18 +116,30 @@ def finish(output: str, manifest: dict[str, Any]) -> None:
     if isinstance(previous, dict) and "metadata" in previous:
         manifest["metadata"] = previous["metadata"]
     group.attrs["tilewave"] = manifest
-    shutil.rmtree(state_dir(output), ignore_errors=True)
+    location.remove_tree(state_dir(output))
 
 
 class Ledger:
-    """Append-only record of finished tiles; the driver is its only writer."""
+    """Append-only record of finished tiles; the driver is its only writer.
+
+    On a local (or mounted) filesystem it is one file, appended and fsynced. Objects
+    cannot be appended to, so on an object store every :meth:`record` writes one new
+    object under ``ledger/``, whole or not at all, and :meth:`done` reads them all.
+    """
 
     def __init__(self, output: str):
-        self.path = os.path.join(state_dir(output), "ledger.log")
+        self.remote = location.is_url(output)
+        self.path = location.join(state_dir(output), "ledger" if self.remote else "ledger.log")
         self._file: Any = None
+        self._batches = 0
 
     def done(self) -> set[Index]:
         """Tiles recorded as finished; a line torn by a crash is ignored."""
+        if self.remote:
+            names = location.listdir(self.path)
+            self._batches = max(self._batches, len(names))
+            text = "".join(location.read_bytes(location.join(self.path, n)).decode() for n in names)
+            return {(int(a), int(b)) for a, b in (line.split() for line in text.splitlines())}
         if not os.path.exists(self.path):
             return set()
         out: set[Index] = set()
@@ -145,11 +152,21 @@ class Ledger:
 
     def record(self, tiles: Iterable[Index]) -> None:
         """Append ``tiles`` and flush them to disk before returning."""
+        lines = "".join(f"{r} {c}\n" for r, c in tiles)
+        if self.remote:
+            if lines:
+                if self._batches == 0:
+                    self._batches = len(location.listdir(self.path))
+                # Zero-padded and never reused, so batches of a resumed job come after.
+                name = f"{self._batches:09d}.log"
+                location.write_bytes(location.join(self.path, name), lines.encode())
+                self._batches += 1
+            return
         if self._file is None:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
             self._drop_torn_line()
             self._file = open(self.path, "a")
-        self._file.write("".join(f"{r} {c}\n" for r, c in tiles))
+        self._file.write(lines)
         self._file.flush()
         os.fsync(self._file.fileno())
 
@@ -175,28 +192,22 @@ class PersistedContext:
     path: str
 
     def load(self) -> Any:
-        with open(self.path, "rb") as f:
-            return pickle.load(f)
+        return pickle.loads(location.read_bytes(self.path))
 
 
 class ContextStore:
     """Outgoing contexts of finished tiles, one file each, for ``--resume``."""
 
     def __init__(self, output: str):
-        self.root = os.path.join(state_dir(output), "contexts")
+        self.root = location.join(state_dir(output), "contexts")
 
     def path(self, producer: Index, direction: str) -> str:
-        return os.path.join(self.root, f"{producer[0]}_{producer[1]}_{direction}.pkl")
+        return location.join(self.root, f"{producer[0]}_{producer[1]}_{direction}.pkl")
 
     def save(self, producer: Index, direction: str, value: Any) -> PersistedContext:
-        os.makedirs(self.root, exist_ok=True)
         path = self.path(producer, direction)
-        tmp = path + ".tmp"
-        with open(tmp, "wb") as f:
-            pickle.dump(value, f, protocol=pickle.HIGHEST_PROTOCOL)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        location.write_bytes(path, pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL),
+                             durable=True)
         return PersistedContext(path)
 
     def handle(self, producer: Index, direction: str) -> PersistedContext:
@@ -204,11 +215,15 @@ class ContextStore:
 
     def existing(self, producer: Index, direction: str) -> PersistedContext | None:
         path = self.path(producer, direction)
-        return PersistedContext(path) if os.path.exists(path) else None
+        return PersistedContext(path) if location.exists(path) else None
 
     def remove(self, producer: Index, direction: str) -> None:
+        path = self.path(producer, direction)
+        if location.is_url(path):
+            location.remove_tree(path)
+            return
         try:
-            os.remove(self.path(producer, direction))
+            os.remove(path)
         except FileNotFoundError:
             pass
 

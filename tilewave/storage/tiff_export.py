@@ -31,6 +31,7 @@ import zarr
 
 from .. import __version__
 from ..errors import InputError, OutputExistsError, SettingsError
+from . import location
 from .ome import read_metadata
 
 Kind = Literal["slide", "ome", "geotiff"]
@@ -76,11 +77,11 @@ def _open_source(path: str) -> _Source:
     job = group.attrs.get("tilewave")
     if isinstance(job, dict) and "complete" in job and not job["complete"]:
         raise InputError(f"{path!r} is an unfinished job; finish it with --resume first")
-    if os.path.isdir(os.path.join(path, ".tilewave")):
+    if location.isdir(location.join(path, ".tilewave")):
         raise InputError(f"{path!r} is an unfinished job; finish it with "
                          "`tilewave upscale ... --resume` first")
     return _Source(path, levels, {**image.metadata, **read_metadata(group)},
-                   os.path.basename(os.path.normpath(path)))
+                   path.rstrip("/").replace(os.sep, "/").rsplit("/", 1)[-1])
 
 
 def default_kind(dest: str, source_meta: dict[str, Any], dtype: np.dtype, channels: int) -> Kind:
@@ -205,7 +206,10 @@ def export_tiff(
     import tifffile
     from tqdm.auto import tqdm
 
-    if not os.path.exists(source):
+    if location.is_url(dest):
+        raise SettingsError(f"export writes a local file, not {dest!r}; export here, then "
+                            "copy the file to object storage")
+    if not location.exists(source):
         raise InputError(f"{source!r} does not exist; give a tilewave output (OME-Zarr)")
     src = _open_source(source)
     base = src.levels[0]
@@ -221,7 +225,7 @@ def export_tiff(
     if tile < 16 or tile % 16:
         raise SettingsError(f"--tile must be a multiple of 16 (TIFF's rule), got {tile}")
     _check(kind, compression, dtype, channels, src.metadata)
-    dest_abs, source_abs = os.path.abspath(dest), os.path.abspath(source)
+    dest_abs, source_abs = os.path.abspath(dest), location.absolute(source)
     if dest_abs == source_abs or dest_abs.startswith(source_abs.rstrip(os.sep) + os.sep):
         raise SettingsError(f"export file {dest!r} lies inside the image it exports; choose another path")
     if os.path.exists(dest) and not overwrite:

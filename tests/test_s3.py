@@ -1,0 +1,127 @@
+"""Input, working store and output on S3, against a real S3 API server (moto's standalone
+server) that these tests start on loopback and stop. Credentials come from the
+environment, as in production, and must never appear in output, messages or objects."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tifffile
+import zarr
+
+import tilewave
+from conftest import zarr_input
+
+pytest.importorskip("s3fs")
+moto_server = pytest.importorskip("moto.server")
+
+SECRET = "tilewave-test-secret-9f3c1d"  # must never leak anywhere
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """A moto S3 server on 127.0.0.1 and a bucket; the AWS_* variables point at it."""
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {"AWS_ACCESS_KEY_ID": "tilewave-test-key", "AWS_SECRET_ACCESS_KEY": SECRET,
+           "AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_DEFAULT_REGION": "us-east-1"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()
+    fs = s3fs.S3FileSystem()
+    fs.mkdir("tw-bucket")
+    yield fs
+    server.stop()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+def photo() -> np.ndarray:
+    from skimage import data
+
+    return np.ascontiguousarray(data.coffee()[:200, :260])  # (h, w, 3)
+
+
+def test_tiff_on_s3_to_ome_zarr_on_s3_equals_local_run(s3, tmp_path):
+    img = photo()
+    local_in = tmp_path / "in.tif"
+    tifffile.imwrite(local_in, img, tile=(64, 64), photometric="rgb", compression="zlib")
+    s3.put(str(local_in), "tw-bucket/in.tif")
+    report = tilewave.upscale("s3://tw-bucket/in.tif", "s3://tw-bucket/out.zarr", scale=2,
+                              tile=64, executor="local", progress=False)
+    assert report.tiles == 4 * 5
+    tilewave.upscale(str(local_in), str(tmp_path / "local.zarr"), scale=2, tile=64,
+                     executor="local", progress=False)
+    remote = zarr.open_group("s3://tw-bucket/out.zarr", mode="r")
+    local = zarr.open_group(str(tmp_path / "local.zarr"), mode="r")
+    np.testing.assert_array_equal(remote["0"][:], local["0"][:])
+    assert remote.attrs["tilewave"]["complete"] is True
+    assert not s3.exists("tw-bucket/out.zarr/.tilewave"), "job state left behind"
+    # The working copy of the TIFF was made on S3 too, and removed with the job state.
+    assert report.output == "s3://tw-bucket/out.zarr"
+
+
+def test_blend_mode_contexts_and_resume_on_s3(s3, tmp_path):
+    """Contexts and the ledger live on S3; a killed run resumes to a clean run's bytes."""
+    pixels = np.ascontiguousarray(photo().transpose(2, 0, 1))
+    src = "s3://tw-bucket/blend_in.zarr"
+    arr = zarr.create_array(src, shape=pixels.shape, chunks=(3, 32, 32), dtype=pixels.dtype,
+                            dimension_names=("c", "y", "x"))
+    arr[:] = pixels
+    out = "s3://tw-bucket/blend_out.zarr"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    args = [sys.executable, "-m", "tilewave.cli", "upscale", src, out, "--model", "span-x2",
+            "--mode", "blend", "--tile", "32", "--local", "--quiet"]
+    first = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, start_new_session=True)
+    deadline = time.time() + 180
+    while time.time() < deadline and first.poll() is None:
+        if len(s3.ls("tw-bucket/blend_out.zarr/.tilewave/ledger", refresh=True)
+               if s3.exists("tw-bucket/blend_out.zarr/.tilewave/ledger") else []) >= 5:
+            break
+        time.sleep(0.1)
+    assert first.poll() is None, f"the first run ended before it could be killed: {first.communicate()}"
+    os.killpg(first.pid, signal.SIGKILL)
+    first.communicate()
+    s3.invalidate_cache()
+    assert s3.ls("tw-bucket/blend_out.zarr/.tilewave/contexts"), "contexts should be on S3"
+    resumed = subprocess.run(args + ["--resume"], env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    clean = tmp_path / "clean.zarr"
+    tilewave.upscale(str(zarr_input(tmp_path / "in.zarr", pixels, chunk=32)), str(clean),
+                     model="span-x2", mode="blend", tile=32, executor="local", progress=False)
+    np.testing.assert_array_equal(zarr.open_array(out + "/0")[:],
+                                  zarr.open_array(str(clean / "0"))[:])
+
+
+def test_credentials_never_leak(s3, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    runs = [
+        ["info", "s3://tw-bucket/out.zarr"],
+        ["upscale", "s3://tw-bucket/in.tif", "s3://tw-bucket/out.zarr", "--local"],  # exists
+        ["upscale", "s3://tw-bucket/missing.tif", "s3://tw-bucket/x.zarr", "--local"],
+        ["upscale", "s3://no-such-bucket-xyz/in.tif", str(tmp_path / "y.zarr"), "--local"],
+    ]
+    for args in runs:
+        done = subprocess.run([sys.executable, "-m", "tilewave.cli", *args], env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert SECRET not in done.stdout + done.stderr, args
+        assert "Traceback" not in done.stderr, done.stderr
+    assert "exists" in subprocess.run([sys.executable, "-m", "tilewave.cli", *runs[1]], env=env,
+                                      capture_output=True, text=True).stderr
+    for key in s3.find("tw-bucket"):
+        assert SECRET.encode() not in s3.cat_file(key), key
