@@ -9,6 +9,9 @@ Scenarios, each writing WORKDIR/<name>.zarr:
 ``spread``       two workers; records which node each actor ran on.
 ``remove_node``  two workers; once tiles are done, the node of one actor is removed (its
                  raylet and every process on it die); the actor restarts on the spare node.
+``s3``           with a third argument, an ``s3://`` copy of the input: two workers on two
+                 nodes read it and write ``s3://.../cluster_out.zarr`` (credentials from the
+                 environment, which every node's processes inherit here).
 """
 
 from __future__ import annotations
@@ -66,6 +69,13 @@ def main() -> None:
                                   address=cluster.address, progress=False)
         killer.join()
         result["remove_node"] = {"tiles": report.tiles, "removed": removed}
+
+        if len(sys.argv) > 3:
+            remote = sys.argv[3]
+            target = remote.rsplit("/", 1)[0] + "/cluster_out.zarr"
+            report = tilewave.upscale(remote, target, model="span-x2", tile=24, workers=2,
+                                      address=cluster.address, progress=False)
+            result["s3"] = {"output": target, "tiles": report.tiles}
     finally:
         ray.shutdown()
         cluster.shutdown()

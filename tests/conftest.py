@@ -57,3 +57,33 @@ def zarr_input(path, pixels: np.ndarray, chunk: int = 64) -> str:
                             dtype=pixels.dtype, dimension_names=("c", "y", "x"))
     arr[:] = pixels
     return str(path)
+
+
+#: The secret key of the test S3 server: it must never appear in output, messages or objects.
+S3_SECRET = "tilewave-test-secret-9f3c1d"
+
+
+@pytest.fixture(scope="session")
+def s3():
+    """A moto S3 server on 127.0.0.1 and a bucket; the AWS_* variables point at it."""
+    moto_server = pytest.importorskip("moto.server")
+    pytest.importorskip("s3fs")
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {"AWS_ACCESS_KEY_ID": "tilewave-test-key", "AWS_SECRET_ACCESS_KEY": S3_SECRET,
+           "AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_DEFAULT_REGION": "us-east-1"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()
+    fs = s3fs.S3FileSystem()
+    fs.mkdir("tw-bucket")
+    yield fs
+    server.stop()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v

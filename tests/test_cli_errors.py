@@ -310,6 +310,10 @@ def _error_cases(root: pathlib.Path) -> dict[str, Run]:
         case(name, cases_path)
     base.unlink()
 
+    nan = rng.random((40, 50)).astype(np.float32)
+    nan[30, 7] = np.nan
+    case("nan_pixels", write_tiff(root / "nan_pixels" / "in.tif", nan), "--quiet")
+
     good = write_png(root / "good" / "in.png", rgb)
     case("unknown_model", good, "--model", "no-such-model")
     case("context_with_bicubic", good, "--mode", "context")
@@ -458,6 +462,7 @@ INPUT_ERRORS = {
     "z_stack": ("5 planes", "'Z'", "single plane"),
     "absurd_size": ("in.tif", "damaged or truncated"),
     "zero_size": ("in.tif", "no pixels"),
+    "nan_pixels": ("in.tif", "NaN or infinite values", "x=7, y=30"),
 }
 
 

@@ -1,5 +1,6 @@
 """tilewave on a real multi-node Ray cluster (several raylets on this machine): actors on
-different nodes, a node removed mid-run, and the bytes of a single-node run either way."""
+different nodes, a node removed mid-run, input and output on S3 (moto's server), and the
+bytes of a single-node run every time."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 
 
 @pytest.mark.ray
-def test_multi_node_runs_equal_the_single_node_run(ray_local, tmp_path):
+def test_multi_node_runs_equal_the_single_node_run(ray_local, s3, tmp_path):
     from skimage import data
 
     pixels = np.ascontiguousarray(data.chelsea()[40:184, 100:292].transpose(2, 0, 1))
@@ -29,9 +30,15 @@ def test_multi_node_runs_equal_the_single_node_run(ray_local, tmp_path):
     tilewave.upscale(src, str(single), model="span-x2", tile=24, workers=2, progress=False)
     expected = zarr.open_array(str(single), path="0")[:]
 
+    remote = "s3://tw-bucket/cluster_in.zarr"
+    arr = zarr.create_array(remote, shape=pixels.shape, chunks=(3, 24, 24), dtype=pixels.dtype,
+                            dimension_names=("c", "y", "x"))
+    arr[:] = pixels
+
     env = {**os.environ, "PYTHONPATH": str(HERE.parent)}
     env.pop("RAY_ADDRESS", None)
-    done = subprocess.run([sys.executable, str(HERE / "cluster_scenarios.py"), src, str(tmp_path)],
+    done = subprocess.run([sys.executable, str(HERE / "cluster_scenarios.py"), src, str(tmp_path),
+                           remote],
                           capture_output=True, text=True, timeout=900, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -46,3 +53,7 @@ def test_multi_node_runs_equal_the_single_node_run(ray_local, tmp_path):
     assert len(removed) == 1, "no node was removed: the scenario tested nothing"
     np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "remove_node.zarr"), path="0")[:],
                                   expected)
+
+    # Actors on two nodes reading from and writing to S3.
+    assert result["s3"]["tiles"] == 6 * 8
+    np.testing.assert_array_equal(zarr.open_array(result["s3"]["output"] + "/0")[:], expected)

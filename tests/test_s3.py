@@ -19,35 +19,11 @@ import zarr
 import tilewave
 from conftest import zarr_input
 
+from conftest import S3_SECRET as SECRET
+
 pytest.importorskip("s3fs")
-moto_server = pytest.importorskip("moto.server")
-
-SECRET = "tilewave-test-secret-9f3c1d"  # must never leak anywhere
+pytest.importorskip("moto.server")
 REPO = pathlib.Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def s3():
-    """A moto S3 server on 127.0.0.1 and a bucket; the AWS_* variables point at it."""
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    env = {"AWS_ACCESS_KEY_ID": "tilewave-test-key", "AWS_SECRET_ACCESS_KEY": SECRET,
-           "AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_DEFAULT_REGION": "us-east-1"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    import s3fs
-
-    s3fs.S3FileSystem.clear_instance_cache()
-    fs = s3fs.S3FileSystem()
-    fs.mkdir("tw-bucket")
-    yield fs
-    server.stop()
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
 
 
 def photo() -> np.ndarray:

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from . import __version__
-from .errors import OutputExistsError, ResumeMismatchError, SettingsError, TilewaveError
+from .errors import InputError, OutputExistsError, ResumeMismatchError, SettingsError, TilewaveError
 from .models import describe_model, resolve_scale
 from .models.user_weights import is_weights_path
 from .pipeline.blend import RAMPS, Ramp
@@ -290,7 +290,7 @@ def upscale(
             lock = job_state.JobLock(output).acquire()
         source = _working_source(image, output, manifest, grid.tile, progress)
         job = WorkerJob(plan.model, plan.scale, grid, plan.mode, plan.ramp, source, array_path,  # type: ignore[arg-type]
-                        location.absolute(output) if dependent else None)
+                        location.absolute(output) if dependent else None, input)
         ledger = job_state.Ledger(output)
         contexts = job_state.ContextStore(output) if dependent else None
         already = len(ledger.done())
@@ -306,8 +306,10 @@ def upscale(
             log = location.join(job_state.state_dir(output), "errors.log")
             earlier = location.read_bytes(log) if location.exists(log) else b""
             location.write_bytes(log, earlier + f"{time.ctime()}: {exc}\n{details}\n".encode())
-        elif created_here and isinstance(exc, TilewaveError) and pool is None:
-            # Refused before any tile ran: an output this call created holds nothing.
+        elif created_here and isinstance(exc, TilewaveError) and (pool is None or
+                                                                isinstance(exc, InputError)):
+            # Refused before any tile ran, or stopped by pixels the user must fix first (so
+            # the finished tiles cannot be resumed): an output this call made is no use.
             location.remove_tree(output)
         if lock is not None:
             lock.release()

@@ -56,7 +56,7 @@ def _completion(job: WorkerJob, done: TileDone) -> Completion:
 
 def _failed(job: WorkerJob, index: Index, error: TileError | None, cause: str) -> TilewaveError:
     if error is not None and error.bad_input:
-        return InputError(f"input {job.source.path!r} {error.cause}")
+        return InputError(f"input {job.input_path or job.source.path!r} {error.cause}")
     if error is not None and error.storage_full:
         return StorageError(f"{error.cause} into {job.output_array!r}; free space or choose a "
                             "writable location, then rerun with --resume to keep the finished tiles")

@@ -25,6 +25,7 @@ from ..storage.arrays import ArrayReader, ArraySpec, ArrayWriter
 from ..storage.job_state import ContextStore, PersistedContext
 from .device import pick_device
 
+
 @dataclass(frozen=True)
 class WorkerJob:
     """Everything a worker needs to set itself up: names and paths, no pixels."""
@@ -39,6 +40,8 @@ class WorkerJob:
     #: Job output folder whose context store carries outgoing contexts from producer to
     #: consumer (None in ``halo`` mode, which has none).
     contexts_in: str | None
+    #: The input as the user named it, for messages (``source`` may be a working copy).
+    input_path: str = ""
 
 
 @dataclass(frozen=True)
