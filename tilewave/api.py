@@ -43,6 +43,8 @@ class Report:
     seconds: float
     workers: int
     executor: str
+    #: Tiles that took the cheap path (``adaptive``): easy tiles upscaled with bicubic.
+    tiles_cheap: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -56,15 +58,17 @@ class _Plan:
     mode: str
     grid: TileGrid
     ramp: Ramp
+    adaptive: bool = False
 
     def settings(self) -> dict[str, Any]:
         g = self.grid
         return {"model": self.model, "scale": self.scale, "mode": self.mode, "tile": g.tile,
-                "halo": g.halo, "overlap": g.overlap, "ramp": self.ramp}
+                "halo": g.halo, "overlap": g.overlap, "ramp": self.ramp,
+                **({"adaptive": True} if self.adaptive else {})}
 
 
 def _plan(image: InputImage, model: str, scale: int | None, tile: int, mode: str | None,
-          halo: int | None, overlap: int | None, ramp: str) -> _Plan:
+          halo: int | None, overlap: int | None, ramp: str, adaptive: bool = False) -> _Plan:
     if is_weights_path(model):
         model = os.path.abspath(model)  # workers may run elsewhere, in another folder
     scale = resolve_scale(model, scale)
@@ -103,8 +107,14 @@ def _plan(image: InputImage, model: str, scale: int | None, tile: int, mode: str
         overlap = max(1, tile // 8) if mode == "blend" else 0
     if mode != "blend" and overlap:
         raise SettingsError("--overlap applies to --mode blend only; drop it or use blend")
+    if adaptive and mode == "context":
+        raise SettingsError(f"--adaptive routes easy tiles to bicubic, which passes no "
+                            f"contexts; use it with --mode halo or blend, not with {model!r} "
+                            "in context mode")
+    if adaptive and halo < 2:
+        raise SettingsError(f"--adaptive needs --halo of at least 2 (bicubic's reach), not {halo}")
     grid = TileGrid(image.height, image.width, tile, scale, halo, overlap)
-    return _Plan(image, model, scale, mode, grid, ramp)  # type: ignore[arg-type]
+    return _Plan(image, model, scale, mode, grid, ramp, adaptive)  # type: ignore[arg-type]
 
 
 def _is_removable_output(path: str) -> bool:
@@ -213,6 +223,7 @@ def upscale(
     tiff_format: str | None = None,
     compression: str | None = None,
     quality: int = 90,
+    adaptive: bool = False,
 ) -> Report:
     """Upscale ``input`` into the OME-Zarr image ``output``, out of core.
 
@@ -226,13 +237,17 @@ def upscale(
     (``OUTPUT.zarr``, kept until the export succeeds, so ``resume`` works), then exported
     with :func:`~tilewave.storage.tiff_export.export_tiff` (``tiff_format``,
     ``compression``, ``quality``).
+
+    With ``adaptive``, tiles that :mod:`~tilewave.pipeline.difficulty` finds easy (glass,
+    nodata, no structure beyond noise) are upscaled with bicubic instead of the model.
     """
     output = os.fspath(output)
     if output.lower().endswith((".tif", ".tiff")):
         return _upscale_to_tiff(input, output, tiff_format, compression, quality, overwrite,
                                 progress, scale=scale, model=model, tile=tile, mode=mode,
                                 halo=halo, overlap=overlap, ramp=ramp, workers=workers,
-                                address=address, resume=resume, executor=executor)
+                                address=address, resume=resume, executor=executor,
+                                adaptive=adaptive)
     if tiff_format or compression:
         raise SettingsError("--format and --compression apply to a .tif/.tiff output; "
                             "for an OME-Zarr output use `tilewave export` afterwards")
@@ -250,7 +265,7 @@ def upscale(
     if executor == "local" and (workers or address):
         raise SettingsError("--local runs tiles in this process; drop --workers and --address")
     image = open_input(input)
-    plan = _plan(image, model, scale, tile, mode, halo, overlap, ramp)
+    plan = _plan(image, model, scale, tile, mode, halo, overlap, ramp, adaptive)
     if location.isdir(output):
         job_state.check_not_busy(output)  # before a resume or an overwrite touches it
     manifest = _prepare_output(plan, output, resume, overwrite)
@@ -290,7 +305,8 @@ def upscale(
             lock = job_state.JobLock(output).acquire()
         source = _working_source(image, output, manifest, grid.tile, progress)
         job = WorkerJob(plan.model, plan.scale, grid, plan.mode, plan.ramp, source, array_path,  # type: ignore[arg-type]
-                        location.absolute(output) if dependent else None, input)
+                        location.absolute(output) if dependent else None, input,
+                        plan.adaptive, image.metadata.get("nodata"))
         ledger = job_state.Ledger(output)
         contexts = job_state.ContextStore(output) if dependent else None
         already = len(ledger.done())
@@ -328,7 +344,7 @@ def upscale(
             lock.release()
     return Report(output, array_path, (image.channels, *grid.out_shape), str(image.dtype),
                   plan.model, plan.scale, plan.mode, grid.count, stats.tiles_run,
-                  time.perf_counter() - started, pool.workers, executor)
+                  time.perf_counter() - started, pool.workers, executor, stats.tiles_cheap)
 
 
 def _upscale_to_tiff(input: str | os.PathLike[str], output: str, tiff_format: str | None,

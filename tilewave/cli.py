@@ -60,6 +60,9 @@ def _parser() -> argparse.ArgumentParser:
                     "default: start a local instance)")
     up.add_argument("--local", action="store_true",
                     help="run tiles in this process, without Ray")
+    up.add_argument("--adaptive", action="store_true",
+                    help="upscale easy tiles (glass, nodata, flat) with bicubic, the rest with "
+                    "the model (halo and blend modes)")
     up.add_argument("--resume", action="store_true", help="continue an interrupted run")
     up.add_argument("--overwrite", action="store_true", help="replace an existing output")
     up.add_argument("--quiet", action="store_true", help="no progress bar or summary")
@@ -93,6 +96,11 @@ def _parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="describe an image or a tilewave output")
     info.add_argument("path")
     info.add_argument("--json", action="store_true", help="print as JSON")
+    info.add_argument("--difficulty", metavar="PNG",
+                      help="also assess every tile (as --adaptive would) and draw the map: "
+                      "grey = easy (bicubic), red = hard (model), brighter = more structure")
+    info.add_argument("--tile", type=_positive, default=256, metavar="PX",
+                      help="tile size for --difficulty (default: 256)")
 
     mo = sub.add_parser("models", help="list the available models",
                         description="List the registered models: scale, tiling modes, halo, "
@@ -160,7 +168,7 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
         workers=args.workers, address=args.address, resume=args.resume,
         overwrite=args.overwrite, executor="local" if args.local else "ray",
         progress=not args.quiet, tiff_format=args.tiff_format, compression=args.compression,
-        quality=args.quality,
+        quality=args.quality, adaptive=args.adaptive,
     )
     if args.json:
         print(json.dumps(report.as_dict()))
@@ -171,7 +179,8 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
         print(f"wrote {report.output} ({w} x {h}, {c} channel{'s' * (c != 1)}, {report.dtype}): "
               f"{report.model} x{report.scale}, {report.mode} mode, {report.tiles_run} of "
               f"{report.tiles} tiles run in {report.seconds:.1f} s on {report.workers} worker"
-              f"{'s' * (report.workers != 1)}")
+              f"{'s' * (report.workers != 1)}"
+              + (f"; {report.tiles_cheap} easy tiles took bicubic" if report.tiles_cheap else ""))
     return 0
 
 
@@ -189,6 +198,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
     from .storage.describe import describe
 
     facts = describe(args.path)
+    if args.difficulty:
+        facts["difficulty"] = _difficulty_png(args.path, args.tile, args.difficulty)
     if args.json:
         print(json.dumps(facts, default=str))
     else:
@@ -196,6 +207,26 @@ def _cmd_info(args: argparse.Namespace) -> int:
         for key, value in facts.items():
             print(f"{key:<{width}}  {_fmt(value)}")
     return 0
+
+
+def _difficulty_png(path: str, tile: int, png: str) -> str:
+    import numpy as np
+    from PIL import Image
+
+    from .pipeline.difficulty import difficulty_map
+    from .storage.inputs import lazy_pixels, open_input
+
+    image = open_input(path)
+    easy, structure = difficulty_map(lazy_pixels(image, tile), tile, image.metadata.get("nodata"))
+    level = np.clip(structure / max(float(structure.max()), 1e-6), 0, 1)
+    rgb = np.zeros((*easy.shape, 3), np.uint8)
+    rgb[..., 0] = np.where(easy, 90, 120 + 135 * level)
+    rgb[..., 1] = np.where(easy, 90, 30)
+    rgb[..., 2] = np.where(easy, 90, 30)
+    cell = max(1, min(16, 512 // max(easy.shape)))
+    Image.fromarray(rgb).resize((easy.shape[1] * cell, easy.shape[0] * cell), Image.NEAREST).save(png)
+    return (f"{int(easy.sum())} of {easy.size} tiles of {tile} px easy "
+            f"({100 * easy.mean():.0f} %); map in {png}")
 
 
 def _fmt(value: Any) -> str:

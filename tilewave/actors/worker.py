@@ -18,7 +18,9 @@ from ..errors import STORAGE_ERRNOS
 
 from ..models import load_model
 from ..models.base import OUTBOUND, TilingMode
+from ..models.bicubic import Bicubic
 from ..pipeline.blend import Ramp
+from ..pipeline.difficulty import assess
 from ..pipeline.plan import TileGrid
 from ..pipeline.tile_compute import run_tile
 from ..storage.arrays import ArrayReader, ArraySpec, ArrayWriter
@@ -42,6 +44,10 @@ class WorkerJob:
     contexts_in: str | None
     #: The input as the user named it, for messages (``source`` may be a working copy).
     input_path: str = ""
+    #: Route easy tiles (:mod:`tilewave.pipeline.difficulty`) to bicubic, hard ones to
+    #: the model; ``nodata`` is the input's nodata value, if it declares one.
+    adaptive: bool = False
+    nodata: float | None = None
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,8 @@ class TileDone:
     worker: str
     #: Directions whose context this tile saved to the job's context store.
     contexts: tuple[str, ...] = ()
+    #: The tile was easy and took the cheap path (``adaptive`` jobs only).
+    cheap: bool = False
 
 
 class BadPixels(ValueError):
@@ -104,6 +112,7 @@ class TileWorker:
         self.model = load_model(job.model, job.scale)
         self.half = self.device.type == "cuda" and self.model.descriptor.supports_half
         self.model.to(self.device, self.half)
+        self.cheap = Bicubic(job.scale) if job.adaptive else None
         self.reader = ArrayReader(job.source)
         self.writer = ArrayWriter(job.output_array)
         self.contexts = ContextStore(job.contexts_in) if job.contexts_in else None
@@ -131,8 +140,15 @@ class TileWorker:
                     f"has NaN or infinite values (first at x={tile.read[2] + x}, "
                     f"y={tile.read[0] + y}, channel {c}); tilewave does not guess what they "
                     "mean: replace them (with 0 or the nodata value) and run again")
-            core, outbound = run_tile(self.model, grid, tile, window, self.job.mode, inbound,
-                                      self.job.ramp, self.device, self.half)
+            model, half, cheap = self.model, self.half, False
+            if self.cheap is not None:
+                cy0, cy1, cx0, cx1 = tile.core
+                ry0, _, rx0, _ = tile.read
+                core_pixels = window[:, cy0 - ry0 : cy1 - ry0, cx0 - rx0 : cx1 - rx0]
+                if assess(core_pixels, self.job.nodata).easy:
+                    model, half, cheap = self.cheap, False, True
+            core, outbound = run_tile(model, grid, tile, window, self.job.mode, inbound,
+                                      self.job.ramp, self.device, half)
             oy0, oy1, ox0, ox1 = grid.out_window(tile.core)
             if core.shape[1:] != (oy1 - oy0, ox1 - ox0):
                 # Writing it would spill into the neighbours' chunks.
@@ -160,4 +176,4 @@ class TileWorker:
         except Exception as exc:
             cause = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
             raise TileError(row, col, cause, traceback.format_exc()) from None
-        return TileDone(row, col, time.perf_counter() - start, self.name, tuple(saved))
+        return TileDone(row, col, time.perf_counter() - start, self.name, tuple(saved), cheap)

@@ -28,6 +28,8 @@ class RunStats:
     seconds: float
     peak_contexts: int
     peak_in_flight: int
+    #: Tiles that took the cheap path (adaptive jobs).
+    tiles_cheap: int = 0
 
 
 def run_tiles(
@@ -71,6 +73,7 @@ def run_tiles(
                         )
                     table.put(producer, direction, persisted)
     tiles_run = 0
+    tiles_cheap = 0
     peak_in_flight = 0
     try:
         while not wave.finished:
@@ -92,8 +95,9 @@ def run_tiles(
                     if contexts is not None:
                         contexts.remove(producer, direction)
             tiles_run += len(completions)
+            tiles_cheap += sum(1 for c in completions if getattr(c.done, "cheap", False))
             if on_tile is not None:
                 on_tile(len(completions))
     finally:
         ledger.close()
-    return RunStats(tiles_run, time.perf_counter() - start, table.peak, peak_in_flight)
+    return RunStats(tiles_run, time.perf_counter() - start, table.peak, peak_in_flight, tiles_cheap)
