@@ -13,6 +13,7 @@ from .errors import InputError, OutputExistsError, ResumeMismatchError, Settings
 from .models import describe_model, resolve_scale
 from .models.user_weights import is_weights_path
 from .pipeline.blend import RAMPS, Ramp
+from .pipeline.cascade import Stage, plan_stages, stage_store
 from .pipeline.plan import TileGrid
 from .storage import job_state
 from .storage.arrays import ArraySpec
@@ -224,6 +225,7 @@ def upscale(
     compression: str | None = None,
     quality: int = 90,
     adaptive: bool = False,
+    keep_stages: bool = False,
 ) -> Report:
     """Upscale ``input`` into the OME-Zarr image ``output``, out of core.
 
@@ -240,6 +242,11 @@ def upscale(
 
     With ``adaptive``, tiles that :mod:`~tilewave.pipeline.difficulty` finds easy (glass,
     nodata, no structure beyond noise) are upscaled with bicubic instead of the model.
+
+    ``model`` may name stages, ``"span-x4,span-x2"``, and a ``scale`` one model cannot do
+    in one step runs in several (x8 with span-x2: three x2 stages); see
+    :mod:`~tilewave.pipeline.cascade`. Each stage writes its own store beside ``output``
+    (``OUTPUT.stage1.zarr``, ...), removed at the end unless ``keep_stages``.
     """
     output = os.fspath(output)
     if output.lower().endswith((".tif", ".tiff")):
@@ -251,6 +258,13 @@ def upscale(
     if tiff_format or compression:
         raise SettingsError("--format and --compression apply to a .tif/.tiff output; "
                             "for an OME-Zarr output use `tilewave export` afterwards")
+    stages = plan_stages(model, scale)
+    if len(stages) > 1:
+        return _cascade(os.fspath(input), output.rstrip("/"), stages, keep_stages, resume,
+                        overwrite, tile=tile, mode=mode, halo=halo, overlap=overlap, ramp=ramp,
+                        workers=workers, address=address, executor=executor,
+                        progress=progress, adaptive=adaptive)
+    model, scale = stages[0].model, stages[0].scale
     from tqdm.auto import tqdm
 
     from .actors.pools import InProcessPool, RayPool
@@ -345,6 +359,34 @@ def upscale(
     return Report(output, array_path, (image.channels, *grid.out_shape), str(image.dtype),
                   plan.model, plan.scale, plan.mode, grid.count, stats.tiles_run,
                   time.perf_counter() - started, pool.workers, executor, stats.tiles_cheap)
+
+
+def _cascade(input: str, output: str, stages: list[Stage], keep_stages: bool, resume: bool,
+             overwrite: bool, **common: Any) -> Report:
+    """Run ``stages`` one after another, each from the previous stage's store into its own."""
+    if location.exists(output) and not (resume or overwrite):
+        raise OutputExistsError(f"output {output!r} exists; pass --overwrite to replace it or "
+                                "--resume to continue an interrupted run")
+    reports: list[Report] = []
+    source = input
+    for i, stage in enumerate(stages):
+        dest = output if i == len(stages) - 1 else stage_store(output, i)
+        again = resume and location.exists(dest)
+        reports.append(upscale(source, dest, model=stage.model, scale=stage.scale, resume=again,
+                               overwrite=overwrite and not again, **common))
+        source = dest
+    if not keep_stages:
+        for i in range(len(stages) - 1):
+            location.remove_tree(stage_store(output, i))
+    last = reports[-1]
+    total = 1
+    for stage in stages:
+        total *= stage.scale
+    return Report(output, last.array, last.shape, last.dtype,
+                  " then ".join(f"{s.model} x{s.scale}" for s in stages), total, last.mode,
+                  sum(r.tiles for r in reports), sum(r.tiles_run for r in reports),
+                  sum(r.seconds for r in reports), max(r.workers for r in reports),
+                  last.executor, sum(r.tiles_cheap for r in reports))
 
 
 def _upscale_to_tiff(input: str | os.PathLike[str], output: str, tiff_format: str | None,

@@ -45,7 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("input")
     up.add_argument("output")
     up.add_argument("--scale", type=_positive, help="upscaling factor (default: the model's)")
-    up.add_argument("--model", default="bicubic", help="model name (see `tilewave models`)")
+    up.add_argument("--model", default="bicubic",
+                    help="model name (see `tilewave models`), or stages run one after "
+                    "another: span-x4,span-x2")
     up.add_argument("--tile", type=_positive, default=256, metavar="PX",
                     help="tile size in input pixels (default: 256)")
     up.add_argument("--mode", choices=TILING_MODES, help="tiling mode (default: the model's)")
@@ -63,6 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--adaptive", action="store_true",
                     help="upscale easy tiles (glass, nodata, flat) with bicubic, the rest with "
                     "the model (halo and blend modes)")
+    up.add_argument("--keep-stages", action="store_true",
+                    help="keep the stores of intermediate stages (OUTPUT.stage1.zarr, ...)")
     up.add_argument("--resume", action="store_true", help="continue an interrupted run")
     up.add_argument("--overwrite", action="store_true", help="replace an existing output")
     up.add_argument("--quiet", action="store_true", help="no progress bar or summary")
@@ -168,7 +172,7 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
         workers=args.workers, address=args.address, resume=args.resume,
         overwrite=args.overwrite, executor="local" if args.local else "ray",
         progress=not args.quiet, tiff_format=args.tiff_format, compression=args.compression,
-        quality=args.quality, adaptive=args.adaptive,
+        quality=args.quality, adaptive=args.adaptive, keep_stages=args.keep_stages,
     )
     if args.json:
         print(json.dumps(report.as_dict()))
