@@ -10,7 +10,10 @@ gives nothing bicubic does not. Four measurements, all on the tile's luminance i
     by ``sqrt(pi/2) / 6``. The mask cancels smooth structure, so what remains is noise.
 ``spread``
     The standard deviation of the tile. ``structure = sqrt(max(spread^2 - noise^2, 0))``
-    is the variation that noise does not explain: edges, texture, detail.
+    is the variation that noise does not explain: edges, texture, detail. It is judged
+    relative to the tile's mean level (``relative_structure``), because 16-bit scenes
+    use a small part of their range: a 1 % variation of a dark Landsat band is real
+    terrain, not flatness.
 ``background``
     The fraction of bright, colourless pixels (luminance > 0.85, chroma < 0.06): a
     slide's glass.
@@ -18,8 +21,9 @@ gives nothing bicubic does not. Four measurements, all on the tile's luminance i
     The fraction of pixels equal to the nodata value in every channel (0 when the input
     declares none: GeoTIFF corners).
 
-A tile is *easy* when almost all of it is nodata or glass, or when it has next to no
-structure; easy tiles can take the cheap path (bicubic) without a visible difference.
+A tile is *easy* when almost all of it is nodata or glass, or when its structure is
+under 2 % of its level; easy tiles can take the cheap path (bicubic) with little
+difference (``benchmarks/adaptive.py`` measures how little).
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ import numpy as np
 
 #: Thresholds of :meth:`Difficulty.easy`, in fractions and unit-range intensities.
 MOSTLY = 0.98
-FLAT = 0.01  # 2.5 steps of 255
+FLAT = 0.02  # structure / mean level
+DARKEST = 0.02  # levels below this count as this, so near-black tiles are not all "hard"
 GLASS_LUMINANCE = 0.85
 GLASS_CHROMA = 0.06
 
@@ -42,14 +47,20 @@ class Difficulty:
     spread: float
     background: float
     nodata: float
+    level: float = 0.5
 
     @property
     def structure(self) -> float:
         return math.sqrt(max(self.spread ** 2 - self.noise ** 2, 0.0))
 
     @property
+    def relative_structure(self) -> float:
+        return self.structure / max(self.level, DARKEST)
+
+    @property
     def easy(self) -> bool:
-        return self.nodata >= MOSTLY or self.background >= MOSTLY or self.structure < FLAT
+        return (self.nodata >= MOSTLY or self.background >= MOSTLY
+                or self.relative_structure < FLAT)
 
 
 def immerkaer_sigma(grey: np.ndarray) -> float:
@@ -75,7 +86,8 @@ def assess(pixels: np.ndarray, nodata: float | None = None) -> Difficulty:
     else:
         background = 0.0
     empty = np.all(pixels == (0 if nodata is None else nodata), axis=0)
-    return Difficulty(immerkaer_sigma(grey), float(grey.std()), background, float(empty.mean()))
+    return Difficulty(immerkaer_sigma(grey), float(grey.std()), background, float(empty.mean()),
+                      float(grey.mean()))
 
 
 def difficulty_map(pixels: "dask.array.Array", tile: int, nodata: float | None = None,
