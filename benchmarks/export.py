@@ -19,7 +19,6 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,7 +30,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from memory import TreeSampler  # noqa: E402
+from memory import sample_command  # noqa: E402
 
 CHUNK = 512
 
@@ -54,17 +53,10 @@ def make_output(path: str, side: int) -> None:
 
 
 def measured(cmd: list[str]) -> dict[str, float]:
-    started = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    sampler = TreeSampler(proc.pid, 0.1)
-    sampler.start()
-    out, err = proc.communicate()
-    sampler.stop()
-    if proc.returncode:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{err}")
+    _, sampler, seconds = sample_command(cmd, cwd=REPO)
     peak_pss = sampler.peak_pss.pss if sampler.peak_pss else 0
     peak_rss = sampler.peak_rss.rss if sampler.peak_rss else 0
-    return {"seconds": round(time.perf_counter() - started, 1),
+    return {"seconds": round(seconds, 1),
             "peak_pss_mib": round(peak_pss / 2**20, 1), "peak_rss_mib": round(peak_rss / 2**20, 1)}
 
 

@@ -328,6 +328,20 @@ class RunResult:
     ratio_rss: float = 1.0
 
 
+def sample_command(cmd: Sequence[str], interval: float = 0.1, **popen: Any) -> tuple[str, TreeSampler, float]:
+    """Run ``cmd`` to the end while sampling its process tree; returns its stdout, the
+    sampler and the wall time. A failed command raises with the end of its stderr."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+    sampler = TreeSampler(proc.pid, interval)
+    sampler.start()
+    stdout, stderr = proc.communicate()
+    sampler.stop()
+    if proc.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} failed: {stderr[-2000:]}")
+    return stdout, sampler, time.perf_counter() - started
+
+
 def tilewave_command(input_path: Path, output_path: Path, workers: int | None) -> list[str]:
     """The ``tilewave upscale`` command line measured (from the same environment)."""
     exe = shutil.which("tilewave", path=os.path.dirname(sys.executable)) or shutil.which("tilewave")

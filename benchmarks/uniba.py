@@ -18,7 +18,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,7 +29,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from memory import TreeSampler  # noqa: E402
+from memory import sample_command  # noqa: E402
 
 
 def photo_strip(height: int, width: int) -> np.ndarray:
@@ -82,18 +81,11 @@ def strip_memory(height: int, widths: list[int], tile: int, workdir: Path) -> li
         cmd = [sys.executable, "-m", "tilewave.cli", "upscale", str(src), str(out), "--model",
                "uniba-x2", "--tile", str(tile), "--quiet", "--json", "--overwrite"]
         env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_TMPDIR=str(workdir / "ray"))
-        started = time.perf_counter()
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        sampler = TreeSampler(proc.pid, 0.2)
-        sampler.start()
-        stdout, stderr = proc.communicate()
-        sampler.stop()
-        if proc.returncode != 0:
-            raise RuntimeError(f"{' '.join(cmd)} failed: {stderr[-2000:]}")
+        stdout, sampler, wall = sample_command(cmd, 0.2, env=env)
         report = json.loads(stdout.strip().splitlines()[-1])
         peak = sampler.peak_pss
         rows.append({"input": f"{width} x {height}", "tiles": report["tiles"],
-                     "wall_s": round(time.perf_counter() - started, 1),
+                     "wall_s": round(wall, 1),
                      "peak_pss_mib": round(peak.pss / 2**20) if peak else None,
                      "peak_by_process_mib": {k: round(v[0] / 2**20) for k, v in
                                              sorted(peak.by_label.items(), key=lambda kv: -kv[1][0])[:6]}
