@@ -11,7 +11,7 @@ import tifffile
 import zarr
 
 import tilewave
-from conftest import shared_file, zarr_input
+from conftest import shared_file
 from tilewave.errors import InputError, OutputExistsError, SettingsError
 from tilewave.storage.metadata import scaled
 from tilewave.storage.pyramid import level_shapes

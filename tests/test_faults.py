@@ -23,7 +23,7 @@ import zarr
 import tilewave
 from conftest import random_image, zarr_input
 from tilewave.cli import main
-from tilewave.errors import InputError, OutputBusyError, StorageError
+from tilewave.errors import InputError, OutputBusyError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 

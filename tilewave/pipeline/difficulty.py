@@ -30,8 +30,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import dask.array
 
 #: Thresholds of :meth:`Difficulty.easy`, in fractions and unit-range intensities.
 MOSTLY = 0.98
