@@ -36,7 +36,7 @@ import torch
 import zarr
 from safetensors.torch import save_file
 
-from conftest import random_image
+from conftest import CodeRunningPayload, random_image
 
 TIMEOUT_S = 240
 PNG_SHAPE = (3, 70, 90)  # (c, h, w): a 3 x 3 grid of 32-pixel tiles
@@ -238,16 +238,6 @@ def _with_dimensions(path: pathlib.Path, width: int, height: int) -> bytes:
     return bytes(data)
 
 
-class _Exploit:
-    """Unpickling this writes a file: a checkpoint that runs code when loaded unsafely."""
-
-    def __init__(self, marker: pathlib.Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (pathlib.Path.write_text, (self.marker, "ran"))
-
-
 def _error_cases(root: pathlib.Path) -> dict[str, Run]:
     """Commands refused on their input or options alone: name -> Run."""
     rng = np.random.default_rng(1)
@@ -320,7 +310,7 @@ def _error_cases(root: pathlib.Path) -> dict[str, Run]:
     weights = root / "weights"
     weights.mkdir()
     case("weights_missing", good, "--model", str(weights / "absent.pth"))
-    torch.save({"conv.weight": torch.zeros(1), "payload": _Exploit(weights / "pwned")},
+    torch.save({"conv.weight": torch.zeros(1), "payload": CodeRunningPayload(weights / "pwned")},
                weights / "evil.pth")
     case("weights_malicious", good, "--model", str(weights / "evil.pth"))
     save_file({"encoder.weight": torch.zeros(4, 4)}, str(weights / "mystery.safetensors"))

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import CodeRunningPayload
 from tilewave.errors import SettingsError
 from tilewave.models import get_entry, load_model
 from tilewave.models.ncnn_files import wheel_installed
@@ -85,13 +86,8 @@ def test_user_weights_upscale_end_to_end(esrgan_files, tmp_path):
 
 def test_malicious_pickle_is_refused_and_never_runs(tmp_path):
     marker = tmp_path / "pwned"
-
-    class Exploit:
-        def __reduce__(self):
-            return (pathlib.Path.write_text, (marker, "ran"))
-
     bad = tmp_path / "model.pth"
-    torch.save({"conv.weight": torch.zeros(1), "payload": Exploit()}, bad)
+    torch.save({"conv.weight": torch.zeros(1), "payload": CodeRunningPayload(marker)}, bad)
     with pytest.raises(SettingsError, match="refusing to load .*references Python objects"):
         read_state_dict(str(bad))
     with pytest.raises(SettingsError):
@@ -101,13 +97,8 @@ def test_malicious_pickle_is_refused_and_never_runs(tmp_path):
 
 def test_plain_pickle_with_code_is_refused(tmp_path):
     marker = tmp_path / "pwned"
-
-    class Exploit:
-        def __reduce__(self):
-            return (pathlib.Path.write_text, (marker, "ran"))
-
     bad = tmp_path / "legacy.pth"
-    bad.write_bytes(pickle.dumps({"w": Exploit()}))
+    bad.write_bytes(pickle.dumps({"w": CodeRunningPayload(marker)}))
     with pytest.raises(SettingsError):
         read_state_dict(str(bad))
     assert not marker.exists()

@@ -32,7 +32,6 @@ import zarr
 from .. import __version__
 from ..errors import InputError, OutputExistsError, SettingsError
 from . import location
-from .ome import read_metadata
 
 Kind = Literal["slide", "ome", "geotiff"]
 KINDS: tuple[Kind, ...] = ("slide", "ome", "geotiff")
@@ -80,7 +79,8 @@ def _open_source(path: str) -> _Source:
     if location.isdir(location.join(path, ".tilewave")):
         raise InputError(f"{path!r} is an unfinished job; finish it with "
                          "`tilewave upscale ... --resume` first")
-    return _Source(path, levels, {**image.metadata, **read_metadata(group)},
+    # open_input already reads what a tilewave output inherited (its tilewave.metadata).
+    return _Source(path, levels, image.metadata,
                    path.rstrip("/").replace(os.sep, "/").rsplit("/", 1)[-1])
 
 
