@@ -7,7 +7,7 @@
 The output is an OME-Zarr image of the kind `tilewave upscale` writes (uint8 RGB, chunks
 of 512, zstd), filled with scikit-image's astronaut photo repeated, so compression sees
 real image content. Two steps are measured, each as its own process sampled by
-``benchmarks/memory.py``'s sampler (summed PSS and RSS of the process tree, every 0.1 s):
+``benchmarks/measure.py``'s sampler (summed PSS and RSS of the process tree, every 0.1 s):
 adding the pyramid levels (a dask pass per level), and ``tilewave export`` to a slide
 TIFF (JPEG, quality 90) and to an OME-TIFF (deflate).
 """
@@ -30,7 +30,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from memory import sample_command  # noqa: E402
+from measure import sample_command  # noqa: E402
 
 CHUNK = 512
 

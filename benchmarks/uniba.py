@@ -6,7 +6,7 @@
 Speed is one tile's ``forward_tile`` in this process with one torch thread (what a Ray
 worker with ``num_cpus=1`` gets), the median of several runs on crops of a real photo.
 Peak memory is the summed PSS of the ``tilewave`` process and every Ray process it starts
-(sampled by ``benchmarks/memory.py``'s sampler), for inputs of the same height whose
+(sampled by ``benchmarks/measure.py``'s sampler), for inputs of the same height whose
 widths differ eightfold: contexts that wait for the next row of tiles live in files, so
 the peak should not follow the width.
 """
@@ -29,7 +29,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from memory import sample_command  # noqa: E402
+from measure import sample_command  # noqa: E402
 
 
 def photo_strip(height: int, width: int) -> np.ndarray:

@@ -600,3 +600,20 @@ def test_info_reports_all_tiles_done(cli):
     assert lines["format"] == "ome-zarr"
     assert lines["size"] == f"{2 * PNG_SHAPE[2]} x {2 * PNG_SHAPE[1]} pixels"
     assert lines["written by"].endswith(f"bicubic x2, halo mode, tile {TILE}")
+
+
+def test_ray_folder_too_deep_for_sockets_is_refused(tmp_path):
+    """Ray's unix sockets live under RAY_TMPDIR: a folder too deep for them is a setting
+    to change, said in one line, and the output it was about to fill is not left behind."""
+    deep = tmp_path / ("d" * 90)
+    deep.mkdir()
+    source = tmp_path / "in.png"
+    source.write_bytes(imagecodecs.png_encode(random_image((70, 90, 3), "uint8")))
+    out = tmp_path / "out.zarr"
+    proc = subprocess.run([sys.executable, "-m", "tilewave.cli", "upscale", str(source), str(out),
+                           "--quiet"], capture_output=True, text=True, timeout=TIMEOUT_S,
+                          env={**cli_env(), "RAY_TMPDIR": str(deep)})
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "RAY_TMPDIR" in lines[0] and "shorter" in lines[0], lines
+    assert not out.exists()

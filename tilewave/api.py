@@ -46,6 +46,10 @@ class Report:
     executor: str
     #: Tiles that took the cheap path (``adaptive``): easy tiles upscaled with bicubic.
     tiles_cheap: int = 0
+    #: Of ``seconds``: running the tiles (workers already started), and adding the
+    #: pyramid levels; the rest is starting workers, ingesting and finishing.
+    tile_seconds: float = 0.0
+    pyramid_seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -329,7 +333,9 @@ def upscale(
                   disable=not progress, dynamic_ncols=True, smoothing=0.1) as bar:
             stats = run_tiles(grid, pool, ledger, dependent, contexts, bar.update)
         pool.close()
+        pyramid_started = time.perf_counter()
         _build_pyramid(output, manifest, progress)
+        pyramid_seconds = time.perf_counter() - pyramid_started
     except Exception as exc:
         details = getattr(exc, "details", "")
         if details:
@@ -358,7 +364,8 @@ def upscale(
             lock.release()
     return Report(output, array_path, (image.channels, *grid.out_shape), str(image.dtype),
                   plan.model, plan.scale, plan.mode, grid.count, stats.tiles_run,
-                  time.perf_counter() - started, pool.workers, executor, stats.tiles_cheap)
+                  time.perf_counter() - started, pool.workers, executor, stats.tiles_cheap,
+                  stats.seconds, pyramid_seconds)
 
 
 def _cascade(input: str, output: str, stages: list[Stage], keep_stages: bool, resume: bool,
@@ -386,7 +393,8 @@ def _cascade(input: str, output: str, stages: list[Stage], keep_stages: bool, re
                   " then ".join(f"{s.model} x{s.scale}" for s in stages), total, last.mode,
                   sum(r.tiles for r in reports), sum(r.tiles_run for r in reports),
                   sum(r.seconds for r in reports), max(r.workers for r in reports),
-                  last.executor, sum(r.tiles_cheap for r in reports))
+                  last.executor, sum(r.tiles_cheap for r in reports),
+                  sum(r.tile_seconds for r in reports), sum(r.pyramid_seconds for r in reports))
 
 
 def _upscale_to_tiff(input: str | os.PathLike[str], output: str, tiff_format: str | None,

