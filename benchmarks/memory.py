@@ -257,6 +257,19 @@ def markdown_table(runs: Sequence[Run]) -> str:
     return "\n".join(rows)
 
 
+def merge_update(old: dict[str, Any], new: dict[str, Any], key: Any, field_name: str = "runs"
+                 ) -> dict[str, Any]:
+    """``old`` with the records of ``new`` replacing those with the same ``key``; the
+    commands of both are kept, in order, under ``updated_by``."""
+    fresh = {key(r): r for r in new[field_name]}
+    merged = [fresh.pop(key(r), r) for r in old[field_name]] + list(fresh.values())
+    out = dict(old)
+    out[field_name] = merged
+    out["updated_by"] = [*old.get("updated_by", []),
+                         {"command": new["command"], "created": new["created"]}]
+    return out
+
+
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description="Peak memory of whole upscaling jobs against output size: tilewave (driver "
@@ -282,6 +295,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="seconds between memory samples (default: 0.1)")
     p.add_argument("--timeout", type=float, default=None,
                    help="give up on a run after this many seconds (default: no limit)")
+    p.add_argument("--update", action="store_true",
+                   help="replace only the runs made now in an existing --json-out, keeping "
+                        "the others (and recording both commands)")
     p.add_argument("--timeline", action="store_true",
                    help="keep up to 100 samples per run, per kind of process, in the JSON")
     args = p.parse_args(argv)
@@ -371,6 +387,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                   if k != "timeline"} for r in runs],
         "table_markdown": table,
     }
+    if args.update and args.json_out.exists():
+        payload = merge_update(json.loads(args.json_out.read_text()), payload,
+                               key=lambda r: (r["model"], r["method"], r["output_mp"]))
+        payload["table_markdown"] = markdown_table([Run(**r) for r in payload["runs"]])
     args.json_out.parent.mkdir(parents=True, exist_ok=True)
     args.json_out.write_text(json.dumps(payload, indent=1) + "\n")
     _progress(f"total {total:.0f} s; wrote {args.json_out}")

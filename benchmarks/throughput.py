@@ -44,7 +44,7 @@ sys.path.insert(0, str(HERE))
 
 from measure import REPO, machine_info, machine_line  # noqa: E402
 from memory import (SCALE, TILE, Run, bench_env, ensure_input, measure_run,  # noqa: E402
-                    peer_command, tilewave_command)
+                    merge_update, peer_command, tilewave_command)
 
 DEFAULT_JSON_OUT = REPO / "docs" / "benchmarks" / "throughput.json"
 DEFAULT_WORKDIR = REPO / ".bench" / "memory"  # shares the cached inputs
@@ -133,6 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="input side for every model (overrides the per-model defaults)")
     p.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
     p.add_argument("--json-out", type=Path, default=DEFAULT_JSON_OUT)
+    p.add_argument("--update", action="store_true",
+                   help="replace only the runs made now in an existing --json-out")
     p.add_argument("--interval", type=float, default=0.2,
                    help="seconds between memory samples (default: 0.2, to disturb little)")
     args = p.parse_args(argv)
@@ -179,6 +181,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "skipped": skipped,
         "table_markdown": table,
     }
+    if args.update and args.json_out.exists():
+        payload = merge_update(json.loads(args.json_out.read_text()), payload,
+                               key=lambda s: (s["model"], s["method"]), field_name="speeds")
+        merged = [Speed(**s) for s in payload["speeds"]]
+        payload["derived"] = derived(merged)
+        payload["table_markdown"] = markdown_table(merged)
     args.json_out.parent.mkdir(parents=True, exist_ok=True)
     args.json_out.write_text(json.dumps(payload, indent=1) + "\n")
     print(json.dumps(payload["derived"], indent=1))

@@ -109,6 +109,25 @@ def test_contexts_are_the_border_blocks_kv(weights):
     assert context_bytes(ctx) == (2 * tile_blocks + 1) * cfg.layers * per_block_layer
 
 
+def test_saved_contexts_hold_only_the_border_blocks(tmp_path):
+    """The contexts a worker persists are views of the tile's keys and values: the files
+    must hold those border blocks, not the whole tile's tensors behind the views."""
+    from tilewave.actors.worker import _to_cpu
+    from tilewave.storage.job_state import ContextStore
+
+    net = load_model("uniba-x2").net
+    cfg = net.cfg
+    side = 32 * cfg.block  # a 256-pixel tile
+    _, ctx = net.forward_tile(torch.rand(1, 3, side + 2 * cfg.halo, side + 2 * cfg.halo), (0, 0))
+    store = ContextStore(str(tmp_path / "out.zarr"))
+    for direction, value in ctx.items():
+        saved = store.save((0, 0), direction, _to_cpu(value))
+        size = os.path.getsize(saved.path)
+        assert size < 1.1 * context_bytes({direction: value}) + 16_384, (direction, size)
+        for (k, v), (k2, v2) in zip(value, saved.load()):
+            assert torch.equal(k, k2) and torch.equal(v, v2)
+
+
 def test_tile_must_be_whole_blocks(tmp_path, weights):
     pixels = random_image((3, 20, 20), "float32")
     src = zarr.create_array(str(tmp_path / "in.zarr"), shape=pixels.shape, chunks=(3, 20, 20),
