@@ -95,13 +95,23 @@ def run(method: str, input_path: str, output_path: str, model_name: str, tile: i
     returns the timings."""
     import torch
 
-    from tilewave.storage.arrays import ArrayReader, ArraySpec, ArrayWriter
-
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
+    before = torch.get_num_threads()
     # The dask peer runs ``threads`` tiles at once, each on one torch thread, as tilewave's
     # workers do; the serial methods get ``threads`` torch threads for their one tile.
     torch.set_num_threads(1 if method == "dask" else threads)
+    try:
+        return _run(method, input_path, output_path, model_name, tile, scale, threads)
+    finally:
+        # A caller in the same process (a test session) keeps its own setting.
+        torch.set_num_threads(before)
+
+
+def _run(method: str, input_path: str, output_path: str, model_name: str, tile: int,
+         scale: int | None, threads: int) -> dict[str, Any]:
+    from tilewave.storage.arrays import ArrayReader, ArraySpec, ArrayWriter
+
     t0 = time.perf_counter()
     reader = ArrayReader(ArraySpec(input_path, "cyx"))
     grid, model, desc = _grid_and_model(model_name, reader.shape, tile, scale)

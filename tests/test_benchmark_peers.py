@@ -78,3 +78,12 @@ def test_memory_cap_turns_into_a_reported_failure(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == peers.OUT_OF_MEMORY, proc.stderr[-2000:]
     assert json.loads(proc.stdout.strip().splitlines()[-1])["error"] == "out of memory"
+
+
+def test_peers_leave_the_callers_torch_threads_alone(photo_store, tmp_path):
+    import torch
+
+    before = torch.get_num_threads()
+    peers.run("dask", photo_store, str(tmp_path / "d.zarr"), "bicubic", tile=32, threads=2)
+    peers.run("bare", photo_store, str(tmp_path / "b.zarr"), "bicubic", tile=32, threads=1)
+    assert torch.get_num_threads() == before
