@@ -30,7 +30,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from measure import sample_command  # noqa: E402
+from measure import measure_command  # noqa: E402
 
 CHUNK = 512
 
@@ -53,11 +53,9 @@ def make_output(path: str, side: int) -> None:
 
 
 def measured(cmd: list[str]) -> dict[str, float]:
-    _, sampler, seconds = sample_command(cmd, cwd=REPO)
-    peak_pss = sampler.peak_pss.pss if sampler.peak_pss else 0
-    peak_rss = sampler.peak_rss.rss if sampler.peak_rss else 0
-    return {"seconds": round(seconds, 1),
-            "peak_pss_mib": round(peak_pss / 2**20, 1), "peak_rss_mib": round(peak_rss / 2**20, 1)}
+    m = measure_command(cmd)
+    return {"seconds": round(m.wall_s, 1), "peak_pss_mib": round(m.peak_pss_bytes / 2**20, 1),
+            "peak_rss_mib": round(m.peak_rss_sum_bytes / 2**20, 1)}
 
 
 def main() -> None:

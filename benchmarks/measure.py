@@ -402,20 +402,6 @@ def measure_command(cmd: Sequence[str], *, env: dict[str, str] | None = None,
     return measured
 
 
-def sample_command(cmd: Sequence[str], interval: float = 0.1, **popen: Any) -> tuple[str, TreeSampler, float]:
-    """Run ``cmd`` to the end while sampling its process tree; returns its stdout, the
-    sampler and the wall time. A failed command raises with the end of its stderr."""
-    started = time.perf_counter()
-    proc = subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
-    sampler = TreeSampler(proc.pid, interval)
-    sampler.start()
-    stdout, stderr = proc.communicate()
-    sampler.stop()
-    if proc.returncode:
-        raise RuntimeError(f"{' '.join(cmd)} failed: {stderr[-2000:]}")
-    return stdout, sampler, time.perf_counter() - started
-
-
 def kill_tree(sampler: TreeSampler) -> None:
     """Kill every process of the sampled tree still alive."""
     for proc in sampler.survivors():

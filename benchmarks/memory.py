@@ -37,7 +37,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import psutil
@@ -257,6 +257,20 @@ def markdown_table(runs: Sequence[Run]) -> str:
     return "\n".join(rows)
 
 
+def write_results(path: Path, payload: dict[str, Any], update: bool, field_name: str,
+                  key: Callable[[dict[str, Any]], Any],
+                  recompute: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """Write ``payload`` to ``path``; with ``update``, merged into the results already
+    there (see :func:`merge_update`), after which ``recompute`` refreshes what is derived
+    from all of them. Returns what was written."""
+    if update and path.exists():
+        payload = merge_update(json.loads(path.read_text()), payload, key, field_name)
+        recompute(payload)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=1) + "\n")
+    return payload
+
+
 def merge_update(old: dict[str, Any], new: dict[str, Any], key: Any, field_name: str = "runs"
                  ) -> dict[str, Any]:
     """``old`` with the records of ``new`` replacing those with the same ``key``; the
@@ -387,12 +401,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                   if k != "timeline"} for r in runs],
         "table_markdown": table,
     }
-    if args.update and args.json_out.exists():
-        payload = merge_update(json.loads(args.json_out.read_text()), payload,
-                               key=lambda r: (r["model"], r["method"], r["output_mp"]))
-        payload["table_markdown"] = markdown_table([Run(**r) for r in payload["runs"]])
-    args.json_out.parent.mkdir(parents=True, exist_ok=True)
-    args.json_out.write_text(json.dumps(payload, indent=1) + "\n")
+    def retable(merged: dict[str, Any]) -> None:
+        merged["table_markdown"] = markdown_table([Run(**r) for r in merged["runs"]])
+
+    write_results(args.json_out, payload, args.update, "runs",
+                  lambda r: (r["model"], r["method"], r["output_mp"]), retable)
     _progress(f"total {total:.0f} s; wrote {args.json_out}")
     return 0
 

@@ -44,7 +44,7 @@ sys.path.insert(0, str(HERE))
 
 from measure import REPO, machine_info, machine_line  # noqa: E402
 from memory import (SCALE, TILE, Run, bench_env, ensure_input, measure_run,  # noqa: E402
-                    merge_update, peer_command, tilewave_command)
+                    peer_command, tilewave_command, write_results)
 
 DEFAULT_JSON_OUT = REPO / "docs" / "benchmarks" / "throughput.json"
 DEFAULT_WORKDIR = REPO / ".bench" / "memory"  # shares the cached inputs
@@ -181,14 +181,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "skipped": skipped,
         "table_markdown": table,
     }
-    if args.update and args.json_out.exists():
-        payload = merge_update(json.loads(args.json_out.read_text()), payload,
-                               key=lambda s: (s["model"], s["method"]), field_name="speeds")
-        merged = [Speed(**s) for s in payload["speeds"]]
-        payload["derived"] = derived(merged)
-        payload["table_markdown"] = markdown_table(merged)
-    args.json_out.parent.mkdir(parents=True, exist_ok=True)
-    args.json_out.write_text(json.dumps(payload, indent=1) + "\n")
+    def recompute(merged: dict[str, Any]) -> None:
+        all_speeds = [Speed(**s) for s in merged["speeds"]]
+        merged["derived"] = derived(all_speeds)
+        merged["table_markdown"] = markdown_table(all_speeds)
+
+    payload = write_results(args.json_out, payload, args.update, "speeds",
+                            lambda s: (s["model"], s["method"]), recompute)
     print(json.dumps(payload["derived"], indent=1))
     print(f"wrote {args.json_out}", file=sys.stderr)
     return 0

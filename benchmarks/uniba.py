@@ -29,7 +29,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from measure import sample_command  # noqa: E402
+from measure import measure_command  # noqa: E402
 
 
 def photo_strip(height: int, width: int) -> np.ndarray:
@@ -81,15 +81,12 @@ def strip_memory(height: int, widths: list[int], tile: int, workdir: Path) -> li
         cmd = [sys.executable, "-m", "tilewave.cli", "upscale", str(src), str(out), "--model",
                "uniba-x2", "--tile", str(tile), "--quiet", "--json", "--overwrite"]
         env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_TMPDIR=str(workdir / "ray"))
-        stdout, sampler, wall = sample_command(cmd, 0.2, env=env)
-        report = json.loads(stdout.strip().splitlines()[-1])
-        peak = sampler.peak_pss
-        rows.append({"input": f"{width} x {height}", "tiles": report["tiles"],
-                     "wall_s": round(wall, 1),
-                     "peak_pss_mib": round(peak.pss / 2**20) if peak else None,
-                     "peak_by_process_mib": {k: round(v[0] / 2**20) for k, v in
-                                             sorted(peak.by_label.items(), key=lambda kv: -kv[1][0])[:6]}
-                     if peak else {}})
+        m = measure_command(cmd, env=env, interval=0.2)
+        rows.append({"input": f"{width} x {height}", "tiles": m.report["tiles"],
+                     "wall_s": round(m.wall_s, 1),
+                     "peak_pss_mib": round(m.peak_pss_bytes / 2**20),
+                     "peak_by_process_mib": {k: round(v / 2**20) for k, v in
+                                             list(m.pss_at_peak_by_process.items())[:6]}})
     return rows
 
 
