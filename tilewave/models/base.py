@@ -28,9 +28,10 @@ Tiling modes
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Mapping, Protocol, runtime_checkable
 
-import torch
+if TYPE_CHECKING:  # torch is needed to run a model, not to describe or list one
+    import torch
 
 TilingMode = Literal["halo", "blend", "context"]
 TILING_MODES: tuple[TilingMode, ...] = ("halo", "blend", "context")

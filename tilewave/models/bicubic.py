@@ -13,11 +13,13 @@ the whole image in the last bit.
 from __future__ import annotations
 
 import math
-
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING
 
 from .base import ImageModel, ModelDescriptor
+from .entry import ModelEntry
+
+if TYPE_CHECKING:
+    import torch
 
 _A = -0.75  # torch's (and OpenCV's) cubic convolution coefficient
 
@@ -43,6 +45,9 @@ def phase_taps(scale: int) -> list[tuple[int, tuple[float, float, float, float]]
 
 
 def _upscale_last_axis(x: torch.Tensor, scale: int) -> torch.Tensor:
+    import torch  # here, not at the top: listing the models must not import torch
+    import torch.nn.functional as F
+
     # Replicate 2 pixels each side: the widest tap reaches 2 pixels past the edge.
     n = x.shape[-1]
     xp = F.pad(x.reshape(-1, 1, n), (2, 2), mode="replicate").reshape(*x.shape[:-1], n + 4)
@@ -65,18 +70,28 @@ def bicubic_upscale(x: torch.Tensor, scale: int) -> torch.Tensor:
     return _upscale_last_axis(out.transpose(-1, -2), scale).transpose(-1, -2).contiguous()
 
 
+def describe(scale: int = 2) -> ModelDescriptor:
+    """Bicubic's descriptor at ``scale``: exact in ``halo`` mode with a halo of 2."""
+    return ModelDescriptor(
+        name="bicubic",
+        scale=scale,
+        modes=("halo", "blend"),
+        halo=2,
+        supports_half=False,
+        description="bicubic interpolation (torch's kernel, replicated border), any integer scale",
+    )
+
+
 class Bicubic(ImageModel):
     """Bicubic interpolation at any integer scale; exact in ``halo`` mode with a halo of 2."""
 
     def __init__(self, scale: int = 2):
-        self.descriptor = ModelDescriptor(
-            name="bicubic",
-            scale=scale,
-            modes=("halo", "blend"),
-            halo=2,
-            supports_half=False,
-            description="bicubic interpolation (torch's kernel, replicated border), any integer scale",
-        )
+        self.descriptor = describe(scale)
 
     def forward_image(self, x: torch.Tensor) -> torch.Tensor:
         return bicubic_upscale(x, self.descriptor.scale)
+
+
+def entries() -> list[ModelEntry]:
+    return [ModelEntry("bicubic", Bicubic, None, 2, "bicubic interpolation, any integer scale",
+                       describe=describe)]

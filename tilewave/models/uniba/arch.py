@@ -22,7 +22,6 @@ the image edge (the last partial blocks, the halo) replicate the edge pixel.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -31,38 +30,7 @@ from torch import nn
 
 from ..base import count_parameters
 from ..bicubic import bicubic_upscale
-
-
-@dataclass(frozen=True)
-class UniBAConfig:
-    scale: int = 2
-    channels: int = 3
-    block: int = 8  # low-resolution pixels per block side
-    patch: int = 2  # low-resolution pixels per token side
-    dim: int = 64
-    heads: int = 2
-    layers: int = 4
-    mlp_ratio: int = 2
-    stem: int = 48
-    stem_layers: int = 4
-
-    @property
-    def tokens_per_side(self) -> int:
-        return self.block // self.patch
-
-    @property
-    def stem_margin(self) -> int:
-        """Pixels the stem's unpadded 3 x 3 convolutions consume on each side."""
-        return self.stem_layers
-
-    @property
-    def halo(self) -> int:
-        """Input pixels a tile reads around itself: one block for the neighbourhood
-        cross-attention, plus the stem's margin."""
-        return self.block + self.stem_margin
-
-    def as_dict(self) -> dict[str, int]:
-        return asdict(self)
+from .config import UniBAConfig
 
 
 class RMSNorm(nn.Module):
