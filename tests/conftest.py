@@ -97,3 +97,17 @@ class CodeRunningPayload:
 
     def __reduce__(self):
         return (pathlib.Path.write_text, (self.marker, "ran"))
+
+
+@pytest.fixture(autouse=True)
+def _restore_model_registry():
+    """Undo every model a test registers, so that none leaks into later tests."""
+    from tilewave.models import registry
+
+    table = registry._REGISTRY
+    saved = dict(table)
+    yield
+    # A test may also have swapped the dict itself (monkeypatch.setattr).
+    table.clear()
+    table.update(saved)
+    registry._REGISTRY = table
