@@ -1,7 +1,22 @@
-"""tilewave: out-of-core super-resolution for gigapixel images on Ray and Zarr."""
+"""tilewave: out-of-core super-resolution for gigapixel images on Ray and Zarr.
+
+Importing the package imports nothing heavy: :func:`upscale`, :func:`ingest_image` and
+:class:`Report` load on first use, so ``import tilewave`` and ``tilewave --help`` are
+instant.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ._lazy import lazy_attributes
 
 __version__ = "0.1.0"
 
-from .api import Report, ingest_image, upscale  # noqa: E402
-
 __all__ = ["Report", "__version__", "ingest_image", "upscale"]
+
+if TYPE_CHECKING:
+    from .api import Report, ingest_image, upscale
+
+__getattr__ = lazy_attributes(__name__, {"Report": ".api", "ingest_image": ".api",
+                                         "upscale": ".api"})

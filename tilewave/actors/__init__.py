@@ -1,11 +1,14 @@
-"""Workers that hold a model and process tiles, and the pools that run them (Ray actors,
-or in process)."""
+"""Workers that hold a model and process tiles, the pools that run them (Ray actors, or
+in process), and the connection to Ray."""
 
-from .cluster import ClusterInfo, connect, disconnect
-from .pools import Completion, InProcessPool, RayPool, TilePool
-from .worker import TileDone, TileError, TileWorker, WorkerJob
+from __future__ import annotations
 
-__all__ = [
-    "ClusterInfo", "Completion", "InProcessPool", "RayPool", "TileDone", "TileError",
-    "TilePool", "TileWorker", "WorkerJob", "connect", "disconnect",
-]
+from .._lazy import lazy_attributes
+
+__all__ = ["ClusterInfo", "InProcessPool", "RayPool", "TilePool", "TileWorker", "connect",
+           "disconnect"]
+
+__getattr__ = lazy_attributes(__name__, {
+    "ClusterInfo": ".cluster", "connect": ".cluster", "disconnect": ".cluster",
+    "InProcessPool": ".pools", "RayPool": ".pools", "TilePool": ".pools",
+    "TileWorker": ".worker"})

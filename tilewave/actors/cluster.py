@@ -29,7 +29,7 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> ClusterI
         kwargs: dict = {"include_dashboard": False, "logging_level": logging.WARNING,
                         "log_to_driver": False, "configure_logging": True}
         if address:
-            _probe(address)
+            probe(address)
             try:
                 ray.init(address=address, **kwargs)
             except (ConnectionError, RuntimeError) as exc:
@@ -44,6 +44,10 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> ClusterI
             try:
                 ray.init(num_cpus=num_cpus or os.cpu_count() or 1,
                          object_store_memory=LOCAL_OBJECT_STORE_BYTES, **kwargs)
+            except KeyboardInterrupt:
+                # Interrupted half-way, Ray leaves its daemons running for a minute or more.
+                ray.shutdown()
+                raise
             except OSError as exc:
                 if "AF_UNIX path length" not in str(exc):
                     raise
@@ -58,7 +62,7 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> ClusterI
     return ClusterInfo(res.get("CPU", 0.0), res.get("GPU", 0.0), started)
 
 
-def _probe(address: str, timeout: float = 5.0) -> None:
+def probe(address: str, timeout: float = 5.0) -> None:
     """Fail fast on an address where nothing listens: Ray itself retries for minutes."""
     import socket
 

@@ -1,13 +1,17 @@
-"""The tile grid, the raster-order DAG scheduler, blending, per-tile compute, and the
-driver loop."""
+"""The tile grid, the raster-order DAG scheduler, blending, the work of one tile, the job
+plan and its phases, and the driver loop. Members load on first use (the work of one
+tile needs torch; planning and scheduling do not)."""
 
-from .blend import RAMPS, Ramp
-from .plan import Tile, TileGrid
-from .runner import RunStats, run_tiles
-from .tile_compute import reference_upscale, run_tile
-from .wavefront import ContextTable, Wavefront
+from __future__ import annotations
+
+from .._lazy import lazy_attributes
 
 __all__ = [
     "RAMPS", "ContextTable", "Ramp", "RunStats", "Tile", "TileGrid", "Wavefront",
     "reference_upscale", "run_tile", "run_tiles",
 ]
+
+__getattr__ = lazy_attributes(__name__, {
+    "RAMPS": ".blend", "Ramp": ".blend", "Tile": ".plan", "TileGrid": ".plan",
+    "RunStats": ".runner", "run_tiles": ".runner", "reference_upscale": ".tile_compute",
+    "run_tile": ".tile_compute", "ContextTable": ".wavefront", "Wavefront": ".wavefront"})

@@ -11,13 +11,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import ResumeMismatchError
-from ..models.base import OUTBOUND
 from ..storage.job_state import ContextStore, Ledger
+from .directions import OUTBOUND
 from .plan import TileGrid
+from .scheduling import RowsAhead
 from .wavefront import ContextTable, Wavefront
 
 if TYPE_CHECKING:  # the pools import the pipeline; the loop needs only their interface
     from ..actors.pools import TilePool
+
+Index = tuple[int, int]
 
 
 @dataclass
@@ -30,6 +33,22 @@ class RunStats:
     peak_in_flight: int
     #: Tiles that took the cheap path (adaptive jobs).
     tiles_cheap: int = 0
+
+
+def _resumed_contexts(grid: TileGrid, done: set[Index], contexts: ContextStore,
+                      table: ContextTable[Any]) -> None:
+    """Put back the persisted contexts that finished tiles left for unfinished ones."""
+    for producer in done:
+        for direction, (dr, dc) in OUTBOUND.items():
+            consumer = (producer[0] + dr, producer[1] + dc)
+            if grid.contains(*consumer) and consumer not in done:
+                persisted = contexts.existing(producer, direction)
+                if persisted is None:
+                    raise ResumeMismatchError(
+                        f"tile {producer} is done but the context it left for tile {consumer} "
+                        f"is missing from {contexts.root}; rerun with --overwrite instead of "
+                        "--resume")
+                table.put(producer, direction, persisted)
 
 
 def run_tiles(
@@ -52,52 +71,36 @@ def run_tiles(
     if strays:
         raise ResumeMismatchError(
             f"the ledger lists tile {strays[0]} outside the {grid.rows} x {grid.cols} grid; it "
-            "belongs to another job, so rerun with --overwrite instead of --resume"
-        )
-    # Each worker can advance one row at a time, so one row ahead per worker (and one
-    # spare to hide latency) keeps them all busy while bounding live contexts.
-    wave = Wavefront(grid.rows, grid.cols, dependent, done,
-                     rows_ahead=pool.workers + 1 if dependent else None)
+            "belongs to another job, so rerun with --overwrite instead of --resume")
+    window = RowsAhead.for_workers(pool.workers, dependent)
+    wave = Wavefront(grid.rows, grid.cols, dependent, done, rows_ahead=window.rows)
     table: ContextTable[Any] = ContextTable(grid.rows, grid.cols)
     if dependent and contexts is not None:
-        for producer in done:
-            for direction, (dr, dc) in OUTBOUND.items():
-                consumer = (producer[0] + dr, producer[1] + dc)
-                if grid.contains(*consumer) and consumer not in done:
-                    persisted = contexts.existing(producer, direction)
-                    if persisted is None:
-                        raise ResumeMismatchError(
-                            f"tile {producer} is done but the context it left for tile "
-                            f"{consumer} is missing from {contexts.root}; rerun with "
-                            "--overwrite instead of --resume"
-                        )
-                    table.put(producer, direction, persisted)
-    tiles_run = 0
-    tiles_cheap = 0
-    peak_in_flight = 0
+        _resumed_contexts(grid, done, contexts, table)
+    tiles_run = tiles_cheap = peak_in_flight = 0
     try:
         while not wave.finished:
             while pool.in_flight() < pool.capacity and wave.has_ready():
                 index = wave.pop_ready()
                 assert index is not None
                 inbound = table.inbound(index) if dependent else {}
-                pool.submit(index, {k: v for k, v in inbound.items() if v is not None})
+                pool.submit(index, {str(k): v for k, v in inbound.items() if v is not None})
             peak_in_flight = max(peak_in_flight, pool.in_flight())
-            completions = pool.wait()
+            finished = pool.wait()
             # The worker wrote the chunk and its contexts before reporting: record first,
             # then hand over and free, so a crash at any point leaves a resumable state.
-            ledger.record([c.index for c in completions])
-            for c in completions:
-                for direction, handle in c.outbound.items():
-                    table.put(c.index, direction, handle)
-                wave.finish(c.index)
-                for producer, direction in table.release(c.index):
+            ledger.record([t.index for t in finished])
+            for t in finished:
+                for direction, handle in t.outbound.items():
+                    table.put(t.index, direction, handle)
+                wave.finish(t.index)
+                for producer, direction in table.release(t.index):
                     if contexts is not None:
                         contexts.remove(producer, direction)
-            tiles_run += len(completions)
-            tiles_cheap += sum(1 for c in completions if getattr(c.done, "cheap", False))
+            tiles_run += len(finished)
+            tiles_cheap += sum(t.cheap for t in finished)
             if on_tile is not None:
-                on_tile(len(completions))
+                on_tile(len(finished))
     finally:
         ledger.close()
     return RunStats(tiles_run, time.perf_counter() - start, table.peak, peak_in_flight, tiles_cheap)

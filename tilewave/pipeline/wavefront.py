@@ -12,7 +12,8 @@ from __future__ import annotations
 import heapq
 from typing import Generic, Iterable, TypeVar
 
-from ..models.base import ARRIVES_AS, INBOUND, OUTBOUND
+from .directions import ARRIVES_AS, INBOUND, OUTBOUND, Direction
+from .scheduling import RowsAhead
 
 Index = tuple[int, int]
 V = TypeVar("V")
@@ -21,18 +22,14 @@ V = TypeVar("V")
 class Wavefront:
     """Which tiles are ready to run, in raster-order priority.
 
-    Tiles within a row depend on each other, so parallel work comes from several rows at
-    once. ``rows_ahead`` caps how many rows below the first unfinished one may start:
-    without it, the first column (which waits only on the tile above) would race down
-    the image while one slow tile holds up its row, and every tile it finished would
-    keep its contexts alive. With the cap, live contexts stay within ``rows_ahead + 1``
-    rows of tiles, whatever the image height.
+    ``rows_ahead`` caps how many rows below the first unfinished one may start (see
+    :class:`~tilewave.pipeline.scheduling.RowsAhead`).
     """
 
     def __init__(self, rows: int, cols: int, dependent: bool, done: Iterable[Index] = (),
                  rows_ahead: int | None = None):
         self.rows, self.cols, self.dependent = rows, cols, dependent
-        self.rows_ahead = rows_ahead
+        self.window = RowsAhead(rows_ahead)
         self._done: set[Index] = set(done)
         self._unfinished = [cols] * rows
         for r, _ in self._done:
@@ -84,7 +81,7 @@ class Wavefront:
     def has_ready(self) -> bool:
         if not self._ready:
             return False
-        return self.rows_ahead is None or self._ready[0][0] <= self._first_row + self.rows_ahead
+        return self.window.allows(self._ready[0][0], self._first_row)
 
     def pop_ready(self) -> Index | None:
         """The next tile to start, or None if every unfinished tile waits, runs, or lies
@@ -114,7 +111,6 @@ class Wavefront:
         return newly
 
 
-
 class ContextTable(Generic[V]):
     """Contexts in flight between tiles, keyed by (producer, outbound direction).
 
@@ -124,15 +120,15 @@ class ContextTable(Generic[V]):
 
     def __init__(self, rows: int, cols: int):
         self.rows, self.cols = rows, cols
-        self._live: dict[tuple[Index, str], V] = {}
+        self._live: dict[tuple[Index, Direction], V] = {}
         self.peak = 0
 
-    def consumer(self, producer: Index, direction: str) -> Index | None:
+    def consumer(self, producer: Index, direction: Direction) -> Index | None:
         dr, dc = OUTBOUND[direction]
         r, c = producer[0] + dr, producer[1] + dc
         return (r, c) if 0 <= r < self.rows and 0 <= c < self.cols else None
 
-    def put(self, producer: Index, direction: str, value: V) -> bool:
+    def put(self, producer: Index, direction: Direction, value: V) -> bool:
         """Keep ``value`` for the consumer in ``direction``; False (and nothing kept) when
         that neighbour lies outside the grid."""
         if self.consumer(producer, direction) is None:
@@ -141,16 +137,16 @@ class ContextTable(Generic[V]):
         self.peak = max(self.peak, len(self._live))
         return True
 
-    def inbound(self, consumer: Index) -> dict[str, V | None]:
+    def inbound(self, consumer: Index) -> dict[Direction, V | None]:
         """The contexts ``consumer`` receives, by inbound name (None where absent)."""
         r, c = consumer
-        out: dict[str, V | None] = {}
+        out: dict[Direction, V | None] = {}
         for direction, name in ARRIVES_AS.items():
             dr, dc = OUTBOUND[direction]
             out[name] = self._live.get(((r - dr, c - dc), direction))
         return out
 
-    def release(self, consumer: Index) -> list[tuple[Index, str]]:
+    def release(self, consumer: Index) -> list[tuple[Index, Direction]]:
         """Drop the contexts ``consumer`` received; returns their keys."""
         r, c = consumer
         freed = []

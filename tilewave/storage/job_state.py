@@ -18,7 +18,6 @@ attribute and the folder is removed, so a finished output is a clean OME-Zarr im
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import pickle
 import socket
@@ -28,17 +27,19 @@ from typing import Any, Iterable
 
 from . import location
 
+from .manifest import STATE_DIR, Manifest
+
 Index = tuple[int, int]
-STATE_DIR = ".tilewave"
 
 
 def state_dir(output: str) -> str:
     return location.join(output, STATE_DIR)
 
 
-def write_manifest(output: str, manifest: dict[str, Any]) -> None:
-    data = json.dumps(manifest, indent=1, sort_keys=True).encode()
-    location.write_bytes(location.join(state_dir(output), "job.json"), data, durable=True)
+def read_manifest(output: str) -> dict[str, Any] | None:
+    """The job record of ``output`` as JSON fields, or None (see :class:`Manifest`)."""
+    manifest = Manifest.read(output)
+    return manifest.as_dict() if manifest is not None else None
 
 
 class JobLock:
@@ -66,10 +67,7 @@ class JobLock:
         except BlockingIOError:
             holder = os.read(fd, 200).decode(errors="replace").strip() or "unknown process"
             os.close(fd)
-            raise OutputBusyError(
-                f"output {self.output!r} is being written by another tilewave job ({holder}); "
-                "wait for it to finish or stop it, then run again"
-            ) from None
+            raise OutputBusyError(self.output, holder) from None
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, since "
                      f"{time.strftime('%Y-%m-%d %H:%M:%S')}".encode())
@@ -87,36 +85,6 @@ def check_not_busy(output: str) -> None:
     """Refuse to touch ``output`` while another job holds its lock."""
     if not location.is_url(output) and os.path.isdir(state_dir(output)):
         JobLock(output).acquire().release()
-
-
-def read_manifest(output: str) -> dict[str, Any] | None:
-    """The running job's manifest, or a completed job's from the group attributes."""
-    path = location.join(state_dir(output), "job.json")
-    if location.exists(path):
-        return json.loads(location.read_bytes(path))
-    try:
-        attrs = json.loads(location.read_bytes(location.join(output, "zarr.json"))).get("attributes", {})
-    except (OSError, ValueError):
-        return None
-    job = attrs.get("tilewave")
-    return job if isinstance(job, dict) and job.get("complete") else None
-
-
-def finish(output: str, manifest: dict[str, Any]) -> None:
-    """Record the job as complete in the output group and remove its working state."""
-    import zarr
-
-    manifest = {**manifest, "complete": True}
-    manifest.pop("created", None)
-    manifest.pop("ingested", None)
-    manifest.pop("pyramid", None)
-    group = zarr.open_group(output, mode="r+")
-    # The inherited image metadata lives beside the job record; keep it.
-    previous = group.attrs.get("tilewave", {})
-    if isinstance(previous, dict) and "metadata" in previous:
-        manifest["metadata"] = previous["metadata"]
-    group.attrs["tilewave"] = manifest
-    location.remove_tree(state_dir(output))
 
 
 class Ledger:

@@ -1,0 +1,21 @@
+"""Package attributes loaded on first use, so importing a package costs nothing until one
+of its heavy members (torch, zarr, dask behind them) is actually needed."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable, Mapping
+
+
+def lazy_attributes(package: str, where: Mapping[str, str]) -> Callable[[str], Any]:
+    """A module ``__getattr__`` that imports ``package + where[name]`` and returns its
+    ``name``; ``where`` maps each exported name to its relative module (``".plan"``)."""
+
+    def __getattr__(name: str) -> Any:
+        try:
+            module = where[name]
+        except KeyError:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}") from None
+        return getattr(importlib.import_module(module, package), name)
+
+    return __getattr__

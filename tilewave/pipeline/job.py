@@ -1,0 +1,437 @@
+"""Running a job: refuse what cannot run, then each stage's phases, then the export.
+
+:func:`run_job` reads as the job does:
+
+1. **check** (:func:`prepare`): input readable and supported, models known, settings
+   consistent (:func:`~tilewave.pipeline.job_plan.plan_job`), every output location
+   creatable, existing outputs resumable or replaceable, the cluster big enough where
+   that is known. Nothing has started and nothing is written.
+2. for each stage (:class:`StageRun`): **lock** → **create or resume** → **ingest** →
+   **run** tiles → **pyramid** → **finish**; :meth:`StageRun.leave_behind` is the one
+   place that decides what a failure leaves.
+3. **export** to TIFF, and removal of intermediate stores.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Iterator
+
+from .. import __version__
+from ..errors import (InputError, OutputExistsError, ResumeMismatchError, SettingsError,
+                      TileFailedError, TilewaveError)
+from ..models import describe_model
+from ..models.user_weights import is_weights_path
+from ..storage import job_state, location
+from ..storage.inputs import InputImage, open_input
+from ..storage.manifest import Manifest
+from ..storage.writable import check_creatable, check_writable
+from .cascade import plan_stages
+from .job_plan import ImageFacts, JobPlan, Options, StagePlan, plan_job
+
+
+@dataclass(frozen=True)
+class Report:
+    """What a call to :func:`tilewave.upscale` did."""
+
+    output: str
+    array: str
+    shape: tuple[int, int, int]
+    dtype: str
+    model: str
+    scale: int
+    mode: str
+    tiles: int
+    tiles_run: int
+    seconds: float
+    workers: int
+    executor: str
+    #: Tiles that took the cheap path (``adaptive``): easy tiles upscaled with bicubic.
+    tiles_cheap: int = 0
+    #: Of ``seconds``: running the tiles (workers already started), and adding the
+    #: pyramid levels; the rest is starting workers, ingesting and finishing.
+    tile_seconds: float = 0.0
+    pyramid_seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Progress:
+    """What the user sees while a job runs: one status line per phase, and bars."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+
+    def say(self, text: str) -> None:
+        if self.enabled:
+            print(f"tilewave: {text}", file=sys.stderr, flush=True)
+
+    def bar(self, total: int, initial: int, desc: str) -> Any:
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, initial=initial, unit="tile", desc=desc, disable=not self.enabled,
+                    dynamic_ncols=True, smoothing=0.1)
+
+
+# ----------------------------------------------------------------------------- check
+
+
+def _absolute_models(model: str) -> str:
+    """Weights files by absolute path: workers may run elsewhere, in another folder."""
+    return ",".join(os.path.abspath(m.strip()) if is_weights_path(m.strip()) else m
+                    for m in model.split(","))
+
+
+def check_apart(input_path: str, output: str, what: str = "output") -> None:
+    """Refuse an output that is, contains or lies inside the input."""
+    if location.is_url(input_path) or location.is_url(output):
+        src, dst, sep = input_path.rstrip("/"), output.rstrip("/"), "/"
+    else:
+        src, dst, sep = os.path.realpath(input_path), os.path.realpath(output), os.sep
+    if dst == src or src.startswith(dst + sep) or dst.startswith(src + sep):
+        raise SettingsError(f"{what} {output!r} overlaps the input; choose a path outside it")
+
+
+def is_removable_output(path: str) -> bool:
+    """Only Zarr stores and tilewave outputs are ever deleted by ``overwrite``."""
+    return location.isdir(path) and (location.exists(location.join(path, "zarr.json"))
+                                     or location.isdir(job_state.state_dir(path)))
+
+
+def check_replaceable(path: str, what: str) -> None:
+    """Refuse to ``overwrite`` anything but an earlier output."""
+    if not is_removable_output(path):
+        kind = "folder that is not a Zarr store" if location.isdir(path) else "file"
+        raise OutputExistsError(
+            f"{what} {path!r} is a {kind}; tilewave will not delete it, so choose another path")
+
+
+def _exists_refusal(path: str) -> OutputExistsError:
+    return OutputExistsError(f"output {path!r} exists; pass --overwrite to replace it or "
+                             "--resume to continue an interrupted run")
+
+
+def _check_store(store: str, options: Options) -> None:
+    """An existing store is resumed (``resume``), replaced (``overwrite``) or refused."""
+    if location.isdir(store):
+        job_state.check_not_busy(store)  # before a resume or an overwrite touches it
+    if not location.exists(store):
+        check_creatable(store)
+    elif options.resume:
+        check_writable(store)
+    elif options.overwrite:
+        check_replaceable(store, "output")
+    else:
+        raise _exists_refusal(store)
+
+
+def _check_cluster(plan: JobPlan) -> None:
+    """Fail fast on an address where nothing listens (Ray itself retries for minutes), and
+    on more workers than a local instance, which has this machine's CPUs, can hold."""
+    if plan.executor == "ray" and plan.address:
+        from ..actors.cluster import probe
+
+        probe(plan.address)
+    if plan.executor == "ray" and plan.address is None and plan.workers:
+        cpus = os.cpu_count() or 1
+        if plan.workers > cpus:
+            raise SettingsError(f"--workers {plan.workers} asks for more workers than the "
+                                f"cluster's {cpus} CPUs; lower it")
+
+
+def prepare(input_path: str, output: str, options: Options) -> tuple[InputImage, JobPlan]:
+    """Everything that can be refused, refused before anything starts or is written."""
+    image = open_input(input_path)
+    options_model = _absolute_models(options.model)
+    stages = plan_stages(options_model, options.scale)
+    descriptors = [describe_model(s.model, s.scale) for s in stages]
+    facts = ImageFacts(image.height, image.width, image.channels)
+    plan = plan_job(output, options, facts, stages, descriptors)
+    check_apart(image.path, plan.output)
+    if plan.export is not None:
+        check_apart(image.path, plan.export.store)
+        if os.path.exists(plan.export.file) and not options.overwrite:
+            raise OutputExistsError(f"output {plan.export.file!r} exists; add --overwrite to "
+                                    "replace it")
+        if os.path.exists(plan.export.file) and os.path.isdir(plan.export.file):
+            raise OutputExistsError(f"output {plan.export.file!r} is a folder; choose a file name")
+        check_creatable(plan.export.file)
+    for stage in plan.stages:
+        _check_store(stage.output, options)
+    _check_cluster(plan)
+    return image, plan
+
+
+# ------------------------------------------------------------------------- one stage
+
+
+@dataclass
+class StageResult:
+    tiles_run: int = 0
+    tiles_cheap: int = 0
+    workers: int = 0
+    tile_seconds: float = 0.0
+    pyramid_seconds: float = 0.0
+
+
+class StageRun:
+    """One stage, from its source image into its store, in explicit phases."""
+
+    def __init__(self, stage: StagePlan, image: InputImage, options: Options,
+                 progress: Progress, label: str):
+        self.stage, self.image, self.options = stage, image, options
+        self.progress, self.label = progress, label
+        self.store = stage.output
+        self.lock: job_state.JobLock | None = None
+        self.created_here = False
+        self.tiles_started = False
+        self.manifest = Manifest(__version__, image.fingerprint(), stage.settings(),
+                                 [stage.grid.rows, stage.grid.cols])
+
+    # lock, create or resume -----------------------------------------------------
+
+    def _resumable(self) -> Manifest:
+        previous = Manifest.read(self.store)
+        if previous is None:
+            raise ResumeMismatchError(
+                f"output {self.store!r} was not written by tilewave upscale, so it cannot be "
+                "resumed; choose another output or pass --overwrite")
+        old, new = previous.input or {}, self.manifest.input
+        if old != new:
+            what = (f"input {old.get('path')!r}, not {new['path']!r}" if old.get("path") != new["path"]
+                    else "input, which has changed since (its size, shape or modification time differ)")
+            raise ResumeMismatchError(f"output {self.store!r} was started from a different {what}; "
+                                      "rerun with the original input, or with --overwrite instead "
+                                      "of --resume")
+        if previous.settings != self.manifest.settings:
+            raise ResumeMismatchError(
+                f"output {self.store!r} was started with different settings "
+                f"({previous.first_difference(self.manifest)}); rerun with the original ones, "
+                "or with --overwrite instead of --resume")
+        if not previous.complete:
+            check_writable(location.join(self.store, "0"))
+        return previous
+
+    def lock_and_open(self) -> bool:
+        """Lock the store and create it, or resume it; False if it is already complete."""
+        if location.exists(self.store):
+            if self.options.resume:
+                self.manifest = self._resumable()
+                if self.manifest.complete:
+                    return False
+                if self.manifest.created:
+                    self.lock = job_state.JobLock(self.store).acquire()
+            else:  # overwrite, checked in prepare()
+                check_replaceable(self.store, "output")
+                location.remove_tree(self.store)
+        if not self.manifest.created:
+            self._create()
+        return True
+
+    def _create(self) -> None:
+        from ..storage.metadata import scaled
+        from ..storage.ome import create_output
+
+        image, grid = self.image, self.stage.grid
+        self.created_here = True
+        create_output(self.store, (image.channels, *grid.out_shape), image.dtype, grid.out_chunk,
+                      self.store.rstrip("/").rsplit("/", 1)[-1], scaled(image.metadata, self.stage.scale),
+                      {"tilewave": {"input": self.manifest.input, "settings": self.manifest.settings}})
+        self.manifest.created = True
+        self.manifest.save(self.store)
+        self.lock = job_state.JobLock(self.store).acquire()
+
+    # ingest ----------------------------------------------------------------------
+
+    def working_source(self) -> Any:
+        """Where workers read the input: Zarr in place when its chunks are tile-sized or
+        smaller, else an ingested working copy chunked to the tiles."""
+        from ..storage.arrays import ArraySpec
+        from ..storage.ingest import ingest
+
+        image, tile = self.image, self.stage.grid.tile
+        if image.array is not None and image.chunks is not None and max(image.chunks) <= 2 * tile:
+            return image.array
+        work = location.join(job_state.state_dir(self.store), "work.zarr")
+        if self.manifest.ingested and location.exists(work):
+            return ArraySpec(work, "cyx")
+        if location.exists(work):  # a copy an earlier, interrupted run did not finish
+            location.remove_tree(work)
+        self.progress.say(f"{self.label}copying the input into tiles of {tile} px")
+        spec = ingest(image, work, chunk=tile, progress=self.progress.enabled)
+        self.manifest.ingested = True
+        self.manifest.save(self.store)
+        return spec
+
+    # run, pyramid, finish -----------------------------------------------------------
+
+    def run_tiles(self, pools: "PoolFactory", result: StageResult) -> None:
+        from ..storage.job_state import ContextStore, Ledger
+        from .runner import run_tiles
+        from .tile_job import TileJob
+
+        stage, grid = self.stage, self.stage.grid
+        job = TileJob(stage.model, stage.scale, grid, stage.mode, stage.ramp,
+                      self.working_source(), f"{self.store}/0",
+                      location.absolute(self.store) if stage.dependent else None,
+                      self.image.path, stage.adaptive, self.image.metadata.get("nodata"))
+        ledger = Ledger(self.store)
+        already = len(ledger.done())
+        with pools(job, grid.count - already, self.label) as pool:
+            self.tiles_started = True
+            result.workers = pool.workers
+            contexts = ContextStore(self.store) if stage.dependent else None
+            with self.progress.bar(grid.count, already, f"{self.label}upscale") as bar:
+                stats = run_tiles(grid, pool, ledger, stage.dependent, contexts, bar.update)
+        result.tiles_run, result.tiles_cheap = stats.tiles_run, stats.tiles_cheap
+        result.tile_seconds = stats.seconds
+
+    def pyramid(self, result: StageResult) -> None:
+        from ..storage.pyramid import build_pyramid
+
+        started = time.perf_counter()
+
+        def record(path: str) -> None:
+            self.manifest.pyramid.append(path)
+            self.manifest.save(self.store)
+
+        build_pyramid(self.store, progress=self.progress.enabled, on_level=record,
+                      done=tuple(self.manifest.pyramid))
+        result.pyramid_seconds = time.perf_counter() - started
+
+    def leave_behind(self, exc: BaseException) -> None:
+        """The one place that decides what a failed stage leaves behind."""
+        if isinstance(exc, TileFailedError) and exc.details:
+            log = location.join(job_state.state_dir(self.store), "errors.log")
+            earlier = location.read_bytes(log) if location.exists(log) else b""
+            location.write_bytes(log, earlier + f"{time.ctime()}: {exc}\n{exc.details}\n".encode())
+        elif self.created_here and isinstance(exc, TilewaveError) and (
+                not self.tiles_started or isinstance(exc, InputError)):
+            # Refused before any tile ran, or stopped by pixels the user must fix first (so
+            # the finished tiles cannot be resumed): an output this call made is no use.
+            location.remove_tree(self.store)
+
+    def run(self, pools: "PoolFactory") -> StageResult:
+        result = StageResult()
+        try:
+            if not self.lock_and_open():
+                return result
+            self.run_tiles(pools, result)
+            self.pyramid(result)
+            self.manifest.finish(self.store)
+        except BaseException as exc:
+            self.leave_behind(exc)
+            raise
+        finally:
+            if self.lock is not None:
+                self.lock.release()
+        return result
+
+
+# ------------------------------------------------------------------------ the workers
+
+
+class PoolFactory:
+    """Starts a stage's workers: in this process, or Ray actors on the job's cluster,
+    which is joined (or started) once for all stages."""
+
+    def __init__(self, plan: JobPlan, progress: Progress):
+        self.plan, self.progress = plan, progress
+        self.cluster: Any = None
+
+    def _connect(self) -> Any:
+        from ..actors.cluster import connect
+
+        if self.cluster is None:
+            self.progress.say("joining the Ray cluster at " + self.plan.address if self.plan.address
+                              else "starting a local Ray instance")
+            self.cluster = connect(self.plan.address)
+        return self.cluster
+
+    def __call__(self, job: Any, tiles: int, label: str) -> Any:
+        import contextlib
+
+        @contextlib.contextmanager
+        def started() -> Iterator[Any]:
+            pool = self._start(job, tiles, label)
+            try:
+                yield pool
+            finally:
+                pool.close()
+
+        return started()
+
+    def _start(self, job: Any, tiles: int, label: str) -> Any:
+        from ..actors.pools import InProcessPool, RayPool
+
+        if self.plan.executor == "local":
+            self.progress.say(f"{label}loading {job.model} in this process")
+            return InProcessPool(job)
+        cluster = self._connect()
+        gpus = 1.0 if cluster.gpus >= 1 else 0.0
+        available = int(cluster.gpus if gpus else cluster.cpus)
+        workers = self.plan.workers
+        if workers is not None and workers > available:
+            raise SettingsError(f"--workers {workers} asks for more workers than the cluster's "
+                                f"{available} {'GPUs' if gpus else 'CPUs'}; lower it")
+        n = max(1, min(workers or available, tiles))
+        self.progress.say(f"{label}starting {n} worker{'s' * (n != 1)} with {job.model}"
+                          f"{' on GPUs' if gpus else ''}")
+        return RayPool(job, n, gpus)
+
+    def close(self) -> None:
+        if self.cluster is not None:
+            from ..actors.cluster import disconnect
+
+            disconnect(self.cluster)
+            self.cluster = None
+
+
+# ------------------------------------------------------------------------------ a job
+
+
+def _report(plan: JobPlan, image: InputImage, results: list[StageResult], seconds: float,
+            output: str) -> Report:
+    last = plan.stages[-1]
+    grid = last.grid
+    model = (last.model if len(plan.stages) == 1
+             else " then ".join(f"{s.model} x{s.scale}" for s in plan.stages))
+    return Report(output, output if plan.export else f"{last.output}/0",
+                  (image.channels, *grid.out_shape), str(image.dtype), model, plan.scale,
+                  last.mode, sum(s.grid.count for s in plan.stages),
+                  sum(r.tiles_run for r in results), seconds,
+                  max(r.workers for r in results), plan.executor,
+                  sum(r.tiles_cheap for r in results), sum(r.tile_seconds for r in results),
+                  sum(r.pyramid_seconds for r in results))
+
+
+def run_job(input_path: str, output: str, options: Options) -> Report:
+    """Check, then run every stage of the job, then export; see the module's docstring."""
+    image, plan = prepare(input_path, output, options)
+    started = time.perf_counter()
+    progress = Progress(options.progress)
+    pools = PoolFactory(plan, progress)
+    results = []
+    source = image
+    try:
+        for stage in plan.stages:
+            label = f"stage {stage.index + 1} of {len(plan.stages)}: " if len(plan.stages) > 1 else ""
+            results.append(StageRun(stage, source, options, progress, label).run(pools))
+            source = open_input(stage.output) if stage is not plan.stages[-1] else source
+    finally:
+        pools.close()
+    if plan.export is not None:
+        from ..storage.tiff_export import export_tiff
+
+        export_tiff(plan.export.store, plan.export.file, kind=plan.export.kind,  # type: ignore[arg-type]
+                    compression=plan.export.compression, quality=plan.export.quality,
+                    overwrite=options.overwrite, progress=options.progress)
+        location.remove_tree(plan.export.store)
+    if not options.keep_stages:
+        for store in plan.intermediate_stores:
+            location.remove_tree(store)
+    return _report(plan, image, results, time.perf_counter() - started, output)

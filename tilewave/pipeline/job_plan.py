@@ -1,0 +1,211 @@
+"""Planning a job: options, facts about the image and model descriptors in, a plan out.
+
+:func:`plan_job` is a pure function (no I/O, no Ray, no torch): it decides every stage's
+grid and mode, whether tiles depend on their neighbours, where each stage writes, and
+whether a TIFF export follows, and refuses inconsistent settings, so that a job that
+cannot run is refused before anything starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, Sequence
+
+from ..errors import SettingsError
+from ..models.base import ModelDescriptor, TilingMode
+from .blend import RAMPS, Ramp
+from .cascade import Stage, stage_store
+from .plan import TileGrid
+
+Executor = Literal["ray", "local"]
+DEFAULT_TILE = 256
+TIFF_SUFFIXES = (".tif", ".tiff")
+
+
+@dataclass(frozen=True)
+class Options:
+    """What the user asked for (the keyword arguments of :func:`tilewave.upscale`)."""
+
+    model: str = "bicubic"
+    scale: int | None = None
+    tile: int = DEFAULT_TILE
+    mode: str | None = None
+    halo: int | None = None
+    overlap: int | None = None
+    ramp: str = "cosine"
+    workers: int | None = None
+    address: str | None = None
+    executor: str = "ray"
+    resume: bool = False
+    overwrite: bool = False
+    progress: bool = True
+    adaptive: bool = False
+    keep_stages: bool = False
+    tiff_format: str | None = None
+    compression: str | None = None
+    quality: int = 90
+
+
+@dataclass(frozen=True)
+class ImageFacts:
+    """What planning needs to know about the input image."""
+
+    height: int
+    width: int
+    channels: int
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """One out-of-core pass: ``model`` at ``scale`` from the previous stage (or the input)
+    into the OME-Zarr store ``output``."""
+
+    index: int
+    model: str
+    scale: int
+    mode: TilingMode
+    grid: TileGrid
+    ramp: Ramp
+    output: str
+    adaptive: bool = False
+
+    @property
+    def dependent(self) -> bool:
+        """Tiles wait for their left, top and top-left neighbours: model contexts, or
+        blend strips."""
+        return self.mode == "context" or (self.mode == "blend" and self.grid.overlap > 0)
+
+    def settings(self) -> dict[str, Any]:
+        """The settings a resumed job must repeat (kept in its manifest)."""
+        g = self.grid
+        return {"model": self.model, "scale": self.scale, "mode": self.mode, "tile": g.tile,
+                "halo": g.halo, "overlap": g.overlap, "ramp": self.ramp,
+                **({"adaptive": True} if self.adaptive else {})}
+
+
+@dataclass(frozen=True)
+class ExportStep:
+    """Write the last stage's store as the TIFF ``file``, then remove the store."""
+
+    store: str
+    file: str
+    kind: str | None
+    compression: str | None
+    quality: int
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """Stages to run in order, then an optional export."""
+
+    output: str
+    stages: tuple[StagePlan, ...]
+    export: ExportStep | None
+    executor: Executor
+    workers: int | None
+    address: str | None
+
+    @property
+    def scale(self) -> int:
+        total = 1
+        for stage in self.stages:
+            total *= stage.scale
+        return total
+
+    @property
+    def intermediate_stores(self) -> list[str]:
+        """Stores of every stage but the last."""
+        return [s.output for s in self.stages[:-1]]
+
+
+def _check_runner(options: Options) -> Executor:
+    if options.executor not in ("ray", "local"):
+        raise SettingsError(f"executor must be 'ray' or 'local', not {options.executor!r}")
+    if options.workers is not None and options.workers < 1:
+        raise SettingsError(f"--workers must be at least 1, got {options.workers}")
+    if options.executor == "local" and (options.workers or options.address):
+        raise SettingsError("--local runs tiles in this process; drop --workers and --address")
+    return options.executor  # type: ignore[return-value]
+
+
+def _export_step(output: str, options: Options) -> tuple[str, ExportStep | None]:
+    """Where the last stage writes, and the export that follows it, if any."""
+    if not output.lower().endswith(TIFF_SUFFIXES):
+        if options.tiff_format or options.compression:
+            raise SettingsError("--format and --compression apply to a .tif/.tiff output; "
+                                "for an OME-Zarr output use `tilewave export` afterwards")
+        return output, None
+    if "://" in output:
+        raise SettingsError(f"a TIFF output is written to a local file, not {output!r}; write "
+                            "the OME-Zarr output there and `tilewave export` it locally")
+    store = output + ".zarr"  # kept until the export succeeds, so --resume works
+    return store, ExportStep(store, output, options.tiff_format, options.compression,
+                             options.quality)
+
+
+def _stage(index: int, stage: Stage, desc: ModelDescriptor, facts: ImageFacts,
+           options: Options, output: str) -> StagePlan:
+    """Check ``options`` against one stage's model and image, and cut its grid."""
+    model = stage.model
+    mode = options.mode or desc.default_mode
+    if mode not in desc.modes:
+        raise SettingsError(
+            f"model {model!r} runs in mode {' or '.join(desc.modes)}, not {mode!r}; change --mode")
+    if facts.channels not in desc.channels:
+        raise SettingsError(
+            f"model {model!r} takes {'/'.join(map(str, desc.channels))} channels but the input "
+            f"has {facts.channels}; choose another model")
+    tile = options.tile
+    if tile < 1:
+        raise SettingsError(f"--tile must be a positive number of pixels, got {tile}")
+    if tile % desc.block:
+        raise SettingsError(
+            f"model {model!r} works on blocks of {desc.block} pixels, so --tile must be a "
+            f"multiple of {desc.block}, not {tile}")
+    if options.ramp not in RAMPS:
+        raise SettingsError(f"--ramp must be one of {', '.join(RAMPS)}, not {options.ramp!r}")
+    halo = options.halo
+    if halo is None:
+        if mode == "halo" and not desc.halo_measured:
+            raise SettingsError(
+                f"the receptive field of {model!r} is unknown, so --mode halo needs --halo N "
+                "(measure it with tilewave.models.receptive_field), or use --mode blend")
+        halo = desc.halo
+    elif mode == "context" and halo != desc.halo:
+        raise SettingsError(f"model {model!r} sets its own halo ({desc.halo}) in context mode; "
+                            "drop --halo")
+    # A tile larger than the image would only make the output chunks larger.
+    tile = min(tile, -(-max(facts.height, facts.width) // desc.block) * desc.block)
+    overlap = options.overlap
+    if overlap is None:
+        overlap = max(1, tile // 8) if mode == "blend" else 0
+    if mode != "blend" and overlap:
+        raise SettingsError("--overlap applies to --mode blend only; drop it or use blend")
+    if options.adaptive and mode == "context":
+        raise SettingsError(f"--adaptive routes easy tiles to bicubic, which passes no "
+                            f"contexts; use it with --mode halo or blend, not with {model!r} "
+                            "in context mode")
+    if options.adaptive and halo < 2:
+        raise SettingsError(f"--adaptive needs --halo of at least 2 (bicubic's reach), not {halo}")
+    grid = TileGrid(facts.height, facts.width, tile, stage.scale, halo, overlap)
+    return StagePlan(index, model, stage.scale, mode, grid, options.ramp,  # type: ignore[arg-type]
+                     output, options.adaptive)
+
+
+def plan_job(output: str, options: Options, facts: ImageFacts, stages: Sequence[Stage],
+             descriptors: Sequence[ModelDescriptor]) -> JobPlan:
+    """The plan for upscaling an image described by ``facts`` into ``output``.
+
+    ``stages`` (from :func:`~tilewave.pipeline.cascade.plan_stages`) and their
+    ``descriptors`` say which models run; every stage is checked here, so a cascade
+    whose second stage cannot run is refused before its first starts.
+    """
+    executor = _check_runner(options)
+    output = output.rstrip("/")
+    last_store, export = _export_step(output, options)
+    planned: list[StagePlan] = []
+    for i, (stage, desc) in enumerate(zip(stages, descriptors, strict=True)):
+        store = last_store if i == len(stages) - 1 else stage_store(last_store, i)
+        planned.append(_stage(i, stage, desc, facts, options, store))
+        facts = ImageFacts(facts.height * stage.scale, facts.width * stage.scale, facts.channels)
+    return JobPlan(output, tuple(planned), export, executor, options.workers, options.address)

@@ -1,0 +1,140 @@
+"""The work of one tile: read its window, run the model, write its output chunk, keep its
+outgoing contexts. The Ray actor, the in-process pool and the benchmark peers all run
+tiles through :func:`process_tile`; they differ only in how pixels are read and written
+and where contexts are kept, which :class:`TileSetup` carries as plain functions.
+
+Whatever goes wrong is turned into the user's error here, once
+(:func:`tilewave.errors.user_error`), so no caller re-types a tile's failure.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from ..errors import BadPixelsError, TileFailedError, first_line, user_error
+from ..models.base import TileModel, TilingMode
+from ..storage.job_state import PersistedContext
+from .blend import Ramp
+from .difficulty import assess
+from .directions import OUTBOUND, Direction
+from .plan import Tile, TileGrid, Window
+from .tile_compute import run_tile
+from .tile_job import TileDone
+
+Index = tuple[int, int]
+#: Reads the input pixels of a window ``(y0, y1, x0, x1)`` as ``(c, h, w)``.
+Read = Callable[[Window], np.ndarray]
+#: Writes a tile's ``(c, h, w)`` output at output pixel ``(y0, x0)``.
+Write = Callable[[int, int, np.ndarray], None]
+#: Keeps one outgoing context of a producer; returns the handle its consumer receives.
+Keep = Callable[[Index, Direction, Any], Any]
+
+
+@dataclass(frozen=True)
+class TileSetup:
+    """A loaded model and where its tiles come from and go."""
+
+    grid: TileGrid
+    mode: TilingMode
+    model: TileModel
+    read: Read
+    write: Write
+    #: Where contexts go; None when tiles do not depend on their neighbours.
+    keep: Keep | None = None
+    ramp: Ramp = "cosine"
+    device: Any = None
+    half: bool = False
+    #: The cheap model of ``adaptive`` jobs (bicubic), None otherwise.
+    cheap: TileModel | None = None
+    nodata: float | None = None
+    #: The input as the user named it, and the worker's name, for messages.
+    input_name: str = ""
+    worker: str = ""
+
+
+def _check_finite(window: np.ndarray, tile: Tile, input_name: str) -> None:
+    if window.dtype.kind == "f" and not np.isfinite(window).all():
+        c, y, x = (int(v) for v in np.argwhere(~np.isfinite(window))[0])
+        raise BadPixelsError(
+            f"input {input_name!r} has NaN or infinite values (first at x={tile.read[2] + x}, "
+            f"y={tile.read[0] + y}, channel {c}); tilewave does not guess what they mean: "
+            "replace them (with 0 or the nodata value) and run again")
+
+
+def _is_easy(setup: TileSetup, tile: Tile, window: np.ndarray) -> bool:
+    cy0, cy1, cx0, cx1 = tile.core
+    ry0, _, rx0, _ = tile.read
+    return assess(window[:, cy0 - ry0 : cy1 - ry0, cx0 - rx0 : cx1 - rx0], setup.nodata).easy
+
+
+def _load(handle: Any) -> Any:
+    return handle.load() if isinstance(handle, PersistedContext) else handle
+
+
+def _work(setup: TileSetup, tile: Tile, inbound: Mapping[str, Any]) -> tuple[dict[Direction, Any], bool]:
+    grid = setup.grid
+    window = setup.read(tile.read)
+    _check_finite(window, tile, setup.input_name)
+    cheap = setup.cheap is not None and _is_easy(setup, tile, window)
+    model, half = (setup.cheap, False) if cheap else (setup.model, setup.half)
+    contexts = {Direction(k): _load(v) for k, v in inbound.items() if v is not None}
+    core, outbound = run_tile(model, grid, tile, window, setup.mode, contexts,  # type: ignore[arg-type]
+                              setup.ramp, setup.device, half)
+    oy0, oy1, ox0, ox1 = grid.out_window(tile.core)
+    if core.shape[1:] != (oy1 - oy0, ox1 - ox0):
+        # Writing it would spill into the neighbours' chunks.
+        raise ValueError(f"the model returned {core.shape[1]} x {core.shape[2]} output "
+                         f"pixels for a tile of {oy1 - oy0} x {ox1 - ox0}")
+    setup.write(oy0, ox0, core)
+    handles: dict[Direction, Any] = {}
+    if setup.keep is not None:
+        # Every consumer inside the grid gets a context, None included, so that on
+        # resume a missing one always means a lost context.
+        for direction, (dr, dc) in OUTBOUND.items():
+            if grid.contains(tile.row + dr, tile.col + dc):
+                handles[direction] = setup.keep(tile.index, direction, outbound.get(direction))
+    return handles, cheap
+
+
+def process_tile(setup: TileSetup, row: int, col: int,
+                 inbound: Mapping[str, Any] | None = None) -> TileDone:
+    """Run tile ``(row, col)``: read, compute, write its chunk, keep its contexts.
+
+    ``inbound`` maps ``left``/``top``/``top_left`` to what those neighbours kept (a
+    :class:`PersistedContext` is loaded here). Raises the user's error for any failure:
+    bad pixels and refused storage as they are, anything else as
+    :class:`~tilewave.errors.TileFailedError` with the traceback in its ``details``.
+    """
+    start = time.perf_counter()
+    tile = setup.grid[row, col]
+    try:
+        outbound, cheap = _work(setup, tile, inbound or {})
+    except Exception as exc:
+        known = user_error(exc)
+        if known is not None:
+            raise known from None
+        raise TileFailedError(row, col, tile.core, first_line(exc), traceback.format_exc()) from None
+    return TileDone(row, col, time.perf_counter() - start, setup.worker, outbound, cheap)
+
+
+def to_cpu(value: Any) -> Any:
+    """A context as it leaves the worker: on the CPU, compact. GPU tensors neither pickle
+    nor travel well, and a view of a larger tensor would pickle all the storage behind it
+    (for uniba-x2, 64 MB per context instead of 1 MB)."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        value = value.detach()
+        return value.cpu() if value.device.type != "cpu" else value.clone(memory_format=torch.contiguous_format)
+    if isinstance(value, dict):
+        return {k: to_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(to_cpu(v) for v in value)
+    return value
+
+
