@@ -3,17 +3,8 @@
 Every refusal must exit 2 with one ``tilewave: error: ...`` line on stderr, no traceback,
 the input left byte for byte as it was, and no output that looks finished. All of these
 are refused before any tile runs, so nothing here starts Ray (``--local`` runs the one
-successful job in-process).
-
-Starting ``python -m tilewave.cli`` costs about 3 s of CPU (it imports torch), too much for
-twenty commands. So one helper interpreter (``python -c SERVER``, a plain interpreter with
-no pytest state) imports the ``tilewave`` package once and, per command, forks a child
-that runs the module as ``__main__`` exactly as ``-m`` does (``runpy``), with stdout and
-stderr on files of its own; an uncaught exception prints its traceback and exits 1, as the
-interpreter would. ``test_forked_runs_match_python_dash_m`` checks that a few commands
-give the very same exit code, stdout and stderr as real ``python -m tilewave.cli`` runs.
-Set ``TILEWAVE_TEST_CLI_DASH_M=1`` to run every command as a real ``python -m`` subprocess
-instead (about a minute longer).
+successful job in-process). Each command is a real ``python -m tilewave.cli`` process, two
+at a time: a refusal imports neither torch nor Ray, so each costs a fraction of a second.
 """
 
 from __future__ import annotations
@@ -41,57 +32,6 @@ from conftest import CodeRunningPayload, random_image
 TIMEOUT_S = 240
 PNG_SHAPE = (3, 70, 90)  # (c, h, w): a 3 x 3 grid of 32-pixel tiles
 TILE = 32
-#: Commands also run as real ``python -m tilewave.cli`` subprocesses, for comparison.
-CHECKED_AGAINST_DASH_M = ("truncated", "output_is_input")
-
-SERVER = r"""
-import importlib.util, json, os, runpy, sys, traceback
-import tilewave  # the package import (torch and all) that every command would repeat
-
-# Not tilewave.cli itself: runpy warns when the module it runs is already imported.
-assert "tilewave.cli" not in sys.modules
-CLI_FILE = importlib.util.find_spec("tilewave.cli").origin
-
-print(json.dumps({"ready": True}), flush=True)
-for line in sys.stdin:
-    req = json.loads(line)
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            os.chdir(req["cwd"])
-            for fd, name in ((1, req["stdout"]), (2, req["stderr"])):
-                f = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-                os.dup2(f, fd)
-                os.close(f)
-            sys.stdin = open(os.devnull)
-            sys.stdout = open(1, "w", closefd=False)
-            sys.stderr = open(2, "w", closefd=False, errors="backslashreplace")
-            sys.argv = [CLI_FILE, *req["args"]]
-            try:
-                runpy.run_module("tilewave.cli", run_name="__main__", alter_sys=True)
-                code = 0
-            except SystemExit as exc:
-                if exc.code is None:
-                    code = 0
-                elif isinstance(exc.code, int):
-                    code = exc.code
-                else:
-                    print(exc.code, file=sys.stderr)
-                    code = 1
-            except BaseException:
-                traceback.print_exc()
-                code = 1
-        finally:
-            try:
-                sys.stdout.flush()
-                sys.stderr.flush()
-            finally:
-                os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    print(json.dumps({"rc": os.waitstatus_to_exitcode(status)}), flush=True)
-"""
-
 
 @dataclasses.dataclass
 class Run:
@@ -111,13 +51,9 @@ class Run:
 
 @dataclasses.dataclass
 class Results:
-    """Every command's :class:`Run`, by name, and the comparison runs."""
+    """Every command's :class:`Run`, by name."""
 
     runs: dict[str, Run]
-    #: Real ``python -m tilewave.cli`` runs of the commands in CHECKED_AGAINST_DASH_M.
-    dash_m: dict[str, subprocess.CompletedProcess]
-    #: What the fork server wrote to its own stderr.
-    server_stderr: str
 
     def __getitem__(self, name: str) -> Run:
         return self.runs[name]
@@ -140,65 +76,14 @@ def cli_env() -> dict[str, str]:
     return {**os.environ, "RAY_AUTH_MODE": "disabled"}
 
 
-class ForkServer:
-    """Runs ``python -m tilewave.cli ARGS`` in children forked from a warm interpreter."""
-
-    def __init__(self, scratch: pathlib.Path):
-        self.scratch = scratch
-        self.count = 0
-        self.proc = subprocess.Popen([sys.executable, "-c", SERVER], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True, env=cli_env(), cwd=scratch)
-        self.reader = concurrent.futures.ThreadPoolExecutor(1)
-        assert json.loads(self._reply()) == {"ready": True}
-
-    def _reply(self) -> str:
-        line = self.reader.submit(self.proc.stdout.readline).result(timeout=TIMEOUT_S)
-        if not line:
-            raise RuntimeError(f"the fork server died: {self.proc.stderr.read()}")
-        return line
-
-    def execute(self, run: Run, cwd: pathlib.Path) -> Run:
-        self.count += 1
-        out, err = self.scratch / f"{self.count}.out", self.scratch / f"{self.count}.err"
-        run.before = snapshot(run.keep)
-        request = {"args": run.args, "cwd": str(cwd), "stdout": str(out), "stderr": str(err)}
-        self.proc.stdin.write(json.dumps(request) + "\n")
-        self.proc.stdin.flush()
-        run.returncode = json.loads(self._reply())["rc"]
-        run.stdout, run.stderr = out.read_text(), err.read_text()
-        run.after = snapshot(run.keep)
-        return run
-
-    def close(self) -> str:
-        """Stop the server; returns what it wrote to its own stderr."""
-        self.proc.stdin.close()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.reader.shutdown()
-        return self.proc.stderr.read()
-
-
-def run_dash_m(args: list[str], cwd: pathlib.Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tilewave.cli", *args], cwd=cwd,
+def execute(run: Run, cwd: pathlib.Path) -> Run:
+    """Run ``python -m tilewave.cli ARGS`` as a user would, noting what it left."""
+    run.before = snapshot(run.keep)
+    proc = subprocess.run([sys.executable, "-m", "tilewave.cli", *run.args], cwd=cwd,
                           capture_output=True, text=True, timeout=TIMEOUT_S, env=cli_env())
-
-
-class DashM:
-    """Runs every command as a real ``python -m tilewave.cli`` subprocess (slow)."""
-
-    def execute(self, run: Run, cwd: pathlib.Path) -> Run:
-        run.before = snapshot(run.keep)
-        proc = run_dash_m(run.args, cwd)
-        run.returncode, run.stdout, run.stderr = proc.returncode, proc.stdout, proc.stderr
-        run.after = snapshot(run.keep)
-        return run
-
-    def close(self) -> str:
-        return ""
+    run.returncode, run.stdout, run.stderr = proc.returncode, proc.stdout, proc.stderr
+    run.after = snapshot(run.keep)
+    return run
 
 
 def smooth_image(shape: tuple[int, int, int]) -> np.ndarray:
@@ -322,6 +207,15 @@ def _error_cases(root: pathlib.Path) -> dict[str, Run]:
     cases["overwrite_user_dir"] = Run(
         ["upscale", str(good), str(user_dir), "--local", "--overwrite"], [good, user_dir])
 
+    # Output locations that cannot be created, found before anything starts.
+    case("output_in_proc", good, output="/proc/tilewave-out.zarr")
+    case("output_in_sys", good, output="/sys/tilewave-out.zarr")
+    a_file = root / "output_under_file" / "a-file"
+    a_file.parent.mkdir()
+    a_file.write_text("a user's file\n")
+    cases["output_under_file"] = Run(
+        ["upscale", str(good), str(a_file / "sub" / "out.zarr"), "--local"], [good, a_file])
+
     same = write_png(root / "same" / "in.png", rgb)
     cases["output_is_input"] = Run(
         ["upscale", str(same), str(same), "--local", "--overwrite"], [same])
@@ -376,30 +270,15 @@ def cli(tmp_path_factory) -> Results:
          "--local", "--tile", str(TILE), "--resume"],
         [other_input, root / "resume_other_input" / "out.zarr"])
 
-    with concurrent.futures.ThreadPoolExecutor(len(CHECKED_AGAINST_DASH_M)) as pool:
-        # The real `python -m` runs go on beside the fork server; they change nothing.
-        dash_m = {name: pool.submit(run_dash_m, runs[name].args, root)
-                  for name in CHECKED_AGAINST_DASH_M}
-        server = DashM() if os.environ.get("TILEWAVE_TEST_CLI_DASH_M") else ForkServer(scratch)
-        try:
-            for name, run in runs.items():
-                if name in ("exists", "resume_other_tile", "resume_other_input") and \
-                        base_output.exists():
-                    shutil.copytree(base_output, root / name / "out.zarr")
-                server.execute(run, root)
-        finally:
-            server_stderr = server.close()
-        real = {name: future.result() for name, future in dash_m.items()}
-    return Results(runs, real, server_stderr)
-
-
-def test_forked_runs_match_python_dash_m(cli):
-    # Importing tilewave printed nothing (each real run would print it again).
-    assert cli.server_stderr == ""
-    for name in CHECKED_AGAINST_DASH_M:
-        real, forked = cli.dash_m[name], cli[name]
-        assert (real.returncode, real.stdout, real.stderr) == \
-            (forked.returncode, forked.stdout, forked.stderr), name
+    # The commands against the finished output need it first; the rest are independent.
+    execute(runs["success"], root)
+    for name in ("exists", "resume_other_tile", "resume_other_input"):
+        if base_output.exists():
+            shutil.copytree(base_output, root / name / "out.zarr")
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda run: execute(run, root),
+                      [run for name, run in runs.items() if name != "success"]))
+    return Results(runs)
 
 
 # -------------------------------------------------------------------- assertions
@@ -542,6 +421,17 @@ def test_overwrite_refuses_to_delete_a_user_folder(cli):
     folder = pathlib.Path(run.args[2])
     assert sorted(p.name for p in folder.iterdir()) == ["thesis-notes.txt"]
     assert (folder / "thesis-notes.txt").read_text() == "do not delete\n"
+
+
+@pytest.mark.parametrize("name, words", [
+    ("output_in_proc", ("/proc/tilewave-out.zarr", "choose a writable location")),
+    ("output_in_sys", ("/sys/tilewave-out.zarr", "choose a writable location")),
+    ("output_under_file", ("a-file", "is a file, not a folder")),
+])
+def test_output_that_cannot_be_created_is_refused(cli, name, words):
+    run = cli[name]
+    assert_refused(run, *words)
+    assert not pathlib.Path(run.args[2]).exists()
 
 
 def test_output_equal_to_input_is_refused(cli):
