@@ -77,7 +77,8 @@ def _stage(text: str) -> Stage:
     """One stage of a comma list, its scale checked against what the model runs at."""
     name, scale = _split_stage(text)
     entry = get_entry(name)
-    if scale is not None and (scale < 1 or (entry.scales is not None and scale not in entry.scales)):
+    runs = scale is None or (scale >= 1 and (entry.scales is None or scale in entry.scales))
+    if not runs:
         raise SettingsError(f"stage {text!r}: model {entry.name!r} runs at "
                             f"{_scales_text(entry)}, not {scale}; change the stage's :N")
     return Stage(canonical_name(name), resolve_scale(name, scale))

@@ -37,7 +37,6 @@ def ncnn_paths(scale: int) -> tuple[str, str]:
             wheel_file(DISTRIBUTION, FILES[scale] + ".bin", name))
 
 
-
 def describe(scale: int) -> ModelDescriptor:
     """The descriptor of ``span-x{scale}``, without reading the wheel's files."""
     return ModelDescriptor(
