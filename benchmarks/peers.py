@@ -22,8 +22,9 @@ Methods (``INPUT.zarr`` is a ``(c, y, x)`` Zarr v3 array, as ``tilewave ingest``
     see the same clipped windows as tilewave's) and ``to_zarr``, on dask's threaded
     scheduler with ``--threads`` threads of one torch thread each.
 
-Every method converts pixels with :func:`tilewave.pipeline.tile_compute.run_tile` (or
-``reference_upscale`` for ``whole``), so their outputs equal tilewave's and the
+Every tiled method runs its tiles through tilewave's own
+:func:`tilewave.pipeline.tile_work.process_tile` (``whole`` through
+``reference_upscale``), so their outputs equal tilewave's and the
 comparison measures only how the work is organised. Prints one JSON line: the method,
 tile count and the seconds spent loading the model, in the tile loop and writing.
 """
@@ -63,29 +64,23 @@ def _create_output(path: str, channels: int, grid: Any, dtype: np.dtype) -> Any:
 
 
 def tile_loop(model: Any, grid: Any, mode: str, read: Callable[[tuple[int, int, int, int]], np.ndarray],
-              write: Callable[[tuple[int, int, int, int], np.ndarray], None]) -> int:
-    """Run every tile of ``grid`` in raster order, handing each tile its neighbours'
-    contexts (context mode) and dropping a context once its last consumer ran."""
-    from tilewave.pipeline.tile_compute import run_tile
+              write: Callable[[int, int, np.ndarray], None]) -> int:
+    """Run every tile of ``grid`` in raster order through tilewave's own tile function,
+    handing each tile its neighbours' contexts (kept in memory) and dropping a context
+    once its consumer ran."""
+    from tilewave.pipeline.job_plan import depends_on_neighbours
+    from tilewave.pipeline.tile_work import TileSetup, process_tile
+    from tilewave.pipeline.wavefront import ContextTable
 
-    emitted: dict[tuple[int, int], dict[str, Any]] = {}
-    for tile in grid:
-        r, c = tile.row, tile.col
-        inbound: dict[str, Any] = {}
-        if mode == "context":
-            for key, (dr, dc), direction in (("left", (0, -1), "right"), ("top", (-1, 0), "below"),
-                                             ("top_left", (-1, -1), "below_right")):
-                src = emitted.get((r + dr, c + dc))
-                if src is not None and src.get(direction) is not None:
-                    inbound[key] = src[direction]
-        core, outbound = run_tile(model, grid, tile, read(tile.read), mode, inbound)  # type: ignore[arg-type]
-        write(grid.out_window(tile.core), core)
-        if mode == "context":
-            emitted[(r, c)] = outbound
-            # (r-1, c-1) fed (r-1, c), (r, c-1) and now (r, c): it has no consumer left.
-            emitted.pop((r - 1, c - 1), None)
-            if c == grid.cols - 1:
-                emitted.pop((r - 1, c), None)
+    dependent = depends_on_neighbours(mode, grid.overlap)
+    setup = TileSetup(grid, mode, model, read, write,  # type: ignore[arg-type]
+                      keep=(lambda _tile, _direction, value: value) if dependent else None)
+    table: ContextTable[Any] = ContextTable(grid.rows, grid.cols)
+    for tile in grid:  # raster order: every tile's neighbours ran before it
+        done = process_tile(setup, tile.row, tile.col, table.inbound(tile.index))
+        for direction, value in done.outbound.items():
+            table.put(tile.index, direction, value)
+        table.release(tile.index)
     return grid.count
 
 
@@ -131,8 +126,8 @@ def _run(method: str, input_path: str, output_path: str, model_name: str, tile: 
     elif method == "naive":
         result = np.zeros((reader.shape[0], *grid.out_shape), reader.dtype)
 
-        def into_ram(w: tuple[int, int, int, int], core: np.ndarray) -> None:
-            result[:, w[0]:w[1], w[2]:w[3]] = core
+        def into_ram(y0: int, x0: int, core: np.ndarray) -> None:
+            result[:, y0 : y0 + core.shape[1], x0 : x0 + core.shape[2]] = core
 
         tile_loop(model, grid, mode, lambda w: reader.read(*w), into_ram)
         t2 = time.perf_counter()
@@ -140,8 +135,7 @@ def _run(method: str, input_path: str, output_path: str, model_name: str, tile: 
         write_s = time.perf_counter() - t2
     elif method == "bare":
         writer = ArrayWriter(output_path)
-        tile_loop(model, grid, mode, lambda w: reader.read(*w),
-                  lambda w, core: writer.write(w[0], w[2], core))
+        tile_loop(model, grid, mode, lambda w: reader.read(*w), writer.write)
     else:
         if mode != "halo":
             raise ValueError(f"{model_name} needs its neighbours' contexts ({mode} mode); "
@@ -159,7 +153,7 @@ def _dask_upscale(input_path: str, output_path: str, model: Any, grid: Any, thre
     import dask
     import dask.array as da
 
-    from tilewave.pipeline.tile_compute import run_tile
+    from tilewave.pipeline.tile_work import TileSetup, process_tile
 
     source = da.from_zarr(input_path).rechunk((-1, grid.tile, grid.tile))
     s = grid.scale
@@ -169,8 +163,12 @@ def _dask_upscale(input_path: str, output_path: str, model: Any, grid: Any, thre
 
     def upscale_block(block: np.ndarray, block_info: dict | None = None) -> np.ndarray:
         row, col = block_info[0]["chunk-location"][1:]  # type: ignore[index]
-        core, _ = run_tile(model, grid, grid[row, col], block, "halo", {})
-        return core
+        written: list[np.ndarray] = []
+        # The block is the tile's read window (depth = halo, no boundary padding).
+        setup = TileSetup(grid, "halo", model, lambda _window: block,
+                          lambda _y, _x, core: written.append(core))
+        process_tile(setup, row, col)
+        return written[0]
 
     upscaled = da.map_overlap(
         upscale_block, source, depth={0: 0, 1: grid.halo, 2: grid.halo}, boundary="none",

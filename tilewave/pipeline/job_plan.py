@@ -22,6 +22,12 @@ DEFAULT_TILE = 256
 TIFF_SUFFIXES = (".tif", ".tiff")
 
 
+def depends_on_neighbours(mode: str, overlap: int) -> bool:
+    """Whether a tile waits for its left, top and top-left neighbours: it receives model
+    contexts (``context`` mode) or their blend strips (``blend`` with an overlap)."""
+    return mode == "context" or (mode == "blend" and overlap > 0)
+
+
 @dataclass(frozen=True)
 class Options:
     """What the user asked for (the keyword arguments of :func:`tilewave.upscale`)."""
@@ -71,9 +77,7 @@ class StagePlan:
 
     @property
     def dependent(self) -> bool:
-        """Tiles wait for their left, top and top-left neighbours: model contexts, or
-        blend strips."""
-        return self.mode == "context" or (self.mode == "blend" and self.grid.overlap > 0)
+        return depends_on_neighbours(self.mode, self.grid.overlap)
 
     def settings(self) -> dict[str, Any]:
         """The settings a resumed job must repeat (kept in its manifest)."""
