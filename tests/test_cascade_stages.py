@@ -88,3 +88,18 @@ def test_a_bicubic_remainder_is_suggested_where_the_model_divides_the_scale():
     assert str(suggestions("span-x2", 12)[0]) == "--model span-x2,span-x2,bicubic:3 --scale 12"
     assert str(suggestions("span-x4", 8)[0]) == "--model span-x4,bicubic:2 --scale 8"
     assert all("bicubic:" not in str(s) for s in suggestions("span-x2", 3))
+
+
+def test_a_weights_file_stage_runs_by_absolute_path(tmp_path, monkeypatch):
+    import shutil
+
+    from tilewave.models.uniba import weights_path
+
+    shutil.copy(weights_path(2), tmp_path / "Mine_x2.safetensors")
+    monkeypatch.chdir(tmp_path)
+    mine = str(tmp_path / "Mine_x2.safetensors")
+    assert plan_stages("Mine_x2.safetensors:2,bicubic:2", None) == [Stage(mine, 2),
+                                                                    Stage("bicubic", 2)]
+    assert plan_stages("Mine_x2.safetensors", 4) == [Stage(mine, 2)] * 2
+    with pytest.raises(SettingsError, match=r"try --model .*Mine_x2\.safetensors,bicubic:3"):
+        plan_stages("Mine_x2.safetensors", 6)

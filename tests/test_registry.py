@@ -4,6 +4,7 @@ agree with the networks they describe."""
 from __future__ import annotations
 
 import json
+import os
 import struct
 
 import pytest
@@ -46,8 +47,8 @@ def test_names_are_matched_ignoring_case_and_underscores(typed):
     assert describe_model(typed).name == "span-x2"
 
 
-def test_weights_paths_keep_their_spelling():
-    assert canonical_name("Models/My_Net.PTH") == "Models/My_Net.PTH"
+def test_weights_paths_become_absolute_and_keep_their_spelling():
+    assert canonical_name("Models/My_Net.PTH") == os.path.abspath("Models/My_Net.PTH")
 
 
 def test_an_unknown_name_suggests_the_closest_and_lists_the_rest():

@@ -16,6 +16,7 @@ import dataclasses
 import difflib
 import functools
 import importlib
+import os
 
 from ..errors import SettingsError, UnknownModelError
 from .base import ModelDescriptor, TileModel
@@ -87,11 +88,12 @@ def _registered(name: str) -> ModelEntry:
 
 def canonical_name(name: str) -> str:
     """The name tilewave uses for what the user typed: the registered model's own name
-    (``SPAN_x2`` -> ``span-x2``), or a weights path as given (file names keep their case).
+    (``SPAN_x2`` -> ``span-x2``), or a weights file's absolute path (as
+    :func:`get_entry` names it; the file is not read here).
 
     Raises :class:`~tilewave.errors.UnknownModelError` for a name nothing is registered under.
     """
-    return name if is_weights_path(name) else _registered(name).name
+    return os.path.abspath(name) if is_weights_path(name) else _registered(name).name
 
 
 def get_entry(name: str) -> ModelEntry:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from ..errors import SettingsError
 from ..models.entry import ModelEntry
-from ..models.registry import canonical_name, get_entry, resolve_scale
+from ..models.registry import get_entry, resolve_scale
 
 #: A model that runs any integer scale: what suggestions use to make up a remainder.
 ANY_SCALE_MODEL = "bicubic"
@@ -81,7 +81,7 @@ def _stage(text: str) -> Stage:
     if not runs:
         raise SettingsError(f"stage {text!r}: model {entry.name!r} runs at "
                             f"{_scales_text(entry)}, not {scale}; change the stage's :N")
-    return Stage(canonical_name(name), resolve_scale(name, scale))
+    return Stage(entry.name, resolve_scale(name, scale))
 
 
 def _describe(stages: list[Stage]) -> str:
@@ -118,7 +118,8 @@ def suggestions(model: str, scale: int) -> list[Suggestion]:
     (x6 with span-x2: ``span-x2,bicubic:3``), the nearest scales below and above that the
     model reaches alone, and bicubic alone at ``scale``.
     """
-    entry, name = get_entry(model), canonical_name(model)
+    entry = get_entry(model)
+    name = entry.name
     if entry.scales is None:  # runs every scale itself
         return [Suggestion(None, scale)]
     factors = entry.scales
@@ -148,7 +149,8 @@ def plan_stages(model: str, scale: int | None) -> list[Stage]:
     ``model`` is one name, or stages separated by commas, each ``name`` or ``name:N``
     (see the module's documentation); ``scale``, if given, must be the stages' product.
     A single model asked for a scale it cannot do in one step runs as several steps of
-    its own scales. Stage names are canonical (``SPAN_x2`` runs as ``span-x2``).
+    its own scales. Stage names are canonical (``SPAN_x2`` runs as ``span-x2``, a weights
+    file by its absolute path).
     """
     if scale is not None and scale < 1:
         raise SettingsError(f"--scale must be a positive integer, got {scale}")
@@ -158,13 +160,13 @@ def plan_stages(model: str, scale: int | None) -> list[Stage]:
     name = parts[0]
     entry = get_entry(name)
     if scale is None or entry.scales is None or scale in entry.scales:
-        return [Stage(canonical_name(name), resolve_scale(name, scale))]
+        return [Stage(entry.name, resolve_scale(name, scale))]
     factors = _decompose(scale, list(entry.scales))
     if not factors:  # None, or [] for x1, which no stage of this model gives
         tries = _either([str(s) for s in suggestions(name, scale)])
         raise SettingsError(f"model {entry.name!r} runs at {_scales_text(entry)}, and "
                             f"x{scale} is not a product of those; try {tries}")
-    return [Stage(canonical_name(name), f) for f in factors]
+    return [Stage(entry.name, f) for f in factors]
 
 
 def stage_store(output: str, index: int) -> str:
