@@ -20,6 +20,27 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("RAY_TMPDIR", str(tmp))
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # A test that takes the Ray fixture means to start Ray, whatever its marks say.
+    for item in items:
+        if "ray_local" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.ray)
+
+
+@pytest.fixture(autouse=True)
+def _ray_only_where_marked(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
+    """Make ``ray.init`` raise in tests not marked ``ray``: unit tests must not start Ray
+    by accident (it costs ~10 s and hides what they test)."""
+    if request.node.get_closest_marker("ray") is None:
+        import ray
+
+        def refuse(*_args, **_kwargs):
+            raise RuntimeError(f"{request.node.nodeid} starts Ray but is not marked `ray`")
+
+        monkeypatch.setattr(ray, "init", refuse)
+    yield
+
+
 @pytest.fixture(scope="session")
 def ray_local():
     """A 2-CPU local Ray instance shared by every test that needs Ray (~10 s to start)."""
