@@ -50,8 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("output")
     up.add_argument("--scale", type=_positive, help="upscaling factor (default: the model's)")
     up.add_argument("--model", default="bicubic",
-                    help="model name (see `tilewave models`), or stages run one after "
-                    "another: span-x4,span-x2")
+                    help="model name (see `tilewave models`; case and _/- do not matter), a "
+                    "weights file, or stages run one after another, each at its own scale or "
+                    "NAME:SCALE: span-x4,span-x2 or span-x2,bicubic:3")
     up.add_argument("--tile", type=_positive, default=256, metavar="PX",
                     help="tile size in input pixels (default: 256)")
     up.add_argument("--mode", choices=TILING_MODES, help="tiling mode (default: the model's)")

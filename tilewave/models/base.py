@@ -36,12 +36,8 @@ if TYPE_CHECKING:  # torch is needed to run a model, not to describe or list one
 TilingMode = Literal["halo", "blend", "context"]
 TILING_MODES: tuple[TilingMode, ...] = ("halo", "blend", "context")
 
-#: Names of the contexts a tile receives, and the offset (rows, cols) of their producer.
-INBOUND: Mapping[str, tuple[int, int]] = {"left": (0, -1), "top": (-1, 0), "top_left": (-1, -1)}
-#: Names of the contexts a tile emits, and the offset (rows, cols) of their consumer.
-OUTBOUND: Mapping[str, tuple[int, int]] = {"right": (0, 1), "below": (1, 0), "below_right": (1, 1)}
-#: Which outbound context of the producer arrives under which inbound name.
-ARRIVES_AS: Mapping[str, str] = {"right": "left", "below": "top", "below_right": "top_left"}
+# Context directions are the DAG's, defined once there; models name them the same way.
+from ..pipeline.directions import ARRIVES_AS, INBOUND, OUTBOUND, Direction  # noqa: E402
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .base import ModelDescriptor, TileRequest, TileResult
+from .base import Direction, ModelDescriptor, TileRequest, TileResult
 from .entry import ModelEntry
 
 if TYPE_CHECKING:
@@ -50,7 +50,7 @@ class PrefixSum:
 
     def forward_tile(self, x: torch.Tensor, request: TileRequest) -> TileResult:
         sums = x.double().cumsum(-1).cumsum(-2)
-        left, top, corner = (request.contexts.get(k) for k in ("left", "top", "top_left"))
+        left, top, corner = (request.contexts.get(k) for k in (Direction.LEFT, Direction.TOP, Direction.TOP_LEFT))
         # Missing neighbours lie outside the image, where every sum is zero.
         if left is not None:
             sums = sums + left[..., :, None]
@@ -59,9 +59,9 @@ class PrefixSum:
         if corner is not None:
             sums = sums - corner[..., None, None]
         contexts = {
-            "right": sums[..., :, -1].clone(),
-            "below": sums[..., -1, :].clone(),
-            "below_right": sums[..., -1, -1].clone(),
+            Direction.RIGHT: sums[..., :, -1].clone(),
+            Direction.BELOW: sums[..., -1, :].clone(),
+            Direction.BELOW_RIGHT: sums[..., -1, -1].clone(),
         }
         return TileResult(_repeat(sums, self.descriptor.scale).to(x.dtype), contexts)
 

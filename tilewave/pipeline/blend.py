@@ -15,6 +15,7 @@ from typing import Literal, Mapping
 
 import numpy as np
 
+from .directions import Direction
 from .plan import Tile, TileGrid
 
 Ramp = Literal["linear", "cosine"]
@@ -43,11 +44,11 @@ def split_prediction(
     core = prediction[:, :h, :w]
     strips: dict[str, np.ndarray] = {}
     if px1 > x1:
-        strips["right"] = prediction[:, :h, w:]
+        strips[Direction.RIGHT] = prediction[:, :h, w:]
     if py1 > y1:
-        strips["below"] = prediction[:, h:, :w]
+        strips[Direction.BELOW] = prediction[:, h:, :w]
     if px1 > x1 and py1 > y1:
-        strips["below_right"] = prediction[:, h:, w:]
+        strips[Direction.BELOW_RIGHT] = prediction[:, h:, w:]
     return core, strips
 
 
@@ -59,7 +60,7 @@ def blend_core(
     kind: Ramp,
 ) -> np.ndarray:
     """Blend a tile's own core prediction with the strips its neighbours sent."""
-    left, top, corner = inbound.get("left"), inbound.get("top"), inbound.get("top_left")
+    left, top, corner = inbound.get(Direction.LEFT), inbound.get(Direction.TOP), inbound.get(Direction.TOP_LEFT)
     c, h, w = core.shape
     # Ramp lengths come from the strips themselves: a strip is shorter than the overlap
     # only where the image edge clipped it, and sender and receiver then agree.

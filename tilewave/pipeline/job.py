@@ -24,7 +24,6 @@ from .. import __version__
 from ..errors import (InputError, OutputExistsError, ResumeMismatchError, SettingsError,
                       TileFailedError, TilewaveError)
 from ..models import describe_model
-from ..models.user_weights import is_weights_path
 from ..storage import job_state, location
 from ..storage.inputs import InputImage, open_input
 from ..storage.manifest import Manifest
@@ -78,12 +77,6 @@ class Progress:
 
 
 # ----------------------------------------------------------------------------- check
-
-
-def _absolute_models(model: str) -> str:
-    """Weights files by absolute path: workers may run elsewhere, in another folder."""
-    return ",".join(os.path.abspath(m.strip()) if is_weights_path(m.strip()) else m
-                    for m in model.split(","))
 
 
 def check_apart(input_path: str, output: str, what: str = "output") -> None:
@@ -146,8 +139,7 @@ def _check_cluster(plan: JobPlan) -> None:
 def prepare(input_path: str, output: str, options: Options) -> tuple[InputImage, JobPlan]:
     """Everything that can be refused, refused before anything starts or is written."""
     image = open_input(input_path)
-    options_model = _absolute_models(options.model)
-    stages = plan_stages(options_model, options.scale)
+    stages = plan_stages(options.model, options.scale)
     descriptors = [describe_model(s.model, s.scale) for s in stages]
     facts = ImageFacts(image.height, image.width, image.channels)
     plan = plan_job(output, options, facts, stages, descriptors)

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..base import count_parameters
+from ..base import Direction, count_parameters
 from ..bicubic import bicubic_upscale
 from .config import UniBAConfig
 
@@ -202,15 +202,15 @@ class UniBANet(nn.Module):
 
         lr_tokens, lr_angles = self._neighbourhoods(lr, ty0 - n, tx0 - n, nby, nbx)
 
-        ctx_left, ctx_top, ctx_corner = (contexts.get(k) for k in ("left", "top", "top_left"))
-        out_ctx: dict[str, Any] = {"right": [], "below": [], "below_right": []}
+        ctx_left, ctx_top, ctx_corner = (contexts.get(k) for k in (Direction.LEFT, Direction.TOP, Direction.TOP_LEFT))
+        out_ctx: dict[str, Any] = {Direction.RIGHT: [], Direction.BELOW: [], Direction.BELOW_RIGHT: []}
         for i, layer in enumerate(self.layers):
             if layer.cross:
                 x = layer.cross_attend(x, lr_tokens, angles, lr_angles)
             q, k, v = layer.keys_values(x, angles)  # (N, nby, nbx, heads, T, head_dim)
-            out_ctx["right"].append((k[:, :, -1], v[:, :, -1]))
-            out_ctx["below"].append((k[:, -1, :], v[:, -1, :]))
-            out_ctx["below_right"].append((k[:, -1, -1], v[:, -1, -1]))
+            out_ctx[Direction.RIGHT].append((k[:, :, -1], v[:, :, -1]))
+            out_ctx[Direction.BELOW].append((k[:, -1, :], v[:, -1, :]))
+            out_ctx[Direction.BELOW_RIGHT].append((k[:, -1, -1], v[:, -1, -1]))
             k_all, v_all, mask = self._gather(
                 k, v,
                 ctx_left[i] if ctx_left is not None else None,
