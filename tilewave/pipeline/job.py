@@ -23,7 +23,8 @@ from typing import Any, Iterator
 from .. import __version__
 from ..errors import (InputError, OutputExistsError, ResumeMismatchError, SettingsError,
                       TileFailedError, TilewaveError)
-from ..models import describe_model
+from ..models import describe_model, get_entry
+from ..models.ncnn_files import require_wheel
 from ..storage import job_state, location
 from ..storage.inputs import InputImage, open_input
 from ..storage.manifest import Manifest
@@ -140,6 +141,10 @@ def prepare(input_path: str, output: str, options: Options) -> tuple[InputImage,
     """Everything that can be refused, refused before anything starts or is written."""
     image = open_input(input_path)
     stages = plan_stages(options.model, options.scale)
+    for stage in stages:  # else the workers would fail to start, after Ray did
+        requires = get_entry(stage.model).requires
+        if requires:
+            require_wheel(requires, stage.model)
     descriptors = [describe_model(s.model, s.scale) for s in stages]
     facts = ImageFacts(image.height, image.width, image.channels)
     plan = plan_job(output, options, facts, stages, descriptors)
