@@ -318,3 +318,14 @@ def test_info_reads_the_exported_geotiff(geotiff_input, tmp_path, capsys):
     assert facts["format"] == "geotiff" and facts["crs"].startswith("EPSG:32633")
     assert facts["ground pixel"] == "15 x 15 m" and facts["nodata"] == 0
     assert facts["dtype"] == "uint16"
+
+
+def test_a_tiff_output_the_export_would_refuse_is_refused_before_the_job(tmp_path):
+    """A 16-bit image cannot be a slide TIFF: said before any tile runs, and nothing made."""
+    pixels = np.zeros((3, 40, 40), np.uint16)
+    src = tmp_path / "in.tif"
+    tifffile.imwrite(src, pixels.transpose(1, 2, 0), photometric="rgb")
+    with pytest.raises(SettingsError, match="a slide TIFF holds 8-bit RGB"):
+        tilewave.upscale(str(src), str(tmp_path / "out.tif"), tiff_format="slide",
+                         executor="local", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.tif"]

@@ -157,6 +157,12 @@ def prepare(input_path: str, output: str, options: Options) -> tuple[InputImage,
         if os.path.exists(plan.export.file) and os.path.isdir(plan.export.file):
             raise OutputExistsError(f"output {plan.export.file!r} is a folder; choose a file name")
         check_creatable(plan.export.file)
+        from ..storage.tiff_export import export_settings
+
+        # The export's own refusals (a slide TIFF of 16-bit pixels, JPEG of 4 channels, a
+        # GeoTIFF without georeferencing), before hours of upscaling rather than after.
+        export_settings(plan.export.file, plan.export.kind, plan.export.compression,
+                        plan.export.quality, 512, image.dtype, image.channels, image.metadata)
     for stage in plan.stages:
         _check_store(stage.output, options)
     _check_cluster(plan)

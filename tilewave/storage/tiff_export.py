@@ -94,6 +94,25 @@ def default_kind(dest: str, source_meta: dict[str, Any], dtype: np.dtype, channe
     return "slide" if dtype == np.uint8 and channels == 3 else "ome"
 
 
+def export_settings(dest: str, kind: str | None, compression: str | None, quality: int, tile: int,
+                    dtype: np.dtype, channels: int, meta: dict[str, Any]) -> tuple[Kind, str]:
+    """The TIFF kind and compression for an image of ``dtype``, ``channels`` and ``meta``,
+    defaults filled in, or a one-line refusal. Needs no pixels, so ``upscale`` to a .tif
+    checks it before the job starts."""
+    kind = kind or default_kind(dest, meta, np.dtype(dtype), channels)
+    compression = compression or ("jpeg" if kind == "slide" else "deflate")
+    if kind not in KINDS:
+        raise SettingsError(f"--format must be one of {', '.join(KINDS)}, not {kind!r}")
+    if compression not in COMPRESSIONS:
+        raise SettingsError(f"--compression must be one of {', '.join(COMPRESSIONS)}, not {compression!r}")
+    if not 1 <= quality <= 100:
+        raise SettingsError(f"--quality must be between 1 and 100, got {quality}")
+    if tile < 16 or tile % 16:
+        raise SettingsError(f"--tile must be a multiple of 16 (TIFF's rule), got {tile}")
+    _check(kind, compression, np.dtype(dtype), channels, meta)  # type: ignore[arg-type]
+    return kind, compression  # type: ignore[return-value]
+
+
 def _check(kind: Kind, compression: str, dtype: np.dtype, channels: int, meta: dict[str, Any]) -> None:
     if kind == "slide" and (dtype != np.uint8 or channels != 3):
         raise SettingsError(f"a slide TIFF holds 8-bit RGB (OpenSlide's limit), this image is "
@@ -214,17 +233,8 @@ def export_tiff(
     src = _open_source(source)
     base = src.levels[0]
     channels, dtype = base.shape[0], np.dtype(base.dtype)
-    kind = kind or default_kind(dest, src.metadata, dtype, channels)
-    compression = compression or ("jpeg" if kind == "slide" else "deflate")
-    if kind not in KINDS:
-        raise SettingsError(f"--format must be one of {', '.join(KINDS)}, not {kind!r}")
-    if compression not in COMPRESSIONS:
-        raise SettingsError(f"--compression must be one of {', '.join(COMPRESSIONS)}, not {compression!r}")
-    if not 1 <= quality <= 100:
-        raise SettingsError(f"--quality must be between 1 and 100, got {quality}")
-    if tile < 16 or tile % 16:
-        raise SettingsError(f"--tile must be a multiple of 16 (TIFF's rule), got {tile}")
-    _check(kind, compression, dtype, channels, src.metadata)
+    kind, compression = export_settings(dest, kind, compression, quality, tile, dtype, channels,
+                                        src.metadata)
     dest_abs, source_abs = os.path.abspath(dest), location.absolute(source)
     if dest_abs == source_abs or dest_abs.startswith(source_abs.rstrip(os.sep) + os.sep):
         raise SettingsError(f"export file {dest!r} lies inside the image it exports; choose another path")
