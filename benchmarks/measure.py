@@ -24,9 +24,10 @@ import sys
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import psutil
 
@@ -222,7 +223,7 @@ class ObjectStorePoller:
     Nothing is polled for a tree that runs no Ray.
     """
 
-    sampler: "TreeSampler"
+    sampler: TreeSampler
     interval: float = 0.25
     peak_bytes: int = 0
     capacity_bytes: int = 0

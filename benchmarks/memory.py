@@ -35,9 +35,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import psutil
@@ -45,8 +46,7 @@ import psutil
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from measure import (REPO, CommandFailed, Measured, machine_info, machine_line,  # noqa: E402
-                     measure_command)
+from measure import REPO, CommandFailed, Measured, machine_info, machine_line, measure_command  # noqa: E402
 
 DEFAULT_WORKDIR = REPO / ".bench" / "memory"
 DEFAULT_JSON_OUT = REPO / "docs" / "benchmarks" / "memory.json"

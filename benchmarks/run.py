@@ -17,14 +17,14 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import memory  # noqa: E402
-import report  # noqa: E402
-import throughput  # noqa: E402
+import memory
+import report
+import throughput
 
 
 def main(argv: Sequence[str] | None = None) -> int:

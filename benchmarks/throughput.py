@@ -35,16 +35,26 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from measure import REPO, machine_info, machine_line  # noqa: E402
-from memory import (SCALE, TILE, Run, bench_env, ensure_input, measure_run,  # noqa: E402
-                    peer_command, tilewave_command, write_results)
+from memory import (  # noqa: E402
+    SCALE,
+    TILE,
+    Run,
+    bench_env,
+    ensure_input,
+    measure_run,
+    peer_command,
+    tilewave_command,
+    write_results,
+)
 
 DEFAULT_JSON_OUT = REPO / "docs" / "benchmarks" / "throughput.json"
 DEFAULT_WORKDIR = REPO / ".bench" / "memory"  # shares the cached inputs

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import zarr
+from conftest import shared_file, zarr_input
 
 import tilewave
-from conftest import shared_file, zarr_input
 from tilewave.errors import SettingsError
 from tilewave.pipeline.difficulty import assess, immerkaer_sigma
 

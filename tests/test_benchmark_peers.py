@@ -17,8 +17,8 @@ from tilewave.models.registry import load_model
 from tilewave.pipeline.tile_compute import reference_upscale
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-import peers  # noqa: E402
-from conftest import zarr_input  # noqa: E402
+import peers
+from conftest import zarr_input
 
 
 @pytest.fixture(scope="module")

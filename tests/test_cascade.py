@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import zarr
+from conftest import zarr_input
 
 import tilewave
-from conftest import zarr_input
 from tilewave.errors import SettingsError
 from tilewave.pipeline.cascade import Stage, plan_stages
 

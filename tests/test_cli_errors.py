@@ -25,9 +25,8 @@ import pytest
 import tifffile
 import torch
 import zarr
-from safetensors.torch import save_file
-
 from conftest import CodeRunningPayload, random_image
+from safetensors.torch import save_file
 
 TIMEOUT_S = 240
 PNG_SHAPE = (3, 70, 90)  # (c, h, w): a 3 x 3 grid of 32-pixel tiles

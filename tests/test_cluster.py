@@ -13,9 +13,9 @@ import sys
 import numpy as np
 import pytest
 import zarr
+from conftest import zarr_input
 
 import tilewave
-from conftest import zarr_input
 
 HERE = pathlib.Path(__file__).resolve().parent
 

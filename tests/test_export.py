@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import tifffile
 import zarr
+from conftest import shared_file
 
 import tilewave
-from conftest import shared_file
 from tilewave.errors import InputError, OutputExistsError, SettingsError
 from tilewave.storage.metadata import scaled
 from tilewave.storage.pyramid import level_shapes

@@ -19,9 +19,9 @@ import numpy as np
 import psutil
 import pytest
 import zarr
+from conftest import random_image, zarr_input
 
 import tilewave
-from conftest import random_image, zarr_input
 from tilewave.cli import main
 from tilewave.errors import InputError, OutputBusyError
 

@@ -11,17 +11,14 @@ import numpy as np
 import pytest
 import torch
 import zarr
+from conftest import random_image, zarr_input
 
 import tilewave
-from tilewave.errors import (OutputExistsError, ResumeMismatchError, SettingsError,
-                             TileFailedError)
+from tilewave.errors import OutputExistsError, ResumeMismatchError, SettingsError, TileFailedError
 from tilewave.models import ModelDescriptor, ModelEntry, load_model, register
 from tilewave.models.base import ImageModel
 from tilewave.pipeline import reference_upscale
 from tilewave.storage.job_state import Ledger
-
-from conftest import random_image, zarr_input
-
 
 
 def _tree(path):

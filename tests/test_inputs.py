@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import tifffile
 import zarr
-
 from conftest import random_image, shared_file
+
 from tilewave.errors import InputError, OutputExistsError
 from tilewave.storage.arrays import ArrayReader, ArraySpec
 from tilewave.storage.describe import describe

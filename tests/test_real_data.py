@@ -6,12 +6,11 @@ import numpy as np
 import pytest
 import tifffile
 import zarr
+from conftest import shared_file
 
 import tilewave
 from tilewave.models import load_model
 from tilewave.pipeline import reference_upscale
-
-from conftest import shared_file
 
 pytestmark = pytest.mark.ray
 

@@ -17,9 +17,9 @@ from tilewave.models import (
     describe_model,
     get_entry,
     register,
+    registry,
     resolve_scale,
 )
-from tilewave.models import registry
 
 BUILTIN = {"bicubic", "prefix-sum", "uniba-x2", "span-x2", "span-x4", "realesrgan-x4plus"}
 

@@ -11,13 +11,12 @@ import time
 import numpy as np
 import pytest
 import zarr
+from conftest import random_image, zarr_input
 
 import tilewave
 from tilewave.errors import TileFailedError
 from tilewave.models import load_model
 from tilewave.pipeline import reference_upscale
-
-from conftest import random_image, zarr_input
 
 pytestmark = pytest.mark.ray
 

@@ -15,11 +15,10 @@ import numpy as np
 import pytest
 import tifffile
 import zarr
-
-import tilewave
+from conftest import S3_SECRET as SECRET
 from conftest import zarr_input
 
-from conftest import S3_SECRET as SECRET
+import tilewave
 
 pytest.importorskip("s3fs")
 pytest.importorskip("moto.server")

@@ -5,13 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import zarr
+from conftest import random_image, zarr_input
 
 import tilewave
 from tilewave.models import load_model
 from tilewave.pipeline import reference_upscale
-
-from conftest import random_image, zarr_input
-
 
 
 def _output(path):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import zarr
+from conftest import random_image, zarr_input
 
 import tilewave
 from tilewave.errors import SettingsError
@@ -18,8 +19,6 @@ from tilewave.models.uniba.train import TrainSettings, save_checkpoint, train
 from tilewave.pipeline import reference_upscale
 from tilewave.pipeline.plan import TileGrid
 from tilewave.pipeline.tile_compute import run_tile
-
-from conftest import random_image, zarr_input
 
 
 @pytest.fixture(scope="module")

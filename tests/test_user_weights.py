@@ -10,8 +10,8 @@ import zipfile
 import numpy as np
 import pytest
 import torch
-
 from conftest import CodeRunningPayload
+
 from tilewave.errors import SettingsError
 from tilewave.models import get_entry, load_model
 from tilewave.models.ncnn_files import wheel_installed
@@ -71,9 +71,9 @@ def test_user_weights_run_like_the_registered_model(esrgan_files, kind):
 @needs_pretrained
 def test_user_weights_upscale_end_to_end(esrgan_files, tmp_path):
     import zarr
+    from conftest import zarr_input
 
     import tilewave
-    from conftest import zarr_input
 
     pixels = np.random.default_rng(3).integers(0, 256, (3, 30, 26)).astype(np.uint8)
     src = zarr_input(tmp_path / "in.zarr", pixels)
@@ -178,10 +178,10 @@ def test_one_channel_network_runs_on_each_channel(tmp_path):
 
 
 def test_halo_mode_needs_an_explicit_halo_for_user_weights(tmp_path):
+    from conftest import zarr_input
     from safetensors.torch import save_file
 
     import tilewave
-    from conftest import zarr_input
 
     path = tmp_path / "rgb_x2.safetensors"
     save_file(compact_state_dict(3, 2), str(path))
@@ -196,10 +196,10 @@ def test_halo_mode_needs_an_explicit_halo_for_user_weights(tmp_path):
 
 
 def test_relative_weights_path_reaches_workers_as_absolute(tmp_path, monkeypatch):
+    from conftest import zarr_input
     from safetensors.torch import save_file
 
     import tilewave
-    from conftest import zarr_input
 
     save_file(compact_state_dict(3, 2), str(tmp_path / "rel.safetensors"))
     pixels = np.random.default_rng(0).integers(0, 256, (3, 20, 20)).astype(np.uint8)

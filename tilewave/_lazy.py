@@ -4,7 +4,8 @@ of its heavy members (torch, zarr, dask behind them) is actually needed."""
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 
 def lazy_attributes(package: str, where: Mapping[str, str]) -> Callable[[str], Any]:

@@ -10,7 +10,8 @@ producing worker and read by the consuming one, never passing through the driver
 from __future__ import annotations
 
 import collections
-from typing import Any, Mapping, Protocol
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 from ..errors import WorkerLostError
 from ..pipeline.scheduling import LeastLoaded, RetryLostTiles

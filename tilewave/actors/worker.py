@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ..pipeline.tile_job import TileDone, TileJob
 

@@ -27,8 +27,9 @@ Tiling modes
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Mapping, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 if TYPE_CHECKING:  # torch is needed to run a model, not to describe or list one
     import torch
@@ -37,7 +38,10 @@ TilingMode = Literal["halo", "blend", "context"]
 TILING_MODES: tuple[TilingMode, ...] = ("halo", "blend", "context")
 
 # Context directions are the DAG's, defined once there; models name them the same way.
-from ..pipeline.directions import ARRIVES_AS, INBOUND, OUTBOUND, Direction  # noqa: E402
+from ..pipeline.directions import ARRIVES_AS as ARRIVES_AS  # noqa: E402
+from ..pipeline.directions import INBOUND as INBOUND  # noqa: E402
+from ..pipeline.directions import OUTBOUND as OUTBOUND  # noqa: E402
+from ..pipeline.directions import Direction as Direction  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -146,7 +150,7 @@ class TileModel(Protocol):
 
     descriptor: ModelDescriptor
 
-    def to(self, device: torch.device, half: bool = False) -> "TileModel":
+    def to(self, device: torch.device, half: bool = False) -> TileModel:
         """Move the model's weights to ``device`` (in half precision if asked and allowed)."""
         ...
 
@@ -164,7 +168,7 @@ class ImageModel:
 
     descriptor: ModelDescriptor
 
-    def to(self, device: torch.device, half: bool = False) -> "ImageModel":
+    def to(self, device: torch.device, half: bool = False) -> ImageModel:
         return self
 
     def forward_image(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract

@@ -6,8 +6,8 @@ the registry, which imports the families.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from .base import ModelDescriptor, TileModel
 

@@ -185,7 +185,7 @@ def wheel_installed(distribution: str) -> str | None:
         return None
 
 
-def copy_convolutions(layers: list[NcnnLayer], targets: list["torch.nn.Conv2d"], arch: str,
+def copy_convolutions(layers: list[NcnnLayer], targets: list[torch.nn.Conv2d], arch: str,
                       leaky_slopes: list[float | None] | None = None) -> None:
     """Copy the graph's convolutions, in execution order, into ``targets``.
 

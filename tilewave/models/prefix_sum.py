@@ -41,7 +41,7 @@ class PrefixSum:
     def __init__(self, scale: int = 2):
         self.descriptor = describe(scale)
 
-    def to(self, device: torch.device, half: bool = False) -> "PrefixSum":
+    def to(self, device: torch.device, half: bool = False) -> PrefixSum:
         return self
 
     def forward_image(self, x: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,7 @@ networks were trained to produce.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -37,7 +37,7 @@ class RGBNetModel(ImageModel):
         self._alpha = Bicubic(descriptor.scale)
         self._dtype = torch.float32
 
-    def to(self, device: torch.device, half: bool = False) -> "RGBNetModel":
+    def to(self, device: torch.device, half: bool = False) -> RGBNetModel:
         self._dtype = torch.float16 if half and self.descriptor.supports_half else torch.float32
         self.net.to(device=device, dtype=self._dtype)
         return self

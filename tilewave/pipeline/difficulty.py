@@ -96,7 +96,7 @@ def assess(pixels: np.ndarray, nodata: float | None = None) -> Difficulty:
                       float(grey.mean()))
 
 
-def difficulty_map(pixels: "dask.array.Array", tile: int, nodata: float | None = None,
+def difficulty_map(pixels: dask.array.Array, tile: int, nodata: float | None = None,
                    progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """``(easy, structure)`` per tile of a lazy ``(c, y, x)`` image, in one streaming pass.
 

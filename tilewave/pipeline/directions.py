@@ -8,8 +8,8 @@ an earlier version still resume.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
-from typing import Mapping
 
 
 class Direction(StrEnum):

@@ -17,12 +17,19 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from typing import Any, Iterator
+from typing import Any
 
 from .. import __version__
-from ..errors import (InputError, OutputExistsError, ResumeMismatchError, SettingsError,
-                      TileFailedError, TilewaveError)
+from ..errors import (
+    InputError,
+    OutputExistsError,
+    ResumeMismatchError,
+    SettingsError,
+    TileFailedError,
+    TilewaveError,
+)
 from ..models import describe_model, get_entry
 from ..models.ncnn_files import require_wheel
 from ..storage import job_state, location
@@ -272,7 +279,7 @@ class StageRun:
 
     # run, pyramid, finish -----------------------------------------------------------
 
-    def run_tiles(self, pools: "PoolFactory", result: StageResult) -> None:
+    def run_tiles(self, pools: PoolFactory, result: StageResult) -> None:
         from ..storage.job_state import ContextStore, Ledger
         from .runner import run_tiles
         from .tile_job import TileJob
@@ -318,7 +325,7 @@ class StageRun:
             # the finished tiles cannot be resumed): an output this call made is no use.
             location.remove_tree(self.store)
 
-    def run(self, pools: "PoolFactory") -> StageResult:
+    def run(self, pools: PoolFactory) -> StageResult:
         result = StageResult()
         try:
             if not self.lock_and_open():

@@ -8,8 +8,9 @@ cannot run is refused before anything starts.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 from ..errors import SettingsError
 from ..models.base import ModelDescriptor, TilingMode

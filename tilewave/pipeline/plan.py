@@ -7,8 +7,8 @@ line up with the grid and no two tiles ever write the same chunk.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 from ..errors import SettingsError
 

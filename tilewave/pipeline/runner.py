@@ -7,8 +7,9 @@ The loop touches only tile coordinates and context handles; pixels stay with wor
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ResumeMismatchError
 from ..storage.job_state import ContextStore, Ledger
@@ -53,7 +54,7 @@ def _resumed_contexts(grid: TileGrid, done: set[Index], contexts: ContextStore,
 
 def run_tiles(
     grid: TileGrid,
-    pool: "TilePool",
+    pool: TilePool,
     ledger: Ledger,
     dependent: bool,
     contexts: ContextStore | None = None,

@@ -27,7 +27,7 @@ class RowsAhead:
     rows: int | None = None
 
     @classmethod
-    def for_workers(cls, workers: int, dependent: bool) -> "RowsAhead":
+    def for_workers(cls, workers: int, dependent: bool) -> RowsAhead:
         """One row ahead per worker (each advances one row at a time) and one spare to
         hide latency; independent tiles need no cap."""
         return cls(workers + 1 if dependent else None)

@@ -4,7 +4,8 @@ reference both call these, so they convert pixels in exactly the same way."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch

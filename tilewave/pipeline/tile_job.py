@@ -3,8 +3,9 @@ small, picklable, free of pixels and of torch (the driver never imports it)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from ..models.base import TilingMode
 from ..storage.arrays import ArraySpec

@@ -10,7 +10,8 @@ Both are plain data structures, so the runner's decisions can be tested without 
 from __future__ import annotations
 
 import heapq
-from typing import Generic, Iterable, TypeVar
+from collections.abc import Iterable
+from typing import Generic, TypeVar
 
 from .directions import ARRIVES_AS, INBOUND, OUTBOUND, Direction
 from .scheduling import RowsAhead

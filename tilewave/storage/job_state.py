@@ -22,11 +22,11 @@ import os
 import pickle
 import socket
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from . import location
-
 from .manifest import STATE_DIR, Manifest
 
 Index = tuple[int, int]
@@ -55,7 +55,7 @@ class JobLock:
         self.path = os.path.join(state_dir(output), "lock")
         self._fd: int | None = None
 
-    def acquire(self) -> "JobLock":
+    def acquire(self) -> JobLock:
         from ..errors import OutputBusyError
 
         if location.is_url(self.output):

@@ -43,7 +43,7 @@ class Manifest:
     metadata: dict[str, Any] | None = None
 
     @classmethod
-    def from_dict(cls, record: dict[str, Any]) -> "Manifest":
+    def from_dict(cls, record: dict[str, Any]) -> Manifest:
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in record.items() if k in known})
 
@@ -58,7 +58,7 @@ class Manifest:
             record.pop("complete")
         return record
 
-    def first_difference(self, other: "Manifest") -> str:
+    def first_difference(self, other: Manifest) -> str:
         """The first setting that differs from ``other``'s, as ``key: was X, now Y``."""
         old, new = self.settings, other.settings
         for key in sorted(set(old) | set(new)):
@@ -72,7 +72,7 @@ class Manifest:
         location.write_bytes(_job_json(output), data, durable=True)
 
     @classmethod
-    def read(cls, output: str) -> "Manifest | None":
+    def read(cls, output: str) -> Manifest | None:
         """The running job's record, or a complete job's from the group attributes."""
         path = _job_json(output)
         if location.exists(path):

@@ -9,7 +9,7 @@ destination chunk of its own, so memory is a handful of chunks whatever the imag
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import dask
 import dask.array as da

@@ -23,8 +23,9 @@ renamed once complete, so a failed export never leaves a file that looks finishe
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 import numpy as np
 import zarr

@@ -60,7 +60,7 @@ class UniBA:
         self.descriptor = describe(net.cfg, count_parameters(net))
 
     @classmethod
-    def load(cls, path: str) -> "UniBA":
+    def load(cls, path: str) -> UniBA:
         from safetensors.torch import load_file
 
         from .arch import UniBANet
@@ -70,7 +70,7 @@ class UniBA:
         net.load_state_dict(load_file(path))
         return cls(net)
 
-    def to(self, device: torch.device, half: bool = False) -> "UniBA":
+    def to(self, device: torch.device, half: bool = False) -> UniBA:
         self.net.to(device)
         return self
 
