@@ -170,8 +170,8 @@ def prepare(input_path: str, output: str, options: Options) -> tuple[InputImage,
         # GeoTIFF without georeferencing), before hours of upscaling rather than after.
         export_settings(plan.export.file, plan.export.kind, plan.export.compression,
                         plan.export.quality, 512, image.dtype, image.channels, image.metadata)
-    for stage in plan.stages:
-        _check_store(stage.output, options)
+    for planned in plan.stages:
+        _check_store(planned.output, options)
     _check_cluster(plan)
     return image, plan
 
