@@ -76,14 +76,18 @@ def blend_core(
     acc = core.astype(np.float32) * (wy[:, None] * wx[None, :])
     total = wy[:, None] * wx[None, :]
     if left is not None:
+        assert rx is not None  # made whenever the left strip is there
         lw = wy[:, None] * (1 - rx)[None, :]
         acc[:, :, : rx.size] += left * lw
         total[:, : rx.size] += lw
     if top is not None:
+        assert ry is not None  # made whenever the top strip is there
         tw = (1 - ry)[:, None] * wx[None, :]
         acc[:, : ry.size, :] += top * tw
         total[: ry.size, :] += tw
     if corner is not None:
+        # The top-left neighbour sends a corner only where the left and top ones send strips.
+        assert rx is not None and ry is not None
         cw = (1 - ry)[:, None] * (1 - rx)[None, :]
         acc[:, : ry.size, : rx.size] += corner * cw
         total[: ry.size, : rx.size] += cw
