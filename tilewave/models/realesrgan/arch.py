@@ -7,6 +7,9 @@ convolutions. Inputs and outputs are RGB in [0, 1].
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -75,7 +78,7 @@ class RRDBNet(nn.Module):
     def convolutions(self) -> list[nn.Conv2d]:
         """The convolutions in the order the ncnn graph runs them."""
         convs = [self.head]
-        for rrdb in self.body:
-            for block in rrdb.dense:
-                convs += list(block.convs)
+        for rrdb in cast("Iterable[RRDB]", self.body):
+            for block in cast("Iterable[DenseBlock]", rrdb.dense):
+                convs += list(cast("Iterable[nn.Conv2d]", block.convs))
         return convs + [self.body_tail, self.up1, self.up2, self.hr, self.out]

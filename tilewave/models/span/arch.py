@@ -13,6 +13,9 @@ Each block computes ``c1 -> SiLU -> c2 -> SiLU -> c3 = o`` and returns
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -40,6 +43,8 @@ class SpanBlock(nn.Module):
 class SpanNet(nn.Module):
     """SPAN with folded convolutions, for RGB images in [0, 1]."""
 
+    mean: torch.Tensor  # a registered buffer
+
     def __init__(self, scale: int, features: int = 48, channels: int = 3, blocks: int = 6,
                  img_range: float = 255.0):
         super().__init__()
@@ -58,12 +63,13 @@ class SpanNet(nn.Module):
         for block in self.blocks:
             out, first = block(out)
             first_block = out if first_block is None else first_block
+        assert first_block is not None  # the network has at least one block
         fused = self.fuse(torch.cat([head, self.tail(out), first_block, first], dim=1))
         return F.pixel_shuffle(self.upsample(fused), self.scale)
 
     def convolutions(self) -> list[nn.Conv2d]:
         """The convolutions in the order the ncnn graph runs them."""
         convs = [self.head]
-        for block in self.blocks:
+        for block in cast("Iterable[SpanBlock]", self.blocks):
             convs += [block.c1, block.c2, block.c3]
         return convs + [self.tail, self.fuse, self.upsample]

@@ -22,7 +22,8 @@ the image edge (the last partial blocks, the halo) replicate the edge pixel.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -151,6 +152,7 @@ class UniBANet(nn.Module):
                 # Keeps activations at unit scale through the stem, so the zero-started
                 # head gets features it can use from the first steps.
                 nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
+                assert conv.bias is not None  # made with a bias
                 nn.init.zeros_(conv.bias)
         self.embed = nn.Conv2d(s, cfg.dim, p, stride=p)
         self.lr_embed = nn.Conv2d(s, cfg.dim, p, stride=p)
@@ -160,8 +162,10 @@ class UniBANet(nn.Module):
         # scale x scale output pixels' residuals out.
         self.head = nn.Sequential(nn.Conv2d(s + cfg.dim, cfg.dim, 1), nn.GELU(),
                                   nn.Conv2d(cfg.dim, c * cfg.scale**2, 1))
-        nn.init.zeros_(self.head[-1].weight)
-        nn.init.zeros_(self.head[-1].bias)
+        head_out = cast(nn.Conv2d, self.head[-1])
+        nn.init.zeros_(head_out.weight)
+        assert head_out.bias is not None  # made with a bias
+        nn.init.zeros_(head_out.bias)
 
     def forward_tile(
         self,
@@ -198,13 +202,13 @@ class UniBANet(nn.Module):
         gx = torch.arange(w // p) + tx0
         pos_y = _blocks(gy[None, None, :, None].expand(1, 1, h // p, w // p).double(), n)[0, ..., 0]
         pos_x = _blocks(gx[None, None, None, :].expand(1, 1, h // p, w // p).double(), n)[0, ..., 0]
-        angles = rope_angles(pos_y, pos_x, self.layers[0].head_dim)[:, :, None]  # (nby,nbx,1,T,pairs)
+        angles = rope_angles(pos_y, pos_x, cast(Layer, self.layers[0]).head_dim)[:, :, None]  # (nby,nbx,1,T,pairs)
 
         lr_tokens, lr_angles = self._neighbourhoods(lr, ty0 - n, tx0 - n, nby, nbx)
 
         ctx_left, ctx_top, ctx_corner = (contexts.get(k) for k in (Direction.LEFT, Direction.TOP, Direction.TOP_LEFT))
         out_ctx: dict[str, Any] = {Direction.RIGHT: [], Direction.BELOW: [], Direction.BELOW_RIGHT: []}
-        for i, layer in enumerate(self.layers):
+        for i, layer in enumerate(cast("Iterable[Layer]", self.layers)):
             if layer.cross:
                 x = layer.cross_attend(x, lr_tokens, angles, lr_angles)
             q, k, v = layer.keys_values(x, angles)  # (N, nby, nbx, heads, T, head_dim)
@@ -241,7 +245,7 @@ class UniBANet(nn.Module):
         ix = torch.arange(nbx)[None, :, None, None] * n + torch.arange(3 * n)[None, None, None, :] + tx0
         iy = iy.expand(nby, nbx, 3 * n, 3 * n).reshape(nby, nbx, -1)
         ix = ix.expand(nby, nbx, 3 * n, 3 * n).reshape(nby, nbx, -1)
-        angles = rope_angles(iy, ix, self.layers[0].head_dim)[:, :, None]
+        angles = rope_angles(iy, ix, cast(Layer, self.layers[0]).head_dim)[:, :, None]
         return tokens, angles
 
     @staticmethod
