@@ -58,6 +58,7 @@ def _upscale_last_axis(x: torch.Tensor, scale: int) -> torch.Tensor:
             start = first + j + 2
             term = xp[..., start : start + n] * w
             acc = term if acc is None else acc + term
+        assert acc is not None  # every phase has four taps
         phases.append(acc)
     return torch.stack(phases, dim=-1).reshape(*x.shape[:-1], n * scale)
 

@@ -10,7 +10,7 @@ integer-valued float inputs the tiled and whole-image answers are identical.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .base import Direction, ModelDescriptor, TileRequest, TileResult
 from .entry import ModelEntry
@@ -58,7 +58,7 @@ class PrefixSum:
             sums = sums + top[..., None, :]
         if corner is not None:
             sums = sums - corner[..., None, None]
-        contexts = {
+        contexts: dict[str, Any] = {
             Direction.RIGHT: sums[..., :, -1].clone(),
             Direction.BELOW: sums[..., -1, :].clone(),
             Direction.BELOW_RIGHT: sums[..., -1, -1].clone(),

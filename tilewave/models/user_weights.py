@@ -80,10 +80,12 @@ def _import_with_torchvision_placeholders() -> types.ModuleType:
     names = ("torchvision", "torchvision.transforms", "torchvision.transforms.functional")
     placeholders = {name: types.ModuleType(name) for name in names}
     functional = placeholders["torchvision.transforms.functional"]
-    functional.InterpolationMode = types.SimpleNamespace(BILINEAR="bilinear", NEAREST="nearest")
-    functional.rotate = functional.normalize = _unavailable
-    placeholders["torchvision"].transforms = placeholders["torchvision.transforms"]
-    placeholders["torchvision.transforms"].functional = functional
+    # The placeholders are bare modules given, on purpose, the attributes spandrel reads.
+    functional.InterpolationMode = types.SimpleNamespace(  # type: ignore[attr-defined]
+        BILINEAR="bilinear", NEAREST="nearest")
+    functional.rotate = functional.normalize = _unavailable  # type: ignore[attr-defined]
+    placeholders["torchvision"].transforms = placeholders["torchvision.transforms"]  # type: ignore[attr-defined]
+    placeholders["torchvision.transforms"].functional = functional  # type: ignore[attr-defined]
     sys.modules.update(placeholders)
     try:
         import spandrel
