@@ -9,7 +9,7 @@ nodata; :mod:`.metadata`), already adjusted for the scale.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import zarr
@@ -62,8 +62,9 @@ def read_metadata(group: zarr.Group) -> dict[str, Any]:
 
 def set_levels(group: zarr.Group, level_paths: list[str]) -> None:
     """Point the ``multiscales`` metadata at ``level_paths`` (finest first)."""
-    arr = group[level_paths[0]]
-    ome = group.attrs["ome"]
+    # The group and its ``ome`` attribute are the ones create_output wrote.
+    arr = cast(zarr.Array, group[level_paths[0]])
+    ome = cast(dict[str, Any], group.attrs["ome"])
     name = ome["multiscales"][0].get("name", "")
     group.attrs["ome"] = ome_attributes(name, level_paths, DOWNSAMPLE, read_metadata(group),
                                         arr.shape[0], np.dtype(arr.dtype))

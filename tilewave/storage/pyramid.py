@@ -10,6 +10,7 @@ destination chunk of its own, so memory is a handful of chunks whatever the imag
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 import dask
 import dask.array as da
@@ -67,12 +68,14 @@ def build_pyramid(output: str, smallest: int = SMALLEST, progress: bool = True,
     from tqdm.auto import tqdm
 
     group = zarr.open_group(output, mode="r+")
-    base = group[FULL_RESOLUTION]
-    shapes = level_shapes(base.shape, smallest)
+    # The output's levels are arrays tilewave created: ``0`` by the job, the rest here.
+    base = cast(zarr.Array, group[FULL_RESOLUTION])
+    c, h, w = base.shape
+    shapes = level_shapes((c, h, w), smallest)
     paths = [FULL_RESOLUTION]
     for i, shape in enumerate(shapes[1:], start=1):
         path = str(i)
-        source = group[paths[-1]]
+        source = cast(zarr.Array, group[paths[-1]])
         paths.append(path)
         if path in done:
             continue

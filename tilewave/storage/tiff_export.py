@@ -69,8 +69,7 @@ def _open_source(path: str) -> _Source:
         raise InputError(f"{path!r} is a {image.format} image, not an OME-Zarr image; export "
                          "works on tilewave outputs (run `tilewave upscale` first)")
     group = zarr.open_group(path, mode="r")
-    datasets = group.attrs["ome"]["multiscales"][0]["datasets"]
-    levels = [group[d["path"]] for d in datasets]
+    levels = [_level(path, group, p) for p in _dataset_paths(path, group)]
     if any(a.ndim != 3 for a in levels):
         raise InputError(f"{path!r}: export needs (c, y, x) levels; this image has "
                          f"{levels[0].ndim} dimensions")
@@ -83,6 +82,31 @@ def _open_source(path: str) -> _Source:
     # open_input already reads what a tilewave output inherited (its tilewave.metadata).
     return _Source(path, levels, image.metadata,
                    path.rstrip("/").replace(os.sep, "/").rsplit("/", 1)[-1])
+
+
+def _dataset_paths(path: str, group: zarr.Group) -> list[str]:
+    """The paths of the levels listed in the group's OME-Zarr 0.5 ``multiscales``."""
+    ome = group.attrs.get("ome")
+    multiscales = ome.get("multiscales") if isinstance(ome, dict) else None
+    first = multiscales[0] if isinstance(multiscales, list) and multiscales else None
+    datasets = first.get("datasets") if isinstance(first, dict) else None
+    if not isinstance(datasets, list):
+        raise InputError(f"{path!r} has no OME-Zarr 0.5 multiscales datasets (ome.multiscales); "
+                         "export works on tilewave outputs")
+    paths = []
+    for dataset in datasets:
+        level = dataset.get("path") if isinstance(dataset, dict) else None
+        if not isinstance(level, str):
+            raise InputError(f"{path!r}: a multiscales dataset without a path ({dataset!r})")
+        paths.append(level)
+    return paths
+
+
+def _level(path: str, group: zarr.Group, level: str) -> zarr.Array:
+    node = group[level]
+    if not isinstance(node, zarr.Array):
+        raise InputError(f"{path!r}: multiscales level {level!r} is a group, not an array")
+    return node
 
 
 def default_kind(dest: str, source_meta: dict[str, Any], dtype: np.dtype, channels: int) -> Kind:
@@ -110,8 +134,8 @@ def export_settings(dest: str, kind: str | None, compression: str | None, qualit
         raise SettingsError(f"--quality must be between 1 and 100, got {quality}")
     if tile < 16 or tile % 16:
         raise SettingsError(f"--tile must be a multiple of 16 (TIFF's rule), got {tile}")
-    _check(kind, compression, np.dtype(dtype), channels, meta)  # type: ignore[arg-type]
-    return kind, compression  # type: ignore[return-value]
+    _check(kind, compression, np.dtype(dtype), channels, meta)
+    return kind, compression
 
 
 def _check(kind: Kind, compression: str, dtype: np.dtype, channels: int, meta: dict[str, Any]) -> None:
