@@ -193,7 +193,7 @@ def _stage(index: int, stage: Stage, desc: ModelDescriptor, facts: ImageFacts,
     if options.adaptive and halo < 2:
         raise SettingsError(f"--adaptive needs --halo of at least 2 (bicubic's reach), not {halo}")
     grid = TileGrid(facts.height, facts.width, tile, stage.scale, halo, overlap)
-    return StagePlan(index, model, stage.scale, mode, grid, options.ramp,  # type: ignore[arg-type]
+    return StagePlan(index, model, stage.scale, mode, grid, options.ramp,
                      output, options.adaptive)
 
 
