@@ -235,7 +235,7 @@ def _difficulty_png(path: str, tile: int, png: str) -> str:
     rgb[..., 1] = np.where(easy, 90, 30)
     rgb[..., 2] = np.where(easy, 90, 30)
     cell = max(1, min(16, 512 // max(easy.shape)))
-    Image.fromarray(rgb).resize((easy.shape[1] * cell, easy.shape[0] * cell), Image.NEAREST).save(png)
+    Image.fromarray(rgb).resize((easy.shape[1] * cell, easy.shape[0] * cell), Image.Resampling.NEAREST).save(png)
     return (f"{int(easy.sum())} of {easy.size} tiles of {tile} px easy "
             f"({100 * easy.mean():.0f} %); map in {png}")
 
