@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from ..errors import WorkerLostError
 from ..pipeline.scheduling import LeastLoaded, RetryLostTiles
@@ -74,8 +74,9 @@ class RayPool:
         self.job = job
         self.workers = workers
         self.capacity = workers * queue_depth
-        # A restarted actor reloads its model; its unfinished calls are retried.
-        self._actor_cls = ray.remote(TileWorker).options(
+        # A restarted actor reloads its model; its unfinished calls are retried. Ray's
+        # type stubs do not model an actor's methods (``.process.remote``): typed Any.
+        self._actor_cls = cast(Any, ray.remote(TileWorker)).options(
             num_cpus=1, num_gpus=gpus_per_worker, max_restarts=3, max_task_retries=3)
         self._actors = [self._actor_cls.remote(job) for _ in range(workers)]
         self._dispatch = LeastLoaded(workers)
