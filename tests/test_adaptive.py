@@ -55,6 +55,7 @@ def test_real_slide_tiles_split_into_glass_and_tissue():
     assert 0.2 < np.mean(verdicts) < 0.8  # this region holds both glass and tissue
 
 
+@pytest.mark.slow
 def test_adaptive_run_uses_bicubic_on_easy_tiles_and_the_model_elsewhere(tmp_path):
     """Left half flat grey (easy), right half a real photo (hard): the easy tiles equal a
     bicubic run, the hard tiles a span-x2 run, tile for tile."""

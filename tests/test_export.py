@@ -201,6 +201,7 @@ def test_real_landsat_scene_end_to_end(tmp_path):
     np.testing.assert_array_equal(window, group["0"][:, 1000:1100, 2000:2100])
 
 
+@pytest.mark.slow
 def test_real_svs_end_to_end_in_one_command(tmp_path, capsys):
     """The real Aperio slide: `tilewave upscale IN OUT.tif`, opened by OpenSlide."""
     openslide = pytest.importorskip("openslide")

@@ -109,6 +109,7 @@ def _wait_for_ledger(output: pathlib.Path, lines: int, proc: subprocess.Popen, t
     raise AssertionError("the job made no progress")
 
 
+@pytest.mark.slow
 def test_a_second_job_on_a_running_output_is_refused(tmp_path):
     pixels = (random_image((3, 320, 320), "uint8", seed=1) // 4 + 60).astype(np.uint8)
     src = zarr_input(tmp_path / "in.zarr", pixels)
@@ -143,6 +144,7 @@ def _tile_workers() -> list[psutil.Process]:
     return found
 
 
+@pytest.mark.slow
 @pytest.mark.ray
 @pytest.mark.parametrize("model", ["span-x2", "prefix-sum"])
 def test_killed_worker_process_is_restarted_and_its_tiles_retried(ray_local, tmp_path, model):

@@ -68,6 +68,7 @@ CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(CASES))
 def test_port_matches_ncnn_on_real_photos(name):
     for crop in CASES[name]:
@@ -120,6 +121,7 @@ def test_span_halo_makes_tiles_exact_on_real_photos():
     # still end inside the image on both sides.
     ("realesrgan-x4plus", (3, 23, 283), 40),
 ])
+@pytest.mark.slow
 def test_halo_tiling_equals_whole_image(tmp_path, name, shape, tile):
     """Through the real pipeline (in-process pool, Zarr output), on awkward sizes: every
     pixel within one uint8 step of whole-image inference."""

@@ -50,6 +50,7 @@ def _run_and_kill(args, output, after_tiles, timeout=120):
     return _ledger_lines(output)
 
 
+@pytest.mark.slow
 def test_killed_halo_run_resumes_to_the_same_bytes(ray_local, tmp_path):
     pixels = random_image((3, 777, 1000), "uint8", seed=11)
     src = zarr_input(tmp_path / "in.zarr", pixels)
@@ -65,6 +66,7 @@ def test_killed_halo_run_resumes_to_the_same_bytes(ray_local, tmp_path):
     assert again.tiles_run == 0
 
 
+@pytest.mark.slow
 def test_killed_blend_run_resumes_to_the_bytes_of_a_clean_run(ray_local, tmp_path):
     pixels = random_image((3, 300, 420), "uint16", seed=12)
     src = zarr_input(tmp_path / "in.zarr", pixels)

@@ -50,6 +50,7 @@ def test_tiff_on_s3_to_ome_zarr_on_s3_equals_local_run(s3, tmp_path):
     assert report.output == "s3://tw-bucket/out.zarr"
 
 
+@pytest.mark.slow
 def test_blend_mode_contexts_and_resume_on_s3(s3, tmp_path):
     """Contexts and the ledger live on S3; a killed run resumes to a clean run's bytes."""
     pixels = np.ascontiguousarray(photo().transpose(2, 0, 1))
