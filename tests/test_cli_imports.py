@@ -11,7 +11,6 @@ import sys
 import imagecodecs
 import numpy as np
 import pytest
-
 from conftest import random_image, zarr_input
 
 HEAVY = ("torch", "ray")
