@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import InputError
 from . import job_state, location
-from .inputs import open_input
+from .inputs import _short, open_input
 
 
 def describe(path: str) -> dict[str, Any]:
@@ -38,14 +39,29 @@ def describe(path: str) -> dict[str, Any]:
         facts["nodata"] = meta["nodata"]
     if "channel_names" in meta:
         facts["channel names"] = ", ".join(meta["channel_names"])
-    job = job_state.read_manifest(path) if location.isdir(path) else None
-    if job is not None:
+    if location.isdir(path):
+        facts.update(_job_facts(path))
+    return facts
+
+
+def _job_facts(path: str) -> dict[str, Any]:
+    """What the job record of a tilewave output says, or nothing for other stores."""
+    try:
+        job = job_state.read_manifest(path)
+        if job is None:
+            return {}
         s = job["settings"]
         rows, cols = job["grid"]
         done = rows * cols if job.get("complete") else len(job_state.Ledger(path).done())
-        facts["written by"] = (f"tilewave {job['tilewave']}: {s['model']} x{s['scale']}, "
-                               f"{s['mode']} mode, tile {s['tile']}")
-        facts["from"] = job["input"]["path"]
-        facts["tiles done"] = f"{done} of {rows * cols}" + ("" if job.get("complete") else
-                                                              " (incomplete: rerun with --resume)")
-    return facts
+        return {
+            "written by": (f"tilewave {job['tilewave']}: {s['model']} x{s['scale']}, "
+                           f"{s['mode']} mode, tile {s['tile']}"),
+            "from": job["input"]["path"],
+            "tiles done": f"{done} of {rows * cols}" + ("" if job.get("complete") else
+                                                         " (incomplete: rerun with --resume)"),
+        }
+    except Exception as exc:  # a record edited or cut short by hand, or by a crash
+        raise InputError(
+            f"input {path!r} has a damaged tilewave job record ({type(exc).__name__}: "
+            f"{_short(exc)}); rerun the job that wrote it with --overwrite"
+        ) from None

@@ -20,12 +20,61 @@ channel labels).
 
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import numpy as np
 
 #: Keys whose values do not change with the pixel grid.
 _UNCHANGED = ("channel_names", "crs", "crs_name", "raster_type", "geokeys", "linear_unit", "nodata")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _pair(value: Any, positive: bool = False) -> bool:
+    return (isinstance(value, (list, tuple)) and len(value) == 2 and all(_number(v) for v in value)
+            and (not positive or all(v > 0 for v in value)))
+
+
+def _geokeys(value: Any) -> bool:
+    if not isinstance(value, dict) or not set(value) <= {"GeoKeyDirectoryTag", "GeoDoubleParamsTag",
+                                                        "GeoAsciiParamsTag"}:
+        return False
+    shorts, doubles = value.get("GeoKeyDirectoryTag", []), value.get("GeoDoubleParamsTag", [])
+    return (isinstance(shorts, list) and all(isinstance(v, int) and 0 <= v < 65536 for v in shorts)
+            and isinstance(doubles, list) and all(_number(v) for v in doubles)
+            and isinstance(value.get("GeoAsciiParamsTag", ""), str))
+
+
+#: What a well-formed value of each key looks like.
+_WELL_FORMED = {
+    "mpp": lambda v: _pair(v, positive=True),
+    "objective_power": lambda v: _number(v) and v > 0,
+    "channel_names": lambda v: isinstance(v, list) and all(isinstance(n, str) for n in v),
+    "crs": lambda v: isinstance(v, str),
+    "crs_name": lambda v: isinstance(v, str),
+    "pixel_size": lambda v: _pair(v, positive=True),
+    "origin": _pair,
+    "raster_type": lambda v: v in (1, 2) and not isinstance(v, bool),
+    "geokeys": _geokeys,
+    "linear_unit": lambda v: isinstance(v, str),
+    # GDAL's nodata may be NaN.
+    "nodata": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+}
+
+
+def well_formed(meta: Any) -> dict[str, Any]:
+    """The entries of ``meta`` that have the form described above; the rest are left out.
+
+    Metadata read back from a store (what a tilewave output inherited) is only a
+    description of the pixels: an entry that cannot be read is dropped, as an
+    unreadable field of a slide's description is, rather than refusing the image.
+    """
+    if not isinstance(meta, dict):
+        return {}
+    return {k: v for k, v in meta.items() if k in _WELL_FORMED and _WELL_FORMED[k](v)}
 
 
 def scaled(meta: dict[str, Any], scale: int) -> dict[str, Any]:
