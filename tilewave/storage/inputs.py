@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import re
 import struct
+import sys
+import tempfile
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 from xml.etree import ElementTree
@@ -22,6 +26,7 @@ import numpy as np
 from ..errors import InputError, InputNotFoundError
 from . import location
 from .arrays import ArraySpec
+from .metadata import well_formed
 
 SUPPORTED_DTYPES = (np.dtype("uint8"), np.dtype("uint16"), np.dtype("float32"))
 SUPPORTED_CHANNELS = (1, 3, 4)
@@ -95,7 +100,7 @@ def open_input(path: str | os.PathLike[str], check: bool = True) -> InputImage:
         if head[:4] in _TIFF_MAGIC:
             image = _open_tiff(path)
         elif head.startswith(_PNG_MAGIC):
-            image = _open_png(path, head)
+            image = _open_png(path)
         elif head.startswith(_JPEG_MAGIC):
             image = _open_jpeg(path)
         else:
@@ -205,9 +210,9 @@ def _open_tiff(path: str) -> InputImage:
             _probe_tiff(tf, series, path)
     except InputError:
         raise
-    except ZeroDivisionError:  # tifffile divides by the width or height while parsing
-        raise InputError(f"input {path!r} declares an image with no pixels (a zero width or "
-                         "height); check the file") from None
+    except ZeroDivisionError:  # tifffile divides by the sizes while parsing
+        raise InputError(f"input {path!r} is a damaged TIFF: it declares a zero width, height, "
+                         "tile or strip size; copy or export the file again") from None
     except Exception as exc:  # tifffile raises many kinds for damaged files
         raise InputError(f"input {path!r} is not a readable TIFF ({_short(exc)}); check the file") from None
     return InputImage(path, fmt, (c, shape_by_axis["y"], shape_by_axis["x"]), dtype,
@@ -248,10 +253,11 @@ def _tiff_metadata(tf: Any, page: Any) -> tuple[dict[str, Any], str]:
         fmt = "svs"
         mpp = re.search(r"MPP\s*=\s*([0-9.]+)", desc)
         mag = re.search(r"AppMag\s*=\s*([0-9.]+)", desc)
-        if mpp:
-            meta["mpp"] = [float(mpp.group(1))] * 2
-        if mag:
-            meta["objective_power"] = float(mag.group(1))
+        # A vendor's description may hold anything: numbers that do not read are left out.
+        if mpp and _positive(mpp.group(1)):
+            meta["mpp"] = [_positive(mpp.group(1))] * 2
+        if mag and _positive(mag.group(1)):
+            meta["objective_power"] = _positive(mag.group(1))
     elif tf.is_ome and tf.ome_metadata:
         fmt = "ome-tiff"
         meta.update(_ome_xml_metadata(tf.ome_metadata))
@@ -282,6 +288,15 @@ def _tiff_metadata(tf: Any, page: Any) -> tuple[dict[str, Any], str]:
     return meta, fmt
 
 
+def _positive(text: Any) -> float | None:
+    """``text`` as a positive finite number, or None."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) and value > 0 else None
+
+
 def _ome_xml_metadata(xml: str) -> dict[str, Any]:
     meta: dict[str, Any] = {}
     try:
@@ -292,15 +307,15 @@ def _ome_xml_metadata(xml: str) -> dict[str, Any]:
     if pixels is None:
         return meta
     to_um = {"nm": 1e-3, "µm": 1.0, "um": 1.0, "mm": 1e3, "cm": 1e4, "m": 1e6}
-    sx, sy = pixels.get("PhysicalSizeX"), pixels.get("PhysicalSizeY")
+    sx, sy = _positive(pixels.get("PhysicalSizeX")), _positive(pixels.get("PhysicalSizeY"))
     if sx and sy:
         fx = to_um.get(pixels.get("PhysicalSizeXUnit", "µm"), 1.0)
         fy = to_um.get(pixels.get("PhysicalSizeYUnit", "µm"), 1.0)
-        meta["mpp"] = [float(sy) * fy, float(sx) * fx]
+        meta["mpp"] = [sy * fy, sx * fx]
     objective = next((el for el in root.iter() if el.tag.split("}")[-1] == "Objective"
-                      and el.get("NominalMagnification")), None)
+                      and _positive(el.get("NominalMagnification"))), None)
     if objective is not None:
-        meta["objective_power"] = float(objective.get("NominalMagnification"))
+        meta["objective_power"] = _positive(objective.get("NominalMagnification"))
     names = [el.get("Name") for el in pixels if el.tag.endswith("Channel")]
     if names and all(names):
         meta["channel_names"] = names
@@ -337,17 +352,37 @@ def _geo_metadata(geo: dict[str, Any]) -> dict[str, Any]:
 
 # ------------------------------------------------------------------- PNG and JPEG
 
+#: Bit depths the PNG standard allows for each colour type, and its samples per pixel.
+_PNG_DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}
+_PNG_SAMPLES = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+#: deflate's largest compression ratio: no PNG's raw pixel rows are longer than this
+#: many times the file.
+_DEFLATE_MAX_RATIO = 1032
 
-def _open_png(path: str, head: bytes) -> InputImage:
-    # IHDR is always the first chunk: width, height, bit depth, colour type.
-    if len(head) < 26 or head[12:16] != b"IHDR":
-        raise InputError(f"input {path!r} is not a valid PNG (no IHDR header); check the file")
-    width, height, depth, colour = struct.unpack(">IIBB", head[16:26])
-    channels = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}.get(colour)
-    if channels is None:
-        raise InputError(f"input {path!r} has an invalid PNG colour type {colour}; check the file")
+
+def _open_png(path: str) -> InputImage:
+    ihdr, chunks, size = _png_chunks_before_pixels(path)
+    width, height, depth, colour, compression, filtering, interlace = struct.unpack(">IIBBBBB", ihdr)
+    if not (0 < width < 2**31 and 0 < height < 2**31):
+        problem = f"a size of {width} x {height} pixels"
+    elif colour not in _PNG_DEPTHS:
+        problem = f"colour type {colour}, which PNG does not have"
+    elif depth not in _PNG_DEPTHS[colour]:
+        problem = f"bit depth {depth}, which PNG does not allow with colour type {colour}"
+    elif compression or filtering or interlace > 1:
+        problem = f"compression method {compression}, filter method {filtering} and interlace method {interlace}"
+    elif colour == 3 and b"PLTE" not in chunks:
+        problem = "a palette image, but the file has no palette (PLTE chunk) before its pixels"
+    elif height * (1 + (width * _PNG_SAMPLES[colour] * depth + 7) // 8) > _DEFLATE_MAX_RATIO * size:
+        problem = f"{width} x {height} pixels, more than its {size} bytes can hold"
+    else:
+        problem = ""
+    if problem:
+        raise InputError(f"input {path!r} is a damaged PNG: its header gives {problem}; copy or "
+                         "export the file again")
+    channels = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}[colour]
     if colour == 3:
-        channels = 4 if _png_has_transparency(path) else 3
+        channels = 4 if b"tRNS" in chunks else 3
         depth = 8
     dtype = np.dtype("uint16") if depth == 16 else np.dtype("uint8")
     if depth < 8 and colour != 3:
@@ -356,26 +391,107 @@ def _open_png(path: str, head: bytes) -> InputImage:
     return InputImage(path, "png", (channels, height, width), dtype, None, ((height, width),))
 
 
-def _png_has_transparency(path: str) -> bool:
-    from PIL import Image
+def _png_chunks_before_pixels(path: str) -> tuple[bytes, set[bytes], int]:
+    """The IHDR fields, the types of the chunks before the first IDAT, and the file size.
 
-    with location.open_file(path) as fh, Image.open(fh) as im:
-        return "transparency" in im.info
+    Those chunks (header, palette, transparency, colour profile, text) are small; each is
+    read whole and its checksum checked, so that damage to them is refused here rather
+    than printed as a warning by the decoder. The pixel data is not read.
+    """
+    ihdr, seen, pos = b"", set(), len(_PNG_MAGIC)
+    with location.open_file(path) as fh:
+        size = fh.seek(0, os.SEEK_END)
+        fh.seek(pos)
+        while True:
+            head = fh.read(8)
+            if len(head) < 8:
+                raise InputError(f"input {path!r} is a truncated PNG: it ends before its pixel "
+                                 "data; copy the complete file again")
+            length, kind = struct.unpack(">I4s", head)
+            name = repr(kind.decode("latin-1"))
+            if not ihdr and (kind != b"IHDR" or length != 13):
+                raise InputError(f"input {path!r} is not a valid PNG (no IHDR header); check the file")
+            if kind == b"IDAT":
+                return ihdr, seen, size
+            if kind == b"IEND":
+                raise InputError(f"input {path!r} is a damaged PNG: it has no pixel data (IDAT "
+                                 "chunk); copy or export the file again")
+            if pos + 12 + length > size:
+                raise InputError(f"input {path!r} is a truncated PNG: its {name} chunk runs past "
+                                 "the end of the file; copy the complete file again")
+            body = fh.read(length + 4)
+            if zlib.crc32(kind + body[:-4]) != struct.unpack(">I", body[-4:])[0]:
+                raise InputError(f"input {path!r} is a damaged PNG: its {name} chunk fails its "
+                                 "checksum; copy the complete file again")
+            if kind == b"IHDR":
+                ihdr = body[:13]
+            seen.add(kind)
+            pos += 12 + length
 
 
 def _open_jpeg(path: str) -> InputImage:
-    from PIL import Image, UnidentifiedImageError
-
+    frame, size = _jpeg_frame(path)
     try:
-        with location.open_file(path) as fh, Image.open(fh) as im:
+        with location.open_file(path) as fh, _jpeg_file(fh) as im:
             width, height = im.size
             mode = im.mode
-    except (UnidentifiedImageError, OSError) as exc:
+    except Exception as exc:  # Pillow raises many kinds for damaged headers
         raise InputError(f"input {path!r} is not a readable JPEG ({_short(exc)}); check the file") from None
     channels = {"L": 1, "RGB": 3, "YCbCr": 3}.get(mode)
     if channels is None:
         raise InputError(f"input {path!r} is a {mode} JPEG; tilewave reads grey or RGB JPEGs, so convert it")
+    # Sequential Huffman coding spends at least one bit on every 8 x 8 block (its DC term).
+    if frame in _SEQUENTIAL_HUFFMAN and -(-width // 8) * -(-height // 8) > 8 * size:
+        raise InputError(f"input {path!r} is a damaged JPEG: its header gives {width} x {height} "
+                         f"pixels, more than its {size} bytes can hold; copy or export the file again")
     return InputImage(path, "jpeg", (channels, height, width), np.dtype("uint8"), None, ((height, width),))
+
+
+#: Start-of-frame markers of sequential Huffman-coded JPEGs (baseline and extended), which
+#: code every block of every component.
+_SEQUENTIAL_HUFFMAN = (0xC0, 0xC1)
+
+
+def _jpeg_frame(path: str) -> tuple[int | None, int]:
+    """The start-of-frame marker and the file size, after checking that the header's
+    segments are all there. Only the segment lengths are read; bytes that are not a marker
+    end the walk and are left to the decoder to judge."""
+    frame = None
+    pos = 2
+    with location.open_file(path) as fh:
+        size = fh.seek(0, os.SEEK_END)
+        while True:
+            fh.seek(pos)
+            head = fh.read(4)
+            if len(head) < 4 or head[0] != 0xFF:
+                break
+            marker, length = head[1], struct.unpack(">H", head[2:])[0]
+            if marker == 0xFF:  # fill byte
+                pos += 1
+                continue
+            if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a segment
+                pos += 2
+                continue
+            if marker in (0xDA, 0xD9):  # start of scan, end of image
+                return frame, size
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC) and frame is None:
+                frame = marker
+                if length < 11:  # precision, height, width, count and one component
+                    raise InputError(f"input {path!r} is a damaged JPEG: its frame header has "
+                                     f"{length} bytes, too few for an image; copy or export the file again")
+            pos += 2 + length
+    if pos + 4 > size:
+        raise InputError(f"input {path!r} is a truncated JPEG: it ends inside its header; copy the "
+                         "complete file again")
+    return frame, size
+
+
+def _jpeg_file(fh: Any) -> Any:
+    """Pillow's JPEG reader without ``Image.open``'s decompression-bomb check, which warns
+    on stderr above 89 megapixels and refuses 179: gigapixel inputs are what tilewave is for."""
+    from PIL import JpegImagePlugin
+
+    return JpegImagePlugin.JpegImageFile(fh)
 
 
 # --------------------------------------------------------------------------- Zarr
@@ -400,7 +516,14 @@ def _open_zarr(path: str) -> InputImage:
 
     try:
         node = zarr.open(path, mode="r")
+        if not isinstance(node.attrs.asdict(), dict):
+            raise TypeError("its attributes are not a JSON object")
     except Exception as exc:
+        if any(location.exists(location.join(path, name)) for name in ("zarr.json", ".zarray", ".zgroup")):
+            raise InputError(
+                f"input {path!r} has malformed Zarr metadata ({type(exc).__name__}: {_short(exc)}); "
+                "check its zarr.json, or copy the store again"
+            ) from None
         raise InputError(
             f"input {path!r} is a folder but not a Zarr array or group ({_short(exc)}); "
             "point to a Zarr array, an OME-Zarr image or an image file"
@@ -443,8 +566,8 @@ def _describe_zarr(path: str, node: Any) -> InputImage:
                       if t.get("type") == "scale"), None)
         units = {a.get("name"): a.get("unit") for a in ms.get("axes", []) if isinstance(a, dict)}
         job = node.attrs.get("tilewave")
-        if isinstance(job, dict) and isinstance(job.get("metadata"), dict):
-            meta.update(job["metadata"])  # what a tilewave output inherited
+        if isinstance(job, dict):
+            meta.update(well_formed(job.get("metadata")))  # what a tilewave output inherited
         if scale and units.get("y") in ("micrometer", "micron") and units.get("x") in ("micrometer", "micron"):
             meta["mpp"] = [float(scale[axes.index("y")]), float(scale[axes.index("x")])]
         labels = [ch.get("label") for ch in (ome.get("omero") or {}).get("channels", [])]
@@ -502,23 +625,56 @@ def lazy_pixels(image: InputImage, chunk: int) -> Any:
 
 def _decode_whole(image: InputImage) -> np.ndarray:
     import imagecodecs
-    from PIL import Image
 
     try:
         if image.format == "jpeg":
             # Pillow refuses a truncated JPEG; libjpeg through imagecodecs pads it silently.
-            with location.open_file(image.path) as fh, Image.open(fh) as im:
+            with location.open_file(image.path) as fh, _jpeg_file(fh) as im:
                 data = np.asarray(im.convert("L" if image.channels == 1 else "RGB"))
         else:
-            data = imagecodecs.imread(location.read_bytes(image.path))
+            encoded = location.read_bytes(image.path)
+            with _native_stderr():  # libpng prints its warnings there
+                data = imagecodecs.png_decode(encoded)
     except Exception as exc:
         raise InputError(f"input {image.path!r} could not be decoded ({_short(exc)}); check the file") from None
     if data.ndim == 2:
         data = data[:, :, None]
-    if data.shape[2] != image.channels:
-        # Palette PNGs decode to RGB or RGBA; keep what the header promised.
-        data = data[:, :, : image.channels]
+    # Palette PNGs decode to RGB or RGBA; keep what the header promised.
+    data = data[:, :, : image.channels]
+    if data.shape != (image.height, image.width, image.channels):
+        h, w, c = data.shape
+        raise InputError(
+            f"input {image.path!r} is damaged: it decodes to {w} x {h} pixels of {c} channels, "
+            f"not the {image.width} x {image.height} of {image.channels} its header gives; "
+            "check the file"
+        )
     return np.ascontiguousarray(np.transpose(data, (2, 0, 1))).astype(image.dtype, copy=False)
+
+
+@contextlib.contextmanager
+def _native_stderr() -> Iterator[list[str]]:
+    """Collect what C libraries write straight to file descriptor 2 (libpng's warnings)
+    instead of letting it reach the terminal; the lines are in the list afterwards.
+
+    The descriptor is the process's: anything another thread writes to stderr meanwhile
+    is collected too, so this wraps only short decodes, before any progress bar.
+    """
+    lines: list[str] = []
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no stderr to protect
+        yield lines
+        return
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            lines.extend(sink.read().decode(errors="replace").splitlines())
 
 
 class _WindowedReader:
@@ -532,7 +688,14 @@ class _WindowedReader:
 
     def __getitem__(self, key: tuple[slice, slice, slice]) -> np.ndarray:
         cs, ys, xs = key
-        return self.reader.read(ys.start or 0, ys.stop, xs.start or 0, xs.stop)[cs]
+        try:
+            return self.reader.read(ys.start or 0, ys.stop, xs.start or 0, xs.stop)[cs]
+        except Exception as exc:  # the codecs and Zarr raise their own error types
+            raise InputError(
+                f"input {self.reader.spec.path!r} is damaged: its pixels in rows {ys.start}:"
+                f"{ys.stop}, columns {xs.start}:{xs.stop} cannot be read ({_short(exc)}); "
+                "copy the complete store again"
+            ) from None
 
 
 class _TiffReader:
