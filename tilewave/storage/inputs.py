@@ -190,7 +190,7 @@ def _open_tiff(path: str) -> InputImage:
                 tifffile.TiffFile(fh) as tf:
             if problems:
                 raise InputError(
-                    f"input {path!r} is damaged or truncated ({problems[0][:120]}); copy the "
+                    f"input {path!r} is damaged or truncated ({' '.join(problems[0].split())[:120]}); copy the "
                     "complete file again"
                 )
             if not tf.series:
@@ -705,7 +705,9 @@ class _TiffReader:
         import tifffile
 
         self.path = path
-        with location.open_file(path) as fh, tifffile.TiffFile(fh) as tf:
+        # open_input has parsed this file already; what tifffile logs again (an OME-XML
+        # it falls back from, say) stays off stderr, as it did there.
+        with _tifffile_problems(), location.open_file(path) as fh, tifffile.TiffFile(fh) as tf:
             series = tf.series[0]
             self._axes, self._index = _tiff_axes(series.axes, series.shape, path)
             by = _shape_by_letters(series.axes, series.shape)
