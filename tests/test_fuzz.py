@@ -931,16 +931,8 @@ CASES = [Case(source, name, "info") for source, table in TABLES.items() for name
     for source, names in subset.items() for name in names]
 assert all(c.mutation in TABLES[c.source] for c in CASES), "UPSCALE names a mutation no table has"
 
-#: Cases that fail for a reason outside the input modules, reported to their owners.
-_IN_PLACE = ("tiles read a Zarr input in place through storage/arrays.py's ArrayReader, whose "
-             "decoding errors end as TileFailedError (exit 1) instead of InputError (exit 2)")
-OUTSIDE: dict[str, str] = {
-    "upscale-zarr-chunk-cut-half": _IN_PLACE,
-    "upscale-zarr-chunk-garbage": _IN_PLACE,
-    "upscale-zarr-chunk-empty": _IN_PLACE,
-    "upscale-zarr-chunk-shape-smaller": _IN_PLACE,
-    "upscale-ome-zarr-level-chunk-cut-half": _IN_PLACE,
-}
+#: Cases that fail for a reason outside the input modules, marked xfail(strict=True).
+OUTSIDE: dict[str, str] = {}
 
 
 @dataclasses.dataclass

@@ -140,3 +140,16 @@ def test_an_unreachable_cluster_is_refused_quickly(tmp_path):
     assert run.stderr.startswith("tilewave: error: cannot reach the Ray cluster at '127.0.0.1:1'")
     assert len(run.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "o.zarr").exists()
+
+
+@pytest.mark.parametrize("record", ['{"tilewave": 1}', "[1, 2]", "{not json",
+                                    '{"tilewave": "0.1.0", "input": {}}'])
+def test_a_damaged_job_record_cannot_be_resumed(tmp_path, record):
+    src = zarr_input(tmp_path / "in.zarr", random_image((3, 20, 20), "uint8"))
+    out = tmp_path / "out.zarr"
+    tilewave.upscale(src, out, tile=16, executor="local", progress=False)
+    (out / ".tilewave").mkdir()
+    (out / ".tilewave" / "job.json").write_text(record)
+    with pytest.raises(ResumeMismatchError, match="cannot be resumed; choose another output or "
+                                                  "pass --overwrite"):
+        tilewave.upscale(src, out, tile=16, executor="local", progress=False, resume=True)

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BadPixelsError, TileFailedError, first_line, user_error
+from ..errors import BadPixelsError, InputError, TileFailedError, first_line, user_error
 from ..models.base import TileModel, TilingMode
 from ..storage.job_state import PersistedContext
 from .blend import Ramp
@@ -77,9 +77,23 @@ def _load(handle: Any) -> Any:
     return handle.load() if isinstance(handle, PersistedContext) else handle
 
 
+def _read(setup: TileSetup, tile: Tile) -> np.ndarray:
+    try:
+        return setup.read(tile.read)
+    except OSError:
+        raise  # the storage's to say (full, forbidden, unreachable), not the pixels'
+    except Exception as exc:
+        # Chunks that do not decode, or decode to the wrong shape: the input is damaged,
+        # and running again will not change that.
+        y0, y1, x0, x1 = tile.read
+        raise InputError(f"input {setup.input_name!r} cannot be read at y={y0}:{y1}, "
+                         f"x={x0}:{x1} ({first_line(exc, 160)}); it is damaged or truncated: "
+                         "restore it from its source") from None
+
+
 def _work(setup: TileSetup, tile: Tile, inbound: Mapping[str, Any]) -> tuple[dict[Direction, Any], bool]:
     grid = setup.grid
-    window = setup.read(tile.read)
+    window = _read(setup, tile)
     _check_finite(window, tile, setup.input_name)
     cheap = setup.cheap is not None and _is_easy(setup, tile, window)
     model, half = (setup.cheap, False) if cheap else (setup.model, setup.half)

@@ -43,9 +43,18 @@ class Manifest:
     metadata: dict[str, Any] | None = None
 
     @classmethod
-    def from_dict(cls, record: dict[str, Any]) -> Manifest:
+    def from_dict(cls, record: dict[str, Any]) -> Manifest | None:
+        """The manifest a JSON record holds, or None if it is not a whole, well-typed one
+        (a record damaged by hand or by another program cannot be resumed from)."""
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in record.items() if k in known})
+        try:
+            manifest = cls(**{k: v for k, v in record.items() if k in known})
+        except TypeError:  # a required field missing
+            return None
+        typed = (isinstance(manifest.tilewave, str) and isinstance(manifest.input, dict)
+                 and isinstance(manifest.settings, dict) and isinstance(manifest.grid, list)
+                 and isinstance(manifest.pyramid, list))
+        return manifest if typed else None
 
     def as_dict(self) -> dict[str, Any]:
         record = dataclasses.asdict(self)
@@ -75,13 +84,15 @@ class Manifest:
     def read(cls, output: str) -> Manifest | None:
         """The running job's record, or a complete job's from the group attributes."""
         path = _job_json(output)
-        if location.exists(path):
-            return cls.from_dict(json.loads(location.read_bytes(path)))
         try:
+            if location.exists(path):
+                record = json.loads(location.read_bytes(path))
+                return cls.from_dict(record) if isinstance(record, dict) else None
             group = json.loads(location.read_bytes(location.join(output, "zarr.json")))
         except (OSError, ValueError):
             return None
-        job = group.get("attributes", {}).get("tilewave") if isinstance(group, dict) else None
+        attributes = group.get("attributes") if isinstance(group, dict) else None
+        job = attributes.get("tilewave") if isinstance(attributes, dict) else None
         return cls.from_dict(job) if isinstance(job, dict) and job.get("complete") else None
 
     def finish(self, output: str) -> None:
