@@ -42,11 +42,11 @@ import subprocess
 import sys
 import time
 import zlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
-
 from conftest import SHARED_DATA, zarr_input
 
 SEED = 20240611

@@ -17,8 +17,9 @@ import struct
 import sys
 import tempfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 from xml.etree import ElementTree
 
 import numpy as np
@@ -135,7 +136,8 @@ def check_supported(image: InputImage) -> None:
 
 def _tiff_axes(axes: str, shape: tuple[int, ...], path: str) -> tuple[str, tuple[Any, ...]]:
     """Map tifffile's axes onto ``cyx`` letters plus an index that drops length-1 axes."""
-    letters, index = [], []
+    letters: list[str] = []
+    index: list[slice | int] = []
     for axis, n in zip(axes, shape):
         if axis in "YX":
             letters.append(axis.lower())
@@ -398,7 +400,8 @@ def _png_chunks_before_pixels(path: str) -> tuple[bytes, set[bytes], int]:
     read whole and its checksum checked, so that damage to them is refused here rather
     than printed as a warning by the decoder. The pixel data is not read.
     """
-    ihdr, seen, pos = b"", set(), len(_PNG_MAGIC)
+    ihdr, pos = b"", len(_PNG_MAGIC)
+    seen: set[bytes] = set()
     with location.open_file(path) as fh:
         size = fh.seek(0, os.SEEK_END)
         fh.seek(pos)
@@ -546,20 +549,21 @@ def _describe_zarr(path: str, node: Any) -> InputImage:
     levels: list[tuple[int, int]] = []
     meta: dict[str, Any] = {}
     if isinstance(node, zarr.Group):
-        ome = node.attrs.get("ome", node.attrs.asdict())
+        # User metadata, any JSON: malformed shapes end in the caller's one-line error.
+        ome: Any = node.attrs.get("ome", node.attrs.asdict())
         multiscales = ome.get("multiscales") if isinstance(ome, dict) else None
         if not multiscales:
             raise InputError(
                 f"input {path!r} is a Zarr group without OME-Zarr multiscales metadata; "
                 "point to the array inside it instead"
             )
-        ms = multiscales[0]
+        ms: Any = multiscales[0]
         axes = "".join(a["name"] if isinstance(a, dict) else a for a in ms.get("axes", [])).lower()
         datasets = ms["datasets"]
         array_path = location.join(path, datasets[0]["path"])
         fmt = "ome-zarr"
         for ds in datasets:
-            arr = node[ds["path"]]
+            arr: Any = node[ds["path"]]
             by = dict(zip(axes, arr.shape))
             levels.append((by["y"], by["x"]))
         scale = next((t["scale"] for t in datasets[0].get("coordinateTransformations", [])
