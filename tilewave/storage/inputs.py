@@ -213,8 +213,8 @@ def _open_tiff(path: str) -> InputImage:
     except InputError:
         raise
     except ZeroDivisionError:  # tifffile divides by the sizes while parsing
-        raise InputError(f"input {path!r} is a damaged TIFF: it declares a zero width, height, "
-                         "tile or strip size; copy or export the file again") from None
+        raise InputError(f"input {path!r} is a damaged TIFF that declares no pixels (a zero "
+                         "width, height, tile or strip size); copy or export the file again") from None
     except Exception as exc:  # tifffile raises many kinds for damaged files
         raise InputError(f"input {path!r} is not a readable TIFF ({_short(exc)}); check the file") from None
     return InputImage(path, fmt, (c, shape_by_axis["y"], shape_by_axis["x"]), dtype,
