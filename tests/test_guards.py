@@ -14,7 +14,13 @@ import zarr
 from conftest import random_image, zarr_input
 
 import tilewave
-from tilewave.errors import OutputExistsError, ResumeMismatchError, SettingsError, TileFailedError
+from tilewave.errors import (
+    OutputExistsError,
+    ResumeMismatchError,
+    SettingsError,
+    TileFailedError,
+    UnreadableInputError,
+)
 from tilewave.models import ModelDescriptor, ModelEntry, load_model, register
 from tilewave.models.base import ImageModel
 from tilewave.pipeline import reference_upscale
@@ -86,9 +92,13 @@ class _WrongSize(ImageModel):
 def test_a_model_returning_the_wrong_size_fails_its_tile(tmp_path):
     register(ModelEntry("wrong-size", _WrongSize, None, 2, "test: returns its input"))
     src = zarr_input(tmp_path / "in.zarr", random_image((3, 20, 20), "uint8"))
-    with pytest.raises(TileFailedError, match="tile \\(row 0, col 0\\).*output pixels"):
+    with pytest.raises(TileFailedError, match="tile \\(row 0, col 0\\).*output pixels") as info:
         tilewave.upscale(src, tmp_path / "o.zarr", model="wrong-size", tile=8, executor="local",
                          progress=False)
+    assert info.value.exit_code == 1 and info.value.window == (0, 8, 0, 8)
+    # The worker's traceback goes to the job's log, not to the user's terminal.
+    log = (tmp_path / "o.zarr" / ".tilewave" / "errors.log").read_text()
+    assert "Traceback" in log and "output pixels" in log
 
 
 def _break_chunk(src, key):
@@ -104,7 +114,8 @@ def test_context_resume_after_a_failed_tile_and_a_lost_context(tmp_path):
     src = zarr_input(tmp_path / "in.zarr", pixels, chunk=16)
     out = tmp_path / "o.zarr"
     chunk, good = _break_chunk(src, "c/0/2/1")  # read by tile (2, 1) only: no halo
-    with pytest.raises(TileFailedError, match="row 2, col 1"):
+    # Tile (2, 1) cannot read its input; the tiles before it are done and keep.
+    with pytest.raises(UnreadableInputError, match=r"y=32:48, x=16:32 .*--resume"):
         tilewave.upscale(src, out, model="prefix-sum", tile=16, executor="local", progress=False)
     with open(chunk, "wb") as f:
         f.write(good)

@@ -14,7 +14,7 @@ import zarr
 from conftest import random_image, zarr_input
 
 import tilewave
-from tilewave.errors import TileFailedError
+from tilewave.errors import UnreadableInputError
 from tilewave.models import load_model
 from tilewave.pipeline import reference_upscale
 
@@ -98,24 +98,30 @@ def test_killed_context_run_resumes_from_persisted_contexts(ray_local, tmp_path)
     np.testing.assert_array_equal(zarr.open_array(f"{out}/0")[:], expected)
 
 
-def test_a_failing_tile_stops_the_run_and_names_the_tile(ray_local, tmp_path):
+def test_an_unreadable_input_chunk_stops_the_run_and_names_the_tile(ray_local, tmp_path):
     pixels = random_image((3, 200, 200), "uint8", seed=2)
     src = zarr_input(tmp_path / "in.zarr", pixels, chunk=64)
     # Damage one stored chunk of the input: the tile that reads it cannot decode it.
     chunk = tmp_path / "in.zarr" / "c" / "0" / "1" / "2"
+    good = chunk.read_bytes()
     chunk.write_bytes(b"not zstd data")
     out = str(tmp_path / "out.zarr")
-    with pytest.raises(TileFailedError) as info:
+    with pytest.raises(UnreadableInputError) as info:  # the input's fault: exit code 2
         tilewave.upscale(src, out, tile=64, progress=False)
     err = info.value
     # Chunk (1, 2) covers input rows 64:128 and columns 128:192; with a halo of 2 the
     # tiles (0, 1), (0, 2), (0, 3)... read it too, so any of the tiles touching it may fail first.
     y0, y1, x0, x1 = err.window
     assert y0 < 128 + 2 and y1 > 64 - 2 and x0 < 192 + 2 and x1 > 128 - 2
-    assert "tile (row" in str(err) and "--resume" in str(err)
+    assert f"tile row {err.row}, col {err.col}" in str(err) and "--resume" in str(err)
+    assert err.exit_code == 2
     ledger = os.path.join(out, ".tilewave", "ledger.log")
     # The failure may come before any tile finished, and then there is no ledger yet.
     done = open(ledger).read().split("\n") if os.path.exists(ledger) else []
     assert f"{err.row} {err.col}" not in done, "a failed tile must not be recorded as done"
     log = open(os.path.join(out, ".tilewave", "errors.log")).read()
     assert "Traceback" in log
+    # Restored from its source, the input reads again and the run goes on from the ledger.
+    chunk.write_bytes(good)
+    report = tilewave.upscale(src, out, tile=64, progress=False, resume=True)
+    assert report.tiles_run == report.tiles - len([t for t in done if t])

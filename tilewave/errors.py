@@ -47,6 +47,22 @@ class BadPixelsError(InputError):
     """The input holds values tilewave refuses to guess about (NaN, infinities)."""
 
 
+class UnreadableInputError(InputError):
+    """Part of the input does not decode (a damaged chunk or strip), found when a tile
+    reads it. The finished tiles stay: once the input is restored, ``--resume`` goes on."""
+
+    def __init__(self, input_name: str, row: int, col: int, window: tuple[int, int, int, int],
+                 cause: str, details: str = ""):
+        y0, y1, x0, x1 = window
+        super().__init__(f"input {input_name!r} cannot be read at y={y0}:{y1}, x={x0}:{x1} "
+                         f"(tile row {row}, col {col}: {cause}); it is damaged or truncated: "
+                         "restore it from its source, then rerun with --resume to keep the "
+                         "finished tiles")
+        self.row, self.col, self.window, self.cause = row, col, window, cause
+        #: The reader's traceback, written to the job's ``errors.log``.
+        self.details = details
+
+
 class StorageError(TilewaveError, OSError):
     """The output's storage refused: full, over quota, read-only, forbidden or impossible."""
 

@@ -23,11 +23,10 @@ from typing import Any
 
 from .. import __version__
 from ..errors import (
-    InputError,
+    BadPixelsError,
     OutputExistsError,
     ResumeMismatchError,
     SettingsError,
-    TileFailedError,
     TilewaveError,
 )
 from ..models import describe_model, get_entry
@@ -315,14 +314,15 @@ class StageRun:
 
     def leave_behind(self, exc: BaseException) -> None:
         """The one place that decides what a failed stage leaves behind."""
-        if isinstance(exc, TileFailedError) and exc.details:
+        details = getattr(exc, "details", "") if isinstance(exc, TilewaveError) else ""
+        if details:  # a failed tile or an unreadable input chunk: the traceback, for a report
             log = location.join(job_state.state_dir(self.store), "errors.log")
             earlier = location.read_bytes(log) if location.exists(log) else b""
-            location.write_bytes(log, earlier + f"{time.ctime()}: {exc}\n{exc.details}\n".encode())
+            location.write_bytes(log, earlier + f"{time.ctime()}: {exc}\n{details}\n".encode())
         elif self.created_here and isinstance(exc, TilewaveError) and (
-                not self.tiles_started or isinstance(exc, InputError)):
-            # Refused before any tile ran, or stopped by pixels the user must fix first (so
-            # the finished tiles cannot be resumed): an output this call made is no use.
+                not self.tiles_started or isinstance(exc, BadPixelsError)):
+            # Refused before any tile ran, or stopped by pixel values the user must change
+            # (so the finished tiles cannot be resumed): an output this call made is no use.
             location.remove_tree(self.store)
 
     def run(self, pools: PoolFactory) -> StageResult:

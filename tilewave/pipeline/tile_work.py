@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BadPixelsError, InputError, TileFailedError, first_line, user_error
+from ..errors import BadPixelsError, TileFailedError, UnreadableInputError, first_line, user_error
 from ..models.base import TileModel, TilingMode
 from ..storage.job_state import PersistedContext
 from .blend import Ramp
@@ -85,10 +85,8 @@ def _read(setup: TileSetup, tile: Tile) -> np.ndarray:
     except Exception as exc:
         # Chunks that do not decode, or decode to the wrong shape: the input is damaged,
         # and running again will not change that.
-        y0, y1, x0, x1 = tile.read
-        raise InputError(f"input {setup.input_name!r} cannot be read at y={y0}:{y1}, "
-                         f"x={x0}:{x1} ({first_line(exc, 160)}); it is damaged or truncated: "
-                         "restore it from its source") from None
+        raise UnreadableInputError(setup.input_name, tile.row, tile.col, tile.read,
+                                   first_line(exc, 160), traceback.format_exc()) from None
 
 
 def _work(setup: TileSetup, tile: Tile, inbound: Mapping[str, Any]) -> tuple[dict[Direction, Any], bool]:
