@@ -71,10 +71,13 @@ def test_disk_full_during_the_run_is_one_line_and_resumable(tmp_path, small_tmpf
 def test_read_only_output_location_is_one_line(tmp_path, small_tmpfs, capsys):
     subprocess.run(["mount", "-o", "remount,ro", str(small_tmpfs)], check=True)
     src = zarr_input(tmp_path / "in.zarr", random_image((3, 40, 40), "uint8"))
-    code = main(["upscale", src, str(small_tmpfs / "out.zarr"), "--local", "--quiet"])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and "tilewave: error:" in err[0], err
-    assert "writable" in err[0]
+    # The output itself, and one whose missing parents would have to be made there.
+    for out in (small_tmpfs / "out.zarr", small_tmpfs / "not" / "yet" / "out.zarr"):
+        code = main(["upscale", src, str(out), "--local", "--quiet"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and "tilewave: error:" in err[0], err
+        assert "writable" in err[0] and "Read-only file system" in err[0], err
+    assert list(small_tmpfs.iterdir()) == []
 
 
 def test_nan_in_float_input_is_refused_with_its_position(tmp_path):

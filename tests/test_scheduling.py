@@ -127,3 +127,31 @@ def test_rows_ahead_window():
     assert RowsAhead.for_workers(3, dependent=False).allows(1000, 0)
     window = RowsAhead(2)
     assert window.allows(7, 5) and not window.allows(8, 5)
+
+
+def test_errors_keep_their_fields_across_processes_and_resemble_built_ins():
+    """Errors cross from Ray workers to the driver pickled: their fields must survive, and
+    callers may catch them as the built-ins they resemble."""
+    import pickle
+
+    from tilewave.errors import (
+        OutputBusyError,
+        StorageError,
+        TileFailedError,
+        UnreadableInputError,
+        user_error,
+    )
+
+    failed = pickle.loads(pickle.dumps(TileFailedError(2, 3, (0, 8, 8, 16), "boom", "Traceback")))
+    assert (failed.row, failed.col, failed.window, failed.cause, failed.details) == \
+        (2, 3, (0, 8, 8, 16), "boom", "Traceback")
+    assert isinstance(failed, RuntimeError) and str(failed).startswith("tile (row 2, col 3)")
+    unreadable = pickle.loads(pickle.dumps(UnreadableInputError("in.zarr", 1, 0, (0, 4, 0, 4), "bad")))
+    assert isinstance(unreadable, ValueError) and unreadable.exit_code == 2 and unreadable.row == 1
+    busy = pickle.loads(pickle.dumps(OutputBusyError("out.zarr", "pid 7 on host")))
+    assert isinstance(busy, BlockingIOError) and busy.holder == "pid 7 on host"
+    assert "out.zarr" in str(busy)
+    full = user_error(OSError(28, "No space left on device", "/out/0/c/0/0"))
+    assert isinstance(full, StorageError) and isinstance(full, OSError)
+    assert full.path == "/out/0/c/0/0" and str(full).startswith("No space left on device writing")
+    assert user_error(ValueError("a bug")) is None
