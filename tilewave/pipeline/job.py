@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -362,18 +363,14 @@ class PoolFactory:
             self.cluster = connect(self.plan.address)
         return self.cluster
 
-    def __call__(self, job: Any, tiles: int, label: str) -> Any:
-        import contextlib
-
-        @contextlib.contextmanager
-        def started() -> Iterator[Any]:
-            pool = self._start(job, tiles, label)
-            try:
-                yield pool
-            finally:
-                pool.close()
-
-        return started()
+    @contextlib.contextmanager
+    def __call__(self, job: Any, tiles: int, label: str) -> Iterator[Any]:
+        """Workers for ``job`` (at most one per remaining tile), closed on leaving."""
+        pool = self._start(job, tiles, label)
+        try:
+            yield pool
+        finally:
+            pool.close()
 
     def _start(self, job: Any, tiles: int, label: str) -> Any:
         from ..actors.pools import InProcessPool, RayPool
