@@ -39,6 +39,9 @@ def upscale(
     quality: int = 90,
     adaptive: bool = False,
     keep_stages: bool = False,
+    steps: int | None = None,
+    noise: float | None = None,
+    seed: int | None = None,
 ) -> Report:
     """Upscale ``input`` into the OME-Zarr image ``output``, out of core.
 
@@ -60,10 +63,14 @@ def upscale(
     in one step runs in several (x8 with span-x2: three x2 stages); see
     :mod:`~tilewave.pipeline.cascade`. Each stage writes its own store beside ``output``
     (``OUTPUT.stage1.zarr``, ...), removed at the end unless ``keep_stages``.
+
+    ``steps``, ``noise`` and ``seed`` set how a multi-step model (``uniba-diff-x2``)
+    samples; its noise is a function of ``seed`` and the pixel's position, so the output
+    is the same for any tile size, worker count or resume.
     """
     options = Options(model, scale, tile, mode, halo, overlap, ramp, workers, address, executor,
                       resume, overwrite, progress, adaptive, keep_stages, tiff_format,
-                      compression, quality)
+                      compression, quality, steps, noise, seed)
     return run_job(os.fspath(input), os.fspath(output), options)
 
 

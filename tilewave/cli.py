@@ -38,6 +38,17 @@ _positive = _whole_number(1)
 _non_negative = _whole_number(0)
 
 
+def _non_negative_float(text: str) -> float:
+    """An argparse type: a finite number of at least 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{value:g} must be a finite number of at least 0")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tilewave", description="Out-of-core super-resolution for gigapixel images.")
@@ -71,6 +82,13 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--adaptive", action="store_true",
                     help="upscale easy tiles (glass, nodata, flat) with bicubic, the rest with "
                     "the model (halo and blend modes)")
+    sampling = up.add_argument_group("multi-step models (uniba-diff-x2)")
+    sampling.add_argument("--steps", type=_positive, help="sampler steps (default: the model's, 4)")
+    sampling.add_argument("--noise", type=_non_negative_float, metavar="SIGMA",
+                          help="sampler noise in unit pixel values, 0 = deterministic "
+                          "(default: 0; at most the model's trained limit, 0.1)")
+    sampling.add_argument("--seed", type=int, help="noise seed (default: 0); noise is keyed by "
+                          "position, so tiling, workers and --resume do not change it")
     up.add_argument("--keep-stages", action="store_true",
                     help="keep the stores of intermediate stages (OUTPUT.stage1.zarr, ...)")
     up.add_argument("--resume", action="store_true", help="continue an interrupted run")
@@ -114,7 +132,8 @@ def _parser() -> argparse.ArgumentParser:
 
     mo = sub.add_parser("models", help="list the available models",
                         description="List the registered models: scale, tiling modes, halo, "
-                        "parameter count, where the weights come from and whether they are "
+                        "parameter count, sampler defaults of multi-step models, where the "
+                        "weights come from and whether they are "
                         "installed. Any weights file spandrel recognises (.safetensors, .pth) "
                         "also works as --model PATH.")
     mo.add_argument("--json", action="store_true", help="print as JSON")
@@ -133,7 +152,11 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--lr", type=float, default=1.5e-3, help="peak learning rate")
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--threads", type=_positive, help="CPU threads (default: torch's)")
-    tr.add_argument("--init", help="weights file to start from (fine-tuning)")
+    tr.add_argument("--init", help="weights file to start from (fine-tuning; default with "
+                    "--diffusion: the shipped uniba-x2 weights)")
+    tr.add_argument("--diffusion", action="store_true",
+                    help="train a multi-step bridge model like uniba-diff-x2: its added layers "
+                    "start at zero, so training starts from the --init model")
     tr.add_argument("--quiet", action="store_true")
 
     demo = sub.add_parser("demo", help="upscale a real sample image with the defaults",
@@ -180,6 +203,7 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
         overwrite=args.overwrite, executor="local" if args.local else "ray",
         progress=not args.quiet, tiff_format=args.tiff_format, compression=args.compression,
         quality=args.quality, adaptive=args.adaptive, keep_stages=args.keep_stages,
+        steps=args.steps, noise=args.noise, seed=args.seed,
     )
     if args.json:
         print(json.dumps(report.as_dict()))
@@ -266,11 +290,15 @@ def _cmd_models(args: argparse.Namespace) -> int:
             "name": entry.name,
             "scale": "any" if entry.scales is None else ",".join(map(str, entry.scales)),
             "modes": ",".join(d.modes), "halo": d.halo, "parameters": d.parameters,
-            "weights": d.weights, "installed": installed, "description": d.description})
+            "weights": d.weights, "installed": installed, "description": d.description,
+            **({"sampler": d.sampler.as_dict(), "noise_max": d.noise_max} if d.sampler else {})})
     if args.json:
         print(json.dumps(records, indent=1))
         return 0
-    columns = ("name", "scale", "modes", "halo", "parameters", "installed", "weights")
+    for r in records:
+        sampler = r.get("sampler")
+        r["defaults"] = " ".join(f"--{k} {v:g}" for k, v in sampler.items()) if sampler else "-"
+    columns = ("name", "scale", "modes", "halo", "parameters", "defaults", "installed", "weights")
     rows = [columns] + [tuple(f"{r[c]:,}" if c == "parameters" else str(r[c]) for c in columns)
                         for r in records]
     widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
@@ -294,7 +322,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise SettingsError(f"--output {args.output!r} must end in .safetensors")
     settings = TrainSettings(scale=args.scale, crop=args.crop, batch=args.batch, lr=args.lr,
                              steps=args.steps, minutes=args.minutes, seed=args.seed,
-                             threads=args.threads, init=args.init)
+                             threads=args.threads, init=args.init, diffusion=args.diffusion)
     record = train(args.images, args.output, settings, progress=not args.quiet)
     if not args.quiet:
         print(f"wrote {args.output}: {record['steps']} steps in {record['wall_seconds']:.0f} s, "

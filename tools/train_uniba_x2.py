@@ -1,10 +1,12 @@
-"""Train the shipped ``uniba-x2`` weights on real images only, and record how.
+"""Train the shipped ``uniba-x2`` (or, with ``--diffusion``, ``uniba-diff-x2``) weights
+on real images only, and record how.
 
 Training images: scikit-image's wheel photographs (except the validation ones) and the
 slide, H&E patch and Landsat scene in ../shared/data. Validation images, never trained
 on: astronaut, coffee, chelsea and ihc from scikit-image.
 
     python tools/train_uniba_x2.py --minutes 45 --threads 1
+    python tools/train_uniba_x2.py --diffusion --minutes 50 --threads 2   # from uniba-x2
 """
 
 from __future__ import annotations
@@ -45,8 +47,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--output", default=weights_path(2))
+    ap.add_argument("--diffusion", action="store_true",
+                    help="train uniba-diff-x2, starting from the shipped uniba-x2 weights")
+    ap.add_argument("--lr", type=float, help="peak learning rate (default: 1.5e-3, "
+                    "5e-4 for --diffusion, which starts from trained weights)")
+    ap.add_argument("--output")
     args = ap.parse_args()
+    output = args.output or weights_path(2, args.diffusion)
+    lr = args.lr or (5e-4 if args.diffusion else 1.5e-3)
 
     folder = tempfile.mkdtemp(prefix="uniba-train-")
     paths = []
@@ -57,17 +65,20 @@ def main() -> None:
         paths.append(path)
     paths += [str(SHARED / f) for f in SHARED_FILES if (SHARED / f).exists()]
     settings = TrainSettings(scale=2, batch=args.batch, minutes=args.minutes, steps=args.steps,
-                             seed=args.seed, threads=args.threads)
-    record = train(paths, args.output, settings)
+                             seed=args.seed, threads=args.threads, lr=lr,
+                             diffusion=args.diffusion)
+    record = train(paths, output, settings)
     val = {}
     for name in VALIDATION:
         img = getattr(data, name)()
         val[name] = np.ascontiguousarray(img.transpose(2, 0, 1)[:3]).astype(np.float32) / 255
-    metrics = evaluate(UniBA.load(args.output), val)
+    metrics = evaluate(UniBA.load(output), val)
     record.update(validation=metrics, validation_images=VALIDATION,
                   command=f"python tools/train_uniba_x2.py --minutes {args.minutes} "
-                          f"--threads {args.threads} --batch {args.batch} --seed {args.seed}")
-    with open(os.path.splitext(args.output)[0] + ".json", "w") as f:
+                          f"--threads {args.threads} --batch {args.batch} --seed {args.seed}"
+                          + (" --diffusion" if args.diffusion else "")
+                          + (f" --lr {args.lr}" if args.lr else ""))
+    with open(os.path.splitext(output)[0] + ".json", "w") as f:
         json.dump(record, f, indent=1)
     print(json.dumps(metrics["mean"], indent=1))
 

@@ -28,7 +28,7 @@ class TileWorker:
         from .device import pick_device
 
         device = pick_device()
-        model = load_model(job.model, job.scale)
+        model = load_model(job.model, job.scale, job.sampler)
         half = device.type == "cuda" and model.descriptor.supports_half
         model.to(device, half)
         reader, writer = ArrayReader(job.source), ArrayWriter(job.output_array)

@@ -71,6 +71,24 @@ class SizeRequirements:
 
 
 @dataclass(frozen=True)
+class SamplerSettings:
+    """How a multi-step (diffusion) model samples: ``--steps``, ``--noise``, ``--seed``.
+
+    Noise is a function of ``seed`` and the output position, not of a stream, so the
+    same settings give the same bytes whatever the tiling, the workers or a resume.
+    """
+
+    steps: int = 4
+    #: Standard deviation of the sampler's noise, in unit-space pixel values; 0 is
+    #: deterministic.
+    noise: float = 0.0
+    seed: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"steps": self.steps, "noise": self.noise, "seed": self.seed}
+
+
+@dataclass(frozen=True)
 class ModelDescriptor:
     """What tilewave must know about a model before it runs it."""
 
@@ -95,6 +113,10 @@ class ModelDescriptor:
     #: False when ``halo`` is a default rather than a measured receptive field (weights
     #: of an arbitrary architecture): ``halo`` mode then needs an explicit halo.
     halo_measured: bool = True
+    #: A multi-step sampler's default settings; None for models that run in one pass.
+    sampler: SamplerSettings | None = None
+    #: The largest ``noise`` a sampler was trained for.
+    noise_max: float = 0.0
 
     def __post_init__(self) -> None:
         if self.scale < 1:

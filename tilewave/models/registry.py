@@ -17,9 +17,10 @@ import difflib
 import functools
 import importlib
 import os
+from typing import cast
 
 from ..errors import SettingsError, UnknownModelError
-from .base import ModelDescriptor, TileModel
+from .base import ModelDescriptor, SamplerSettings, TileModel
 from .entry import ModelEntry
 from .user_weights import is_weights_path
 
@@ -128,6 +129,15 @@ def describe_model(name: str, scale: int | None = None) -> ModelDescriptor:
     return entry.describe(scale) if entry.describe else entry.factory(scale).descriptor
 
 
-def load_model(name: str, scale: int | None = None) -> TileModel:
-    """Build the model ``name`` at ``scale`` (or its default scale)."""
-    return get_entry(name).factory(resolve_scale(name, scale))
+def load_model(name: str, scale: int | None = None, sampler: SamplerSettings | None = None
+               ) -> TileModel:
+    """Build the model ``name`` at ``scale`` (or its default scale); a multi-step model
+    samples with ``sampler`` (or its defaults)."""
+    model = get_entry(name).factory(resolve_scale(name, scale))
+    if sampler is None:
+        return model
+    with_sampler = getattr(model, "with_sampler", None)
+    if with_sampler is None:
+        raise SettingsError(f"model {name!r} runs in one pass; it takes no --steps, --noise "
+                            "or --seed")
+    return cast(TileModel, with_sampler(sampler))

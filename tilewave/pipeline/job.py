@@ -288,7 +288,8 @@ class StageRun:
         job = TileJob(stage.model, stage.scale, grid, stage.mode, stage.ramp,
                       self.working_source(), f"{self.store}/0",
                       location.absolute(self.store) if stage.dependent else None,
-                      self.image.path, stage.adaptive, self.image.metadata.get("nodata"))
+                      self.image.path, stage.adaptive, self.image.metadata.get("nodata"),
+                      stage.sampler)
         ledger = Ledger(self.store)
         already = len(ledger.done())
         with pools(job, grid.count - already, self.label) as pool:

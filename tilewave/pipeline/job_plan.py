@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..errors import SettingsError
-from ..models.base import ModelDescriptor, TilingMode
+from ..models.base import ModelDescriptor, SamplerSettings, TilingMode
 from .blend import RAMPS, Ramp
 from .cascade import Stage, stage_store
 from .plan import TileGrid
@@ -51,6 +51,10 @@ class Options:
     tiff_format: str | None = None
     compression: str | None = None
     quality: int = 90
+    #: Sampler settings of multi-step models (None: the model's default).
+    steps: int | None = None
+    noise: float | None = None
+    seed: int | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,8 @@ class StagePlan:
     ramp: Ramp
     output: str
     adaptive: bool = False
+    #: How a multi-step model samples; None for one-pass models.
+    sampler: SamplerSettings | None = None
 
     @property
     def dependent(self) -> bool:
@@ -85,7 +91,8 @@ class StagePlan:
         g = self.grid
         return {"model": self.model, "scale": self.scale, "mode": self.mode, "tile": g.tile,
                 "halo": g.halo, "overlap": g.overlap, "ramp": self.ramp,
-                **({"adaptive": True} if self.adaptive else {})}
+                **({"adaptive": True} if self.adaptive else {}),
+                **(self.sampler.as_dict() if self.sampler else {})}
 
 
 @dataclass(frozen=True)
@@ -194,7 +201,31 @@ def _stage(index: int, stage: Stage, desc: ModelDescriptor, facts: ImageFacts,
         raise SettingsError(f"--adaptive needs --halo of at least 2 (bicubic's reach), not {halo}")
     grid = TileGrid(facts.height, facts.width, tile, stage.scale, halo, overlap)
     return StagePlan(index, model, stage.scale, mode, grid, options.ramp,
-                     output, options.adaptive)
+                     output, options.adaptive, _sampler(desc, options))
+
+
+def _sampler(desc: ModelDescriptor, options: Options) -> SamplerSettings | None:
+    """The stage's sampler settings: the model's defaults, with what the user gave."""
+    if desc.sampler is None:
+        return None
+    sampler = SamplerSettings(
+        options.steps if options.steps is not None else desc.sampler.steps,
+        options.noise if options.noise is not None else desc.sampler.noise,
+        options.seed if options.seed is not None else desc.sampler.seed)
+    if sampler.steps < 1:
+        raise SettingsError(f"--steps must be at least 1, got {sampler.steps}")
+    if not 0 <= sampler.noise <= desc.noise_max:
+        raise SettingsError(f"--noise for {desc.name!r} must be between 0 and "
+                            f"{desc.noise_max:g} (what it was trained for), not {sampler.noise:g}")
+    return sampler
+
+
+def _check_sampler_options(options: Options, descriptors: Sequence[ModelDescriptor]) -> None:
+    given = [f"--{k}" for k in ("steps", "noise", "seed") if getattr(options, k) is not None]
+    if given and all(d.sampler is None for d in descriptors):
+        names = ", ".join(d.name for d in descriptors)
+        raise SettingsError(f"{' and '.join(given)} apply to multi-step models (such as "
+                            f"uniba-diff-x2); {names} runs in one pass: drop them")
 
 
 def plan_job(output: str, options: Options, facts: ImageFacts, stages: Sequence[Stage],
@@ -206,6 +237,7 @@ def plan_job(output: str, options: Options, facts: ImageFacts, stages: Sequence[
     whose second stage cannot run is refused before its first starts.
     """
     executor = _check_runner(options)
+    _check_sampler_options(options, descriptors)
     output = output.rstrip("/")
     last_store, export = _export_step(output, options)
     planned: list[StagePlan] = []

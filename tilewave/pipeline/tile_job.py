@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..models.base import TilingMode
+from ..models.base import SamplerSettings, TilingMode
 from ..storage.arrays import ArraySpec
 from .blend import Ramp
 from .directions import Direction
@@ -36,6 +36,8 @@ class TileJob:
     #: the model; ``nodata`` is the input's nodata value, if it declares one.
     adaptive: bool = False
     nodata: float | None = None
+    #: Sampler settings of a multi-step model.
+    sampler: SamplerSettings | None = None
 
 
 @dataclass(frozen=True)

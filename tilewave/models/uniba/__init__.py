@@ -1,4 +1,5 @@
-"""``uniba-x2``: tilewave's own UniBA transformer, run in ``context`` mode.
+"""``uniba-x2`` and ``uniba-diff-x2``: tilewave's own UniBA transformers, run in
+``context`` mode; the second samples in several steps (:mod:`.bridge`).
 
 Weights ship in this folder as safetensors, with a record of how they were trained.
 Describing a checkpoint reads only its header (configuration and tensor shapes), so it
@@ -14,7 +15,7 @@ import struct
 from typing import TYPE_CHECKING, Any
 
 from ...errors import SettingsError
-from ..base import ModelDescriptor, SizeRequirements, TileRequest, TileResult
+from ..base import ModelDescriptor, SamplerSettings, SizeRequirements, TileRequest, TileResult
 from ..entry import ModelEntry
 from .config import UniBAConfig
 
@@ -22,17 +23,27 @@ if TYPE_CHECKING:
     import torch
 
     from .arch import UniBANet
+    from .bridge import UniBADiffNet
 
 HERE = os.path.dirname(__file__)
 #: The safetensors format caps its JSON header at 100 MB; a larger length is not a header.
 _MAX_HEADER = 100_000_000
 
 
-def weights_path(scale: int) -> str:
-    return os.path.join(HERE, f"uniba_x{scale}.safetensors")
+#: The bridge model's sampler defaults: deterministic, four steps.
+SAMPLER_DEFAULTS = SamplerSettings(steps=4, noise=0.0, seed=0)
+#: The largest --noise the bridge network was trained for (``bridge.NOISE_MAX``, kept
+#: here too so that describing the model imports no torch; a test checks they agree).
+NOISE_MAX = 0.1
+
+
+def weights_path(scale: int, diffusion: bool = False) -> str:
+    return os.path.join(HERE, f"uniba_{'diff_' if diffusion else ''}x{scale}.safetensors")
 
 
 def describe(cfg: UniBAConfig, parameters: int = 0) -> ModelDescriptor:
+    if cfg.diffusion:
+        return _describe_bridge(cfg, parameters)
     return ModelDescriptor(
         name=f"uniba-x{cfg.scale}",
         scale=cfg.scale,
@@ -50,6 +61,27 @@ def describe(cfg: UniBAConfig, parameters: int = 0) -> ModelDescriptor:
     )
 
 
+def _describe_bridge(cfg: UniBAConfig, parameters: int) -> ModelDescriptor:
+    return ModelDescriptor(
+        name=f"uniba-diff-x{cfg.scale}",
+        scale=cfg.scale,
+        modes=("context",),
+        halo=cfg.halo,
+        channels=(cfg.channels,),
+        size=SizeRequirements(multiple_of=cfg.block),
+        block=cfg.block,
+        context_format=(f"per sampler step and layer, keys and values (heads x "
+                        f"{cfg.tokens_per_side ** 2} tokens x head_dim, float32) of the tile's "
+                        "right block column, bottom block row and bottom-right block"),
+        weights=f"tilewave/models/uniba/{os.path.basename(weights_path(cfg.scale, True))}",
+        description=(f"UniBA bridge sampler x{cfg.scale}: refines bicubic in --steps steps "
+                     "(default 4), noise --noise (default 0) keyed by position and --seed"),
+        parameters=parameters,
+        sampler=SAMPLER_DEFAULTS,
+        noise_max=NOISE_MAX,
+    )
+
+
 class UniBA:
     """A :class:`~tilewave.models.base.TileModel` around :class:`UniBANet`."""
 
@@ -61,11 +93,17 @@ class UniBA:
 
     @classmethod
     def load(cls, path: str) -> UniBA:
+        """The model in ``path``: :class:`UniBA`, or :class:`UniBADiff` for a bridge model."""
         from safetensors.torch import load_file
 
         from .arch import UniBANet
+        from .bridge import UniBADiffNet
 
         cfg, _ = _read_header(path)
+        if cfg.diffusion:
+            bridge = UniBADiffNet(cfg)
+            bridge.load_state_dict(load_file(path))
+            return UniBADiff(bridge)
         net = UniBANet(cfg)
         net.load_state_dict(load_file(path))
         return cls(net)
@@ -86,8 +124,12 @@ class UniBA:
         # Replicate the edge for the halo past the image and the last partial blocks.
         pads = (m - (x0 - rx0), (x0 + wp + m) - rx1, m - (y0 - ry0), (y0 + hp + m) - ry1)
         x = F.pad(x, pads, mode="replicate") if any(pads) else x
-        out, ctx = self.net.forward_tile(x, (y0, x0), contexts)
+        out, ctx = self._forward(x, (y0, x0), contexts)
         return out[..., : (y1 - y0) * s, : (x1 - x0) * s], ctx
+
+    def _forward(self, x: torch.Tensor, origin: tuple[int, int], contexts: dict[str, Any]
+                 ) -> tuple[torch.Tensor, dict[str, Any]]:
+        return self.net.forward_tile(x, origin, contexts)
 
     def forward_image(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
@@ -96,6 +138,40 @@ class UniBA:
     def forward_tile(self, x: torch.Tensor, request: TileRequest) -> TileResult:
         out, ctx = self._run(x, request.core, request.window, dict(request.contexts))
         return TileResult(out, ctx)
+
+
+class UniBADiff(UniBA):
+    """The bridge sampler (:mod:`.bridge`) around :class:`UniBADiffNet`, with its
+    sampler settings; noise comes from :func:`~tilewave.models.position_noise.position_noise`,
+    so the output does not depend on how the image is tiled or when a tile runs."""
+
+    net: UniBADiffNet
+
+    def __init__(self, net: UniBADiffNet, sampler: SamplerSettings = SAMPLER_DEFAULTS):
+        super().__init__(net)
+        self.sampler = sampler
+
+    def with_sampler(self, sampler: SamplerSettings) -> UniBADiff:
+        """The same network (shared, not copied) with other sampler settings."""
+        return UniBADiff(self.net, sampler)
+
+    def _forward(self, x: torch.Tensor, origin: tuple[int, int], contexts: dict[str, Any]
+                 ) -> tuple[torch.Tensor, dict[str, Any]]:
+        import torch
+
+        from ..position_noise import position_noise
+        from .bridge import sample_tile
+
+        cfg, sampler = self.net.cfg, self.sampler
+        s, m = cfg.scale, cfg.halo
+        y, x0 = origin[0] * s, origin[1] * s
+        h, w = (x.shape[-2] - 2 * m) * s, (x.shape[-1] - 2 * m) * s
+
+        def noise(step: int) -> torch.Tensor:
+            field = position_noise(sampler.seed, step, cfg.channels, y, y + h, x0, x0 + w)
+            return torch.from_numpy(field)[None].to(x.device, x.dtype)
+
+        return sample_tile(self.net, x, origin, contexts, sampler.steps, sampler.noise, noise)
 
 
 def _safetensors_header(path: str) -> dict[str, Any]:
@@ -142,11 +218,11 @@ def is_uniba_file(path: str) -> bool:
         return False
 
 
-def describe_shipped(scale: int) -> ModelDescriptor:
+def describe_shipped(scale: int, diffusion: bool = False) -> ModelDescriptor:
     """The shipped model's descriptor, read from its file's metadata (no weights loaded)."""
-    path = weights_path(scale)
+    path = weights_path(scale, diffusion)
     if not os.path.exists(path):
-        return describe(UniBAConfig(scale=scale))
+        return describe(UniBAConfig(scale=scale, diffusion=diffusion))
     return describe(*_read_header(path))
 
 
@@ -161,13 +237,17 @@ def file_entry(path: str) -> ModelEntry:
                       "UniBA weights file", describe=lambda scale: desc)
 
 
-def load_uniba(scale: int) -> UniBA:
-    path = weights_path(scale)
+def load_uniba(scale: int, diffusion: bool = False) -> UniBA:
+    path = weights_path(scale, diffusion)
     if not os.path.exists(path):
-        raise SettingsError(f"the weights of uniba-x{scale} are missing ({path}); reinstall tilewave")
+        name = f"uniba-{'diff-' if diffusion else ''}x{scale}"
+        raise SettingsError(f"the weights of {name} are missing ({path}); reinstall tilewave")
     return UniBA.load(path)
 
 
 def entries() -> list[ModelEntry]:
     return [ModelEntry("uniba-x2", load_uniba, (2,), 2, "UniBA transformer x2",
-                       describe=describe_shipped)]
+                       describe=describe_shipped),
+            ModelEntry("uniba-diff-x2", lambda scale: load_uniba(scale, True), (2,), 2,
+                       "UniBA bridge sampler x2, multi-step with per-step KV contexts",
+                       describe=lambda scale: describe_shipped(scale, True))]

@@ -23,6 +23,7 @@ the image edge (the last partial blocks, the halo) replicate the edge pixel.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, cast
 
 import torch
@@ -79,6 +80,14 @@ def _unblocks(t: torch.Tensor, side: int) -> torch.Tensor:
     return t.reshape(n, c, nby * side, nbx * side)
 
 
+def _modulate(x: torch.Tensor, mod: torch.Tensor | None, row: int) -> torch.Tensor:
+    """Adaptive norm: ``x * (1 + scale) + shift`` with ``mod[row]`` the shift and
+    ``mod[row + 1]`` the scale, or ``x`` itself when there is no modulation."""
+    if mod is None:
+        return x
+    return x * (1 + mod[row + 1]) + mod[row]
+
+
 class Layer(nn.Module):
     def __init__(self, cfg: UniBAConfig, cross: bool):
         super().__init__()
@@ -104,9 +113,10 @@ class Layer(nn.Module):
         # (..., T, d) -> (..., heads, T, head_dim)
         return x.unflatten(-1, (self.heads, self.head_dim)).transpose(-2, -3)
 
-    def keys_values(self, x: torch.Tensor, angles: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def keys_values(self, x: torch.Tensor, angles: torch.Tensor,
+                    mod: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         """Queries, keys and values of (nby, nbx, T, d) block tokens."""
-        q, k, v = self.qkv(self.norm1(x)).chunk(3, dim=-1)
+        q, k, v = self.qkv(_modulate(self.norm1(x), mod, 0)).chunk(3, dim=-1)
         q = apply_rope(self.q_norm(self._split(q)), angles)
         k = apply_rope(self.k_norm(self._split(k)), angles)
         return q, k, self._split(v)
@@ -130,8 +140,20 @@ class Layer(nn.Module):
         out = F.scaled_dot_product_attention(q.flatten(0, 2), k.flatten(0, 2), self._split(v).flatten(0, 2))
         return x + self.cproj(out.transpose(-2, -3).reshape(n, nby, nbx, t, d))
 
-    def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.mlp(self.norm2(x))
+    def feed_forward(self, x: torch.Tensor, mod: torch.Tensor | None = None) -> torch.Tensor:
+        return x + self.mlp(_modulate(self.norm2(x), mod, 2))
+
+
+@dataclass
+class Encoded:
+    """A tile's low-resolution encoding, computed once and reused by every step."""
+
+    pixel: torch.Tensor  # (N, stem, h, w) stem features of the tile's own pixels
+    tokens: torch.Tensor  # (N, nby, nbx, T, d) block tokens
+    angles: torch.Tensor  # rotary angles of the block tokens
+    lr_tokens: torch.Tensor  # (N, nby, nbx, 9T, d) each block's 3 x 3 neighbourhood
+    lr_angles: torch.Tensor
+    base: torch.Tensor  # (N, C, h*s, w*s) bicubic upscaling of the tile
 
 
 class UniBANet(nn.Module):
@@ -183,18 +205,23 @@ class UniBANet(nn.Module):
         None outside the image). Returns the ``(N, C, H*s, W*s)`` output and the contexts
         for ``right``, ``below`` and ``below_right``.
         """
+        enc = self.encode(window, origin)
+        x, out_ctx = self.transform(enc, enc.tokens, contexts or {})
+        return enc.base + self.residual(enc, x), out_ctx
+
+    def encode(self, window: torch.Tensor, origin: tuple[int, int]) -> Encoded:
+        """What a tile computes once from its low-resolution window, whatever follows."""
         cfg = self.cfg
         b, p, n = cfg.block, cfg.patch, cfg.tokens_per_side
-        contexts = contexts or {}
         m = cfg.halo
         _, _, hh, ww = window.shape
         h, w = hh - 2 * m, ww - 2 * m
         nby, nbx = h // b, w // b
         # Centred and scaled pixels (unit-space images sit mostly in 0.2-0.7).
         feats = self.stem((window - 0.45) * 4.0)  # (N, stem, h + 2b, w + 2b): margin consumed
-        tokens = self.embed(feats[..., b : b + h, b : b + w])  # (N, d, h/p, w/p)
+        pixel = feats[..., b : b + h, b : b + w]
+        tokens = _blocks(self.embed(pixel), n)  # (N, nby, nbx, T, d)
         lr = self.lr_embed(feats)  # (N, d, (h + 2b)/p, (w + 2b)/p)
-        x = _blocks(tokens, n)  # (N, nby, nbx, T, d)
 
         # Global token positions of every block, and of each block's 3 x 3 neighbourhood.
         ty0, tx0 = origin[0] // p, origin[1] // p
@@ -203,15 +230,25 @@ class UniBANet(nn.Module):
         pos_y = _blocks(gy[None, None, :, None].expand(1, 1, h // p, w // p).double(), n)[0, ..., 0]
         pos_x = _blocks(gx[None, None, None, :].expand(1, 1, h // p, w // p).double(), n)[0, ..., 0]
         angles = rope_angles(pos_y, pos_x, cast(Layer, self.layers[0]).head_dim)[:, :, None]  # (nby,nbx,1,T,pairs)
-
         lr_tokens, lr_angles = self._neighbourhoods(lr, ty0 - n, tx0 - n, nby, nbx)
+        s = cfg.scale
+        core = window[..., m - 2 : m + h + 2, m - 2 : m + w + 2]  # bicubic needs 2 pixels
+        base = bicubic_upscale(core, s)[..., 2 * s : (2 + h) * s, 2 * s : (2 + w) * s]
+        return Encoded(pixel, tokens, angles, lr_tokens, lr_angles, base)
 
+    def transform(self, enc: Encoded, x: torch.Tensor, contexts: dict[str, Any],
+                  modulation: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
+        """The UniBA layers over block tokens ``x``, given the neighbours' per-layer keys
+        and values; returns the tokens and this tile's own per-layer keys and values for
+        its right, lower and lower-right neighbours. ``modulation`` holds, per layer, a
+        ``(4, d)`` shift/scale pair for each of the two norms (adaptive norm)."""
         ctx_left, ctx_top, ctx_corner = (contexts.get(k) for k in (Direction.LEFT, Direction.TOP, Direction.TOP_LEFT))
         out_ctx: dict[str, Any] = {Direction.RIGHT: [], Direction.BELOW: [], Direction.BELOW_RIGHT: []}
         for i, layer in enumerate(cast("Iterable[Layer]", self.layers)):
+            mod = modulation[i] if modulation is not None else None
             if layer.cross:
-                x = layer.cross_attend(x, lr_tokens, angles, lr_angles)
-            q, k, v = layer.keys_values(x, angles)  # (N, nby, nbx, heads, T, head_dim)
+                x = layer.cross_attend(x, enc.lr_tokens, enc.angles, enc.lr_angles)
+            q, k, v = layer.keys_values(x, enc.angles, mod)  # (N, nby, nbx, heads, T, head_dim)
             out_ctx[Direction.RIGHT].append((k[:, :, -1], v[:, :, -1]))
             out_ctx[Direction.BELOW].append((k[:, -1, :], v[:, -1, :]))
             out_ctx[Direction.BELOW_RIGHT].append((k[:, -1, -1], v[:, -1, -1]))
@@ -222,16 +259,20 @@ class UniBANet(nn.Module):
                 ctx_corner[i] if ctx_corner is not None else None,
             )
             x = layer.attend(x, q, k_all, v_all, mask)
-            x = layer.feed_forward(x)
+            x = layer.feed_forward(x, mod)
+        return x, out_ctx
 
-        context = _unblocks(self.norm_out(x), n)  # (N, d, h/p, w/p)
+    def residual(self, enc: Encoded, x: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
+        """Per low-resolution pixel, the ``scale x scale`` output pixels' residual over
+        bicubic, from its stem features and its token's features (plus ``extra``, added
+        before the head's non-linearity)."""
+        p, s = self.cfg.patch, self.cfg.scale
+        context = _unblocks(self.norm_out(x), self.cfg.tokens_per_side)  # (N, d, h/p, w/p)
         context = context.repeat_interleave(p, dim=-2).repeat_interleave(p, dim=-1)
-        pixel = feats[..., b : b + h, b : b + w]
-        res = F.pixel_shuffle(self.head(torch.cat([pixel, context], dim=1)), cfg.scale)
-        s = cfg.scale
-        core = window[..., m - 2 : m + h + 2, m - 2 : m + w + 2]  # bicubic needs 2 pixels
-        base = bicubic_upscale(core, s)[..., 2 * s : (2 + h) * s, 2 * s : (2 + w) * s]
-        return base + res, out_ctx
+        hidden = self.head[0](torch.cat([enc.pixel, context], dim=1))
+        if extra is not None:
+            hidden = hidden + extra
+        return F.pixel_shuffle(self.head[2](self.head[1](hidden)), s)
 
     def _neighbourhoods(self, lr: torch.Tensor, ty0: int, tx0: int, nby: int, nbx: int
                         ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -282,13 +323,16 @@ class UniBANet(nn.Module):
         return k_all, v_all, mask.expand(nby, nbx, 1, t, 4 * t)
 
 
-def context_bytes(ctx: dict[str, Any]) -> int:
-    """Bytes of tensors in one tile's outgoing contexts."""
-    total = 0
-    for layers in ctx.values():
-        for k, v in layers:
-            total += k.numel() * k.element_size() + v.numel() * v.element_size()
-    return total
+def context_bytes(ctx: Any) -> int:
+    """Bytes of the tensors in one tile's outgoing contexts (any nesting of dicts,
+    lists and tuples: per direction, per step, per layer)."""
+    if isinstance(ctx, torch.Tensor):
+        return ctx.numel() * ctx.element_size()
+    if isinstance(ctx, dict):
+        return sum(context_bytes(v) for v in ctx.values())
+    if isinstance(ctx, (list, tuple)):
+        return sum(context_bytes(v) for v in ctx)
+    return 0
 
 
 __all__ = ["UniBAConfig", "UniBANet", "context_bytes", "count_parameters"]

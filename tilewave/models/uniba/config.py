@@ -4,6 +4,7 @@ checkpoint needs no torch."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,8 @@ class UniBAConfig:
     mlp_ratio: int = 2
     stem: int = 48
     stem_layers: int = 4
+    #: A multi-step bridge model (``uniba-diff``) rather than one-step regression.
+    diffusion: bool = False
 
     @property
     def tokens_per_side(self) -> int:
@@ -36,5 +39,5 @@ class UniBAConfig:
         cross-attention, plus the stem's margin."""
         return self.block + self.stem_margin
 
-    def as_dict(self) -> dict[str, int]:
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -15,7 +15,7 @@ import os
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from ...errors import SettingsError
 from ...storage.inputs import InputImage, lazy_pixels, open_input
 from .arch import UniBAConfig, UniBANet, count_parameters
+from .bridge import NOISE_MAX, UniBADiffNet, bridge_step
 
 #: Images up to this many pixels are decoded once and kept in memory; larger ones are
 #: read crop by crop.
@@ -68,9 +69,14 @@ class TrainSettings:
     seed: int = 0
     threads: int | None = None
     checkpoint_every: int = 200
-    config: dict[str, int] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
     #: Weights file to start from (fine-tuning); its configuration wins over ``config``.
     init: str | None = None
+    #: Train the multi-step bridge model (``uniba-diff``); without ``init`` it starts
+    #: from the shipped one-step weights, its added layers at zero.
+    diffusion: bool = False
+    #: Sampler step counts a training step draws from (it trains one of their steps).
+    diffusion_steps: tuple[int, ...] = (1, 2, 4, 4, 8)
 
 
 def _lr_factor(progress: float, warmup: float = 0.03) -> float:
@@ -89,6 +95,57 @@ def save_checkpoint(net: UniBANet, path: str, record: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def _initial_network(settings: TrainSettings) -> tuple[UniBANet, str | None]:
+    """The network training starts from: new, or the ``init`` weights (for a bridge
+    model, the shipped one-step weights by default), with any layers the weights lack
+    at zero; and the weights file it started from."""
+    from safetensors.torch import load_file
+
+    from . import _read_header, weights_path
+
+    init = settings.init or (weights_path(settings.scale) if settings.diffusion else None)
+    if init is None:
+        return UniBANet(UniBAConfig(scale=settings.scale, **settings.config)), None
+    cfg = _read_header(init)[0]
+    if cfg.scale != settings.scale:
+        raise SettingsError(f"--init weights are x{cfg.scale}, not x{settings.scale}; match --scale")
+    if settings.diffusion and not cfg.diffusion:
+        net: UniBANet = UniBADiffNet(replace(cfg, diffusion=True))
+        missing, unexpected = net.load_state_dict(load_file(init), strict=False)
+        if unexpected or any(not k.startswith(UniBADiffNet.ADDED) for k in missing):
+            raise SettingsError(f"--init {init!r} does not match the bridge model's layers")
+        return net, init
+    if cfg.diffusion and not settings.diffusion:
+        raise SettingsError(f"--init {init!r} is a multi-step model; add --diffusion")
+    net = UniBADiffNet(cfg) if cfg.diffusion else UniBANet(cfg)
+    net.load_state_dict(load_file(init))
+    return net, init
+
+
+def _bridge_loss(net: UniBADiffNet, lr_img: torch.Tensor, target: torch.Tensor,
+                 origin: tuple[int, int], step_counts: Sequence[int], rng: random.Random
+                 ) -> torch.Tensor:
+    """L1 loss of one sampler step, reached the way sampling reaches it.
+
+    A step count ``K``, a step ``k < K`` and a noise level are drawn; the first ``k``
+    steps run without gradients on the network's own predictions (so the states it
+    learns from are the states it will meet, not ideal bridges), and step ``k`` is
+    trained to predict the residual ``HR - bicubic``.
+    """
+    steps = rng.choice(list(step_counts))
+    k = rng.randrange(steps)
+    sigma = 0.0 if rng.random() < 0.5 else rng.uniform(0.0, NOISE_MAX)
+    enc = net.encode(lr_img, origin)
+    x = enc.base
+    with torch.no_grad():
+        for j in range(k):
+            t, u = j / steps, (j + 1) / steps
+            residual, _ = net.predict(enc, x - enc.base, t, sigma, {})
+            x = bridge_step(x, enc.base + residual, t, u, sigma, torch.randn_like(x))
+    residual, _ = net.predict(enc, x.detach() - enc.base, k / steps, sigma, {})
+    return (residual - (target - enc.base)).abs().mean()
+
+
 def train(images: Sequence[str], output: str, settings: TrainSettings,
           progress: bool = True) -> dict[str, Any]:
     """Train a UniBA model on ``images`` and write its weights to ``output``."""
@@ -98,14 +155,8 @@ def train(images: Sequence[str], output: str, settings: TrainSettings,
         raise SettingsError("give at least one training image")
     if settings.steps is None and settings.minutes is None:
         raise SettingsError("give --steps or --minutes (or both) to bound the training")
-    if settings.init:
-        from . import UniBA, _read_header
-
-        cfg = _read_header(settings.init)[0]
-        if cfg.scale != settings.scale:
-            raise SettingsError(f"--init weights are x{cfg.scale}, not x{settings.scale}; match --scale")
-    else:
-        cfg = UniBAConfig(scale=settings.scale, **settings.config)
+    net, init = _initial_network(settings)
+    cfg = net.cfg
     if settings.crop % cfg.block:
         raise SettingsError(f"--crop must be a multiple of the block size {cfg.block}")
     if settings.threads:
@@ -116,7 +167,7 @@ def train(images: Sequence[str], output: str, settings: TrainSettings,
     weights = np.array([min(s.image.height * s.image.width, 2_000_000) for s in sources], float)
     weights /= weights.sum()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    net = (UniBA.load(settings.init).net if settings.init else UniBANet(cfg)).to(device).train()
+    net = net.to(device).train()
     opt = torch.optim.AdamW(net.parameters(), lr=settings.lr, weight_decay=0.0)
     m, s = cfg.halo, cfg.scale
     hr_size = (settings.crop + 2 * m) * s
@@ -125,6 +176,9 @@ def train(images: Sequence[str], output: str, settings: TrainSettings,
         "parameters": count_parameters(net), "crop": settings.crop, "batch": settings.batch,
         "lr": settings.lr, "seed": settings.seed, "device": str(device),
         "threads": torch.get_num_threads(),
+        **({"init": os.path.basename(init)} if init else {}),
+        **({"diffusion_steps": list(settings.diffusion_steps), "noise_max": NOISE_MAX}
+           if cfg.diffusion else {}),
     }
     start = time.monotonic()
     budget_s = settings.minutes * 60 if settings.minutes else None
@@ -149,9 +203,11 @@ def train(images: Sequence[str], output: str, settings: TrainSettings,
         hr = torch.from_numpy(np.stack(crops)).to(device)
         lr_img = downscale(hr, s)
         origin = (rng.randrange(0, 1 << 16) * cfg.patch, rng.randrange(0, 1 << 16) * cfg.patch)
-        out, _ = net.forward_tile(lr_img, origin)
         target = hr[..., m * s : (m + settings.crop) * s, m * s : (m + settings.crop) * s]
-        loss = (out - target).abs().mean()
+        if isinstance(net, UniBADiffNet):
+            loss = _bridge_loss(net, lr_img, target, origin, settings.diffusion_steps, rng)
+        else:
+            loss = (net.forward_tile(lr_img, origin)[0] - target).abs().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
