@@ -75,8 +75,11 @@ def input_side(output_mp: float, scale: int = SCALE) -> int:
     return side
 
 
-def _astronaut_tiles(side: int, tile: int) -> Iterator[tuple[int, int, np.ndarray]]:
-    """``(y, x, (3, h, w) block)`` tiles of a ``side`` square mosaic of the astronaut."""
+def _astronaut_tiles(side: int, tile: int, width: int | None = None
+                     ) -> Iterator[tuple[int, int, np.ndarray]]:
+    """``(y, x, (3, h, w) block)`` tiles of a ``side`` x ``width`` (default square)
+    mosaic of the astronaut."""
+    width = width or side
     from skimage.data import astronaut
 
     photo = astronaut().transpose(2, 0, 1)  # (3, 512, 512) uint8
@@ -84,25 +87,28 @@ def _astronaut_tiles(side: int, tile: int) -> Iterator[tuple[int, int, np.ndarra
     # Repeat the photo enough that any tile-sized window of the mosaic is one slice.
     wrapped = np.tile(photo, (1, math.ceil(tile / ph) + 1, math.ceil(tile / pw) + 1))
     for y in range(0, side, tile):
-        for x in range(0, side, tile):
-            h, w = min(tile, side - y), min(tile, side - x)
+        for x in range(0, width, tile):
+            h, w = min(tile, side - y), min(tile, width - x)
             yield y, x, wrapped[:, y % ph:y % ph + h, x % pw:x % pw + w]
 
 
-def ensure_input(folder: Path, side: int, tile: int = TILE) -> Path:
-    """Path of the cached ``(3, side, side)`` uint8 Zarr input, chunked by ``tile``,
-    writing it chunk by chunk (a few tiles of memory even for a gigapixel) if missing."""
+def ensure_input(folder: Path, side: int, tile: int = TILE, width: int | None = None) -> Path:
+    """Path of the cached ``(3, side, width or side)`` uint8 Zarr input, chunked by
+    ``tile``, writing it chunk by chunk (a few tiles of memory even for a gigapixel) if
+    missing."""
     import zarr
 
-    path = folder / f"astronaut_{side}_t{tile}.zarr"
+    width = width or side
+    path = folder / (f"astronaut_{side}_t{tile}.zarr" if width == side
+                     else f"astronaut_{side}x{width}_t{tile}.zarr")
     if path.exists():
         return path
     partial = folder / f"{path.name}.partial"
     shutil.rmtree(partial, ignore_errors=True)
     folder.mkdir(parents=True, exist_ok=True)
-    array = zarr.create_array(partial, shape=(3, side, side), chunks=(3, tile, tile),
+    array = zarr.create_array(partial, shape=(3, side, width), chunks=(3, tile, tile),
                               dtype="uint8", dimension_names=("c", "y", "x"))
-    for y, x, block in _astronaut_tiles(side, tile):
+    for y, x, block in _astronaut_tiles(side, tile, width):
         array[:, y:y + block.shape[1], x:x + block.shape[2]] = block
     partial.rename(path)  # a cached input is always a complete one
     return path

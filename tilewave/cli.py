@@ -277,7 +277,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
     from .models import available_models, describe_model
     from .models.ncnn_files import wheel_installed
 
-    records = []
+    records: list[dict[str, Any]] = []
     for entry in available_models():
         d = describe_model(entry.name)
         if entry.requires is None:

@@ -139,8 +139,9 @@ class TileRequest:
     core plus the model's halo, clipped to the image); ``core`` is the region whose
     output the model must return. ``contexts`` maps ``left``/``top``/``top_left`` to what
     that neighbour emitted, or to None where the neighbour lies outside the image.
-    ``seed`` is fixed by the tile's place in the grid: a stochastic model (a diffusion
-    sampler) must draw its noise from it, so a resumed or retried tile gives the same bytes.
+    A stochastic model (a diffusion sampler) draws its noise as a function of the output
+    position (:func:`~tilewave.models.position_noise.position_noise`), never from a
+    stream, so that the tile size, a retry or a resume does not change the bytes.
     """
 
     row: int
@@ -149,7 +150,6 @@ class TileRequest:
     window: tuple[int, int, int, int]
     image_size: tuple[int, int]
     contexts: Mapping[str, Any]
-    seed: int = 0
 
 
 @dataclass

@@ -72,8 +72,7 @@ def run_tile(
     with torch.inference_mode():
         if mode == "context":
             request = TileRequest(tile.row, tile.col, tile.core, tile.read,
-                                  (grid.height, grid.width), inbound,
-                                  seed=tile.row * grid.cols + tile.col)
+                                  (grid.height, grid.width), inbound)
             result = model.forward_tile(x, request)
             core = result.output[0].float().cpu().numpy()
             return from_unit(core, window.dtype), dict(result.contexts)
