@@ -173,6 +173,7 @@ def test_pipeline_on_ray_equals_whole_image(ray_local, weights, tmp_path):
     report = tilewave.upscale(src, tmp_path / "out.zarr", model=weights, tile=24, workers=2,
                               steps=2, noise=0.05, seed=7, progress=False)
     assert report.mode == "context" and report.workers == 2
+    assert report.sampler == {"steps": 2, "noise": 0.05, "seed": 7}
     out = zarr.open_array(str(tmp_path / "out.zarr" / "0"))[:]
     assert np.abs(out - reference_upscale(_model(weights), pixels)).max() <= 1e-4
 

@@ -215,7 +215,9 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
               f"{report.model} x{report.scale}, {report.mode} mode, {report.tiles_run} of "
               f"{report.tiles} tiles run in {report.seconds:.1f} s on {report.workers} worker"
               f"{'s' * (report.workers != 1)}"
-              + (f"; {report.tiles_cheap} easy tiles took bicubic" if report.tiles_cheap else ""))
+              + (f"; {report.tiles_cheap} easy tiles took bicubic" if report.tiles_cheap else "")
+              + ("; sampler " + ", ".join(f"{k} {v:g}" for k, v in report.sampler.items())
+                 if report.sampler else ""))
     return 0
 
 

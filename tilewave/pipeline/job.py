@@ -62,6 +62,8 @@ class Report:
     #: pyramid levels; the rest is starting workers, ingesting and finishing.
     tile_seconds: float = 0.0
     pyramid_seconds: float = 0.0
+    #: Sampler settings (steps, noise, seed) of the multi-step stages' models.
+    sampler: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -414,7 +416,8 @@ def _report(plan: JobPlan, image: InputImage, results: list[StageResult], second
                   sum(r.tiles_run for r in results), seconds,
                   max(r.workers for r in results), plan.executor,
                   sum(r.tiles_cheap for r in results), sum(r.tile_seconds for r in results),
-                  sum(r.pyramid_seconds for r in results))
+                  sum(r.pyramid_seconds for r in results),
+                  next((s.sampler.as_dict() for s in plan.stages if s.sampler), None))
 
 
 def run_job(input_path: str, output: str, options: Options) -> Report:

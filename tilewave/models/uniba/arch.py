@@ -131,13 +131,18 @@ class Layer(nn.Module):
         out = out.transpose(-2, -3).reshape(n, nby, nbx, t, d)
         return x + self.proj(out)
 
-    def cross_attend(self, x: torch.Tensor, lr: torch.Tensor, q_angles: torch.Tensor,
-                     kv_angles: torch.Tensor) -> torch.Tensor:
+    def cross_keys_values(self, lr: torch.Tensor, kv_angles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of the low-resolution neighbourhood tokens (the same at every
+        sampler step, so a multi-step model computes them once per tile)."""
+        k, v = self.ckv(lr).chunk(2, dim=-1)
+        return apply_rope(self.ck_norm(self._split(k)), kv_angles), self._split(v)
+
+    def cross_attend(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor],
+                     q_angles: torch.Tensor) -> torch.Tensor:
         n, nby, nbx, t, d = x.shape
         q = apply_rope(self.cq_norm(self._split(self.cq(self.norm_c(x)))), q_angles)
-        k, v = self.ckv(lr).chunk(2, dim=-1)
-        k = apply_rope(self.ck_norm(self._split(k)), kv_angles)
-        out = F.scaled_dot_product_attention(q.flatten(0, 2), k.flatten(0, 2), self._split(v).flatten(0, 2))
+        k, v = kv
+        out = F.scaled_dot_product_attention(q.flatten(0, 2), k.flatten(0, 2), v.flatten(0, 2))
         return x + self.cproj(out.transpose(-2, -3).reshape(n, nby, nbx, t, d))
 
     def feed_forward(self, x: torch.Tensor, mod: torch.Tensor | None = None) -> torch.Tensor:
@@ -154,6 +159,8 @@ class Encoded:
     lr_tokens: torch.Tensor  # (N, nby, nbx, 9T, d) each block's 3 x 3 neighbourhood
     lr_angles: torch.Tensor
     base: torch.Tensor  # (N, C, h*s, w*s) bicubic upscaling of the tile
+    #: The cross-attention's keys and values of ``lr_tokens``, once computed.
+    cross_kv: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 class UniBANet(nn.Module):
@@ -247,7 +254,9 @@ class UniBANet(nn.Module):
         for i, layer in enumerate(cast("Iterable[Layer]", self.layers)):
             mod = modulation[i] if modulation is not None else None
             if layer.cross:
-                x = layer.cross_attend(x, enc.lr_tokens, enc.angles, enc.lr_angles)
+                if enc.cross_kv is None:
+                    enc.cross_kv = layer.cross_keys_values(enc.lr_tokens, enc.lr_angles)
+                x = layer.cross_attend(x, enc.cross_kv, enc.angles)
             q, k, v = layer.keys_values(x, enc.angles, mod)  # (N, nby, nbx, heads, T, head_dim)
             out_ctx[Direction.RIGHT].append((k[:, :, -1], v[:, :, -1]))
             out_ctx[Direction.BELOW].append((k[:, -1, :], v[:, -1, :]))
