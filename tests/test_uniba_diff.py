@@ -167,15 +167,16 @@ def test_noise_limit_is_the_trained_one():
 
 
 @pytest.mark.ray
-def test_pipeline_on_ray_equals_whole_image(ray_local, weights, tmp_path):
+@pytest.mark.parametrize("steps", [1, 2, 4])
+def test_pipeline_on_ray_equals_whole_image(ray_local, weights, tmp_path, steps):
     pixels = random_image((3, 83, 70), "float32", seed=3)
     src = zarr_input(tmp_path / "in.zarr", pixels, chunk=32)
     report = tilewave.upscale(src, tmp_path / "out.zarr", model=weights, tile=24, workers=2,
-                              steps=2, noise=0.05, seed=7, progress=False)
+                              steps=steps, noise=0.05, seed=7, progress=False)
     assert report.mode == "context" and report.workers == 2
-    assert report.sampler == {"steps": 2, "noise": 0.05, "seed": 7}
+    assert report.sampler == {"steps": steps, "noise": 0.05, "seed": 7}
     out = zarr.open_array(str(tmp_path / "out.zarr" / "0"))[:]
-    assert np.abs(out - reference_upscale(_model(weights), pixels)).max() <= 1e-4
+    assert np.abs(out - reference_upscale(_model(weights, steps=steps), pixels)).max() <= 1e-4
 
 
 def test_resume_with_other_sampler_settings_is_refused(weights, tmp_path):

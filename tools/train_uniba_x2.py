@@ -51,6 +51,7 @@ def main() -> None:
                     help="train uniba-diff-x2, starting from the shipped uniba-x2 weights")
     ap.add_argument("--lr", type=float, help="peak learning rate (default: 1.5e-3, "
                     "5e-4 for --diffusion, which starts from trained weights)")
+    ap.add_argument("--init", help="weights to continue from; their record is kept under 'previous'")
     ap.add_argument("--output")
     args = ap.parse_args()
     output = args.output or weights_path(2, args.diffusion)
@@ -66,8 +67,21 @@ def main() -> None:
     paths += [str(SHARED / f) for f in SHARED_FILES if (SHARED / f).exists()]
     settings = TrainSettings(scale=2, batch=args.batch, minutes=args.minutes, steps=args.steps,
                              seed=args.seed, threads=args.threads, lr=lr,
-                             diffusion=args.diffusion)
+                             diffusion=args.diffusion, init=args.init)
+    previous = None
+    if args.init:
+        # The record beside the weights has the validation; the file's own lacks it.
+        sidecar = os.path.splitext(args.init)[0] + ".json"
+        if os.path.exists(sidecar):
+            with open(sidecar) as f:
+                previous = json.load(f)
+        else:
+            from tilewave.models.uniba import _safetensors_header
+
+            previous = json.loads(_safetensors_header(args.init)["__metadata__"]["record"])
     record = train(paths, output, settings)
+    if previous is not None:
+        record["previous"] = previous
     val = {}
     for name in VALIDATION:
         img = getattr(data, name)()
@@ -77,7 +91,8 @@ def main() -> None:
                   command=f"python tools/train_uniba_x2.py --minutes {args.minutes} "
                           f"--threads {args.threads} --batch {args.batch} --seed {args.seed}"
                           + (" --diffusion" if args.diffusion else "")
-                          + (f" --lr {args.lr}" if args.lr else ""))
+                          + (f" --lr {args.lr}" if args.lr else "")
+                          + (f" --init {os.path.basename(args.init)}" if args.init else ""))
     with open(os.path.splitext(output)[0] + ".json", "w") as f:
         json.dump(record, f, indent=1)
     print(json.dumps(metrics["mean"], indent=1))
