@@ -17,7 +17,7 @@ Sizes: square outputs of 1, 4, 16 and 64 MP (MP = 2**20 pixels), and strips 512 
 pixels high whose input width is 1024, 2048, 4096 and 8192 pixels. Inputs are mosaics of
 scikit-image's astronaut, cached under ``.bench/memory``.
 
-    python benchmarks/diffusion_memory.py     # docs/benchmarks/diffusion_memory.{json,png}
+    python benchmarks/diffusion_memory.py     # docs/benchmarks/diffusion_memory.{json,md,png}
 """
 
 from __future__ import annotations
@@ -122,6 +122,14 @@ def table(rows: list[dict[str, Any]], kind: str, label_name: str) -> str:
     return "\n".join(lines)
 
 
+def markdown(result: dict[str, Any]) -> str:
+    """The two tables, with the command and machine they came from."""
+    return (f"# {MODEL}: peak memory, whole image vs tilewave\n\n"
+            f"`{result['command']}` on {result['machine_line']}; whole-image runs capped at "
+            f"{result['memory_cap_gib']:g} GiB. Plot: `diffusion_memory.png`.\n\n"
+            f"{result['table_size']}\n\n{result['table_strip']}\n")
+
+
 def plot(result: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -202,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     result["table_strip"] = table(runs, "strip", "strip width")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "diffusion_memory.json").write_text(json.dumps(result, indent=1) + "\n")
+    (args.out / "diffusion_memory.md").write_text(markdown(result))
     plot(result, args.out / "diffusion_memory.png")
     print(result["table_size"], "\n", result["table_strip"], sep="\n")
     _say(f"total {result['total_seconds']:.0f} s; wrote {args.out}/diffusion_memory.json and .png")
