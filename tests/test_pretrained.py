@@ -183,7 +183,8 @@ def test_models_command_lists_every_model(capsys):
     assert records["realesrgan-x4plus"]["halo"] == 80
     assert main(["models"]) == 0
     table = capsys.readouterr().out.splitlines()
-    assert table[0].split() == ["name", "scale", "modes", "halo", "parameters", "installed", "weights"]
+    assert table[0].split() == ["name", "scale", "modes", "halo", "parameters", "defaults", "installed",
+                                "weights"]
     assert any(line.startswith("realesrgan-x4plus") and "16,697,987" in line for line in table)
 
 
