@@ -80,6 +80,31 @@ def zarr_input(path, pixels: np.ndarray, chunk: int = 64) -> str:
     return str(path)
 
 
+def tiled_by_hand(model, pixels: np.ndarray, tile: int, edit_inbound=None) -> np.ndarray:
+    """Run a context-mode ``model`` over every tile in raster order, handing contexts from
+    tile to tile by hand, and assemble the output. ``edit_inbound(inbound)`` may change a
+    tile's inbound contexts (to withhold one) before it runs."""
+    from tilewave.pipeline.plan import TileGrid
+    from tilewave.pipeline.tile_compute import run_tile
+
+    _, h, w = pixels.shape
+    grid = TileGrid(h, w, tile, model.descriptor.scale, halo=model.descriptor.halo)
+    out = np.zeros((pixels.shape[0], h * grid.scale, w * grid.scale), pixels.dtype)
+    emitted: dict = {}
+    for t in grid:
+        r, c = t.index
+        inbound = {"left": emitted.get((r, c - 1), {}).get("right"),
+                   "top": emitted.get((r - 1, c), {}).get("below"),
+                   "top_left": emitted.get((r - 1, c - 1), {}).get("below_right")}
+        if edit_inbound is not None:
+            edit_inbound(inbound)
+        window = pixels[:, t.read[0]:t.read[1], t.read[2]:t.read[3]]
+        core, emitted[t.index] = run_tile(model, grid, t, window, "context", inbound)
+        oy0, oy1, ox0, ox1 = grid.out_window(t.core)
+        out[:, oy0:oy1, ox0:ox1] = core
+    return out
+
+
 #: The secret key of the test S3 server: it must never appear in output, messages or objects.
 S3_SECRET = "tilewave-test-secret-9f3c1d"
 

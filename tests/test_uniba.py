@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 import zarr
-from conftest import random_image, zarr_input
+from conftest import random_image, tiled_by_hand, zarr_input
 
 import tilewave
 from tilewave.errors import SettingsError
@@ -17,8 +17,6 @@ from tilewave.models.uniba import UniBA, weights_path
 from tilewave.models.uniba.arch import UniBAConfig, UniBANet, context_bytes
 from tilewave.models.uniba.train import TrainSettings, save_checkpoint, train
 from tilewave.pipeline import reference_upscale
-from tilewave.pipeline.plan import TileGrid
-from tilewave.pipeline.tile_compute import run_tile
 
 
 @pytest.fixture(scope="module")
@@ -35,24 +33,13 @@ def weights(tmp_path_factory):
 
 
 def _tiled(model, pixels, tile, drop=None):
-    """Run every tile in raster order, handing contexts by hand; ``drop`` names one
-    inbound context to withhold from every tile."""
-    _, h, w = pixels.shape
-    grid = TileGrid(h, w, tile, model.descriptor.scale, halo=model.descriptor.halo)
-    out = np.zeros((pixels.shape[0], h * grid.scale, w * grid.scale), np.float32)
-    emitted = {}
-    for t in grid:
-        r, c = t.index
-        inbound = {"left": emitted.get((r, c - 1), {}).get("right"),
-                   "top": emitted.get((r - 1, c), {}).get("below"),
-                   "top_left": emitted.get((r - 1, c - 1), {}).get("below_right")}
+    """Every tile in raster order, contexts handed by hand; ``drop`` names one inbound
+    context to withhold from every tile."""
+    def withhold(inbound):
         if drop:
             inbound[drop] = None
-        core, emitted[t.index] = run_tile(model, grid, t, pixels[:, t.read[0]:t.read[1], t.read[2]:t.read[3]],
-                                          "context", inbound)
-        oy0, oy1, ox0, ox1 = grid.out_window(t.core)
-        out[:, oy0:oy1, ox0:ox1] = core
-    return out
+
+    return tiled_by_hand(model, pixels, tile, withhold)
 
 
 @pytest.mark.parametrize("size,tile", [((75, 61), 16), ((9, 130), 24), ((40, 40), 40)])

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import zarr
-from conftest import random_image, zarr_input
+from conftest import random_image, tiled_by_hand, zarr_input
 from test_resume import _run_and_kill
 
 import tilewave
@@ -57,24 +57,13 @@ def _model(path, steps=2, noise=0.05, seed=7) -> UniBADiff:
 def _tiled(model, pixels, tile, withhold=None):
     """Every tile in raster order, contexts handed by hand. ``withhold`` is
     ``(direction, step)``: that step's context from that neighbour is dropped."""
-    _, h, w = pixels.shape
-    grid = TileGrid(h, w, tile, model.descriptor.scale, halo=model.descriptor.halo)
-    out = np.zeros((pixels.shape[0], h * grid.scale, w * grid.scale), pixels.dtype)
-    emitted = {}
-    for t in grid:
-        r, c = t.index
-        inbound = {"left": emitted.get((r, c - 1), {}).get("right"),
-                   "top": emitted.get((r - 1, c), {}).get("below"),
-                   "top_left": emitted.get((r - 1, c - 1), {}).get("below_right")}
+    def drop_step(inbound):
         if withhold and inbound[withhold[0]] is not None:
             steps = list(inbound[withhold[0]])
             steps[withhold[1]] = None
             inbound[withhold[0]] = steps
-        window = pixels[:, t.read[0]:t.read[1], t.read[2]:t.read[3]]
-        core, emitted[t.index] = run_tile(model, grid, t, window, "context", inbound)
-        oy0, oy1, ox0, ox1 = grid.out_window(t.core)
-        out[:, oy0:oy1, ox0:ox1] = core
-    return out
+
+    return tiled_by_hand(model, pixels, tile, drop_step)
 
 
 # Odd sizes: neither a multiple of the tile nor of the 8-pixel block.

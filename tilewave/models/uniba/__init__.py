@@ -8,6 +8,7 @@ needs no torch; the network is imported when a model is built.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -42,9 +43,11 @@ def weights_path(scale: int, diffusion: bool = False) -> str:
 
 
 def describe(cfg: UniBAConfig, parameters: int = 0) -> ModelDescriptor:
-    if cfg.diffusion:
-        return _describe_bridge(cfg, parameters)
-    return ModelDescriptor(
+    """The descriptor of a UniBA network with configuration ``cfg``: ``uniba-xN``, or
+    ``uniba-diff-xN`` for a multi-step bridge model."""
+    kv = (f"keys and values (heads x {cfg.tokens_per_side ** 2} tokens x head_dim, float32) of "
+          "the tile's right block column, bottom block row and bottom-right block")
+    one_step = ModelDescriptor(
         name=f"uniba-x{cfg.scale}",
         scale=cfg.scale,
         modes=("context",),
@@ -52,31 +55,20 @@ def describe(cfg: UniBAConfig, parameters: int = 0) -> ModelDescriptor:
         channels=(cfg.channels,),
         size=SizeRequirements(multiple_of=cfg.block),
         block=cfg.block,
-        context_format=(f"per layer, keys and values (heads x {cfg.tokens_per_side ** 2} tokens x "
-                        "head_dim, float32) of the tile's right block column, bottom block row "
-                        "and bottom-right block"),
+        context_format=f"per layer, {kv}",
         weights=f"tilewave/models/uniba/{os.path.basename(weights_path(cfg.scale))}",
         description=f"UniBA transformer x{cfg.scale}, block attention with KV-cache contexts",
         parameters=parameters,
     )
-
-
-def _describe_bridge(cfg: UniBAConfig, parameters: int) -> ModelDescriptor:
-    return ModelDescriptor(
+    if not cfg.diffusion:
+        return one_step
+    return dataclasses.replace(
+        one_step,
         name=f"uniba-diff-x{cfg.scale}",
-        scale=cfg.scale,
-        modes=("context",),
-        halo=cfg.halo,
-        channels=(cfg.channels,),
-        size=SizeRequirements(multiple_of=cfg.block),
-        block=cfg.block,
-        context_format=(f"per sampler step and layer, keys and values (heads x "
-                        f"{cfg.tokens_per_side ** 2} tokens x head_dim, float32) of the tile's "
-                        "right block column, bottom block row and bottom-right block"),
+        context_format=f"per sampler step and layer, {kv}",
         weights=f"tilewave/models/uniba/{os.path.basename(weights_path(cfg.scale, True))}",
         description=(f"UniBA bridge sampler x{cfg.scale}: refines bicubic in --steps steps "
                      "(default 4), noise --noise (default 0) keyed by position and --seed"),
-        parameters=parameters,
         sampler=SAMPLER_DEFAULTS,
         noise_max=NOISE_MAX,
     )
