@@ -15,7 +15,7 @@ from tilewave.errors import WorkerLostError
 from tilewave.pipeline.directions import ARRIVES_AS, INBOUND, OUTBOUND
 from tilewave.pipeline.plan import TileGrid
 from tilewave.pipeline.runner import run_tiles
-from tilewave.pipeline.scheduling import LeastLoaded, RetryLostTiles, RowsAhead
+from tilewave.pipeline.scheduling import LeastLoaded, Placement, RetryLostTiles, RowsAhead, share_nodes
 from tilewave.pipeline.tile_job import TileDone
 from tilewave.storage.job_state import Ledger
 
@@ -111,6 +111,21 @@ def test_least_loaded_dispatch_fills_the_emptiest_worker_first():
     dispatch.finished(0)
     assert dispatch.load == [1, 2, 0]
     assert dispatch.pick() == 2
+
+
+def test_least_loaded_dispatch_weighs_load_by_slots():
+    dispatch = LeastLoaded(2, [3, 1])  # a 3-slot node worker and a 1-slot one
+    picks = [dispatch.pick() for _ in range(8)]
+    assert picks.count(0) == 6 and picks.count(1) == 2, picks
+
+
+def test_one_worker_process_per_node_with_a_slot_per_cpu():
+    assert share_nodes(2, {"a": 2}) == [Placement("a", 2)]
+    # Largest nodes first, the last one partly used, nodes without CPUs never.
+    assert share_nodes(5, {"head": 0, "small": 1, "big": 4}) == [Placement("big", 4), Placement("small", 1)]
+    assert share_nodes(2, {"n1": 1, "n2": 1, "n3": 1}) == [Placement("n1", 1), Placement("n2", 1)]
+    with pytest.raises(ValueError, match="more than the nodes' 3 CPUs"):
+        share_nodes(4, {"n1": 1, "n2": 2})
 
 
 def test_a_tile_may_lose_its_worker_a_bounded_number_of_times():

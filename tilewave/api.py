@@ -42,6 +42,7 @@ def upscale(
     steps: int | None = None,
     noise: float | None = None,
     seed: int | None = None,
+    batch: int | None = None,
 ) -> Report:
     """Upscale ``input`` into the OME-Zarr image ``output``, out of core.
 
@@ -67,10 +68,14 @@ def upscale(
     ``steps``, ``noise`` and ``seed`` set how a multi-step model (``uniba-diff-x2``)
     samples; its noise is a function of ``seed`` and the pixel's position, so the output
     is the same for any tile size, worker count or resume.
+
+    ``workers`` is how many tiles compute at once: each node runs one worker process
+    with a thread per tile (one process per GPU). ``batch`` tiles of a halo or blend
+    model go through the model as one batch (default: 4 on GPUs, 1 on CPUs).
     """
     options = Options(model, scale, tile, mode, halo, overlap, ramp, workers, address, executor,
                       resume, overwrite, progress, adaptive, keep_stages, tiff_format,
-                      compression, quality, steps, noise, seed)
+                      compression, quality, steps, noise, seed, batch)
     return run_job(os.fspath(input), os.fspath(output), options)
 
 

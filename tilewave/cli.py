@@ -73,8 +73,12 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--overlap", type=_non_negative, metavar="PX",
                     help="blend mode: overlap between tiles in input pixels (default: tile/8)")
     up.add_argument("--ramp", choices=RAMPS, default="cosine", help="blend mode: weight ramp")
-    up.add_argument("--workers", type=_positive, help="model workers (default: one per CPU, "
-                    "or one per GPU when the cluster has GPUs)")
+    up.add_argument("--workers", type=_positive, help="tiles computed at once (default: one "
+                    "per CPU, or one per GPU when the cluster has GPUs); each node runs them "
+                    "in one worker process, on threads")
+    up.add_argument("--batch", type=_positive, help="tiles a worker runs through a halo or "
+                    "blend model as one batch (default: 4 on GPUs, 1 on CPUs, where batches "
+                    "ran slower)")
     up.add_argument("--address", help="Ray cluster address (`auto` for the running one; "
                     "default: start a local instance)")
     up.add_argument("--local", action="store_true",
@@ -203,7 +207,7 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
         overwrite=args.overwrite, executor="local" if args.local else "ray",
         progress=not args.quiet, tiff_format=args.tiff_format, compression=args.compression,
         quality=args.quality, adaptive=args.adaptive, keep_stages=args.keep_stages,
-        steps=args.steps, noise=args.noise, seed=args.seed,
+        steps=args.steps, noise=args.noise, seed=args.seed, batch=args.batch,
     )
     if args.json:
         print(json.dumps(report.as_dict()))

@@ -125,6 +125,21 @@ class TileFailedError(TilewaveError, RuntimeError):
         self.details = details
 
 
+class PyramidChunkFailedError(TilewaveError, RuntimeError):
+    """A pyramid chunk raised inside a worker; resumable like a failed tile."""
+
+    exit_code = 1
+
+    def __init__(self, level: int, row: int, col: int, window: tuple[int, int, int, int],
+                 cause: str, details: str = ""):
+        y0, y1, x0, x1 = window
+        super().__init__(
+            f"pyramid level {level} chunk (row {row}, col {col}) covering y={y0}:{y1}, "
+            f"x={x0}:{x1} of that level failed: {cause}; fix the cause and rerun with "
+            "--resume to keep the finished tiles")
+        self.details = details
+
+
 class WorkerLostError(TilewaveError, RuntimeError):
     """A worker process died and could not be restarted."""
 

@@ -36,11 +36,15 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> ClusterI
                 raise SettingsError(f"cannot join the Ray cluster at {address!r} ({exc}); "
                                     "check --address") from None
         else:
-            # The notice that token authentication is on says nothing actionable about an
-            # instance that lives and dies with this process.
-            notice = logging.getLogger("ray._private.authentication.authentication_token_setup")
-            level = notice.level
-            notice.setLevel(logging.ERROR)
+            # The notice that token authentication is on, and the one that a start from a
+            # thread (the job starts Ray while it copies the input) sets no SIGTERM
+            # handler, say nothing actionable about an instance that lives and dies with
+            # this process.
+            notices = [logging.getLogger(name) for name in
+                       ("ray._private.authentication.authentication_token_setup", "ray._private.worker")]
+            levels = [n.level for n in notices]
+            for notice in notices:
+                notice.setLevel(logging.ERROR)
             try:
                 ray.init(num_cpus=num_cpus or os.cpu_count() or 1,
                          object_store_memory=LOCAL_OBJECT_STORE_BYTES, **kwargs)
@@ -56,7 +60,8 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> ClusterI
                     "would be longer than the 107 bytes Unix allows; set RAY_TMPDIR to a "
                     "shorter folder (such as /tmp/ray)") from None
             finally:
-                notice.setLevel(level)
+                for notice, level in zip(notices, levels):
+                    notice.setLevel(level)
             started = True
     res = ray.cluster_resources()
     return ClusterInfo(res.get("CPU", 0.0), res.get("GPU", 0.0), started)

@@ -14,18 +14,21 @@ from collections.abc import Mapping
 from typing import Any, Protocol, cast
 
 from ..errors import WorkerLostError
-from ..pipeline.scheduling import LeastLoaded, RetryLostTiles
+from ..pipeline.scheduling import LeastLoaded, Placement, RetryLostTiles
 from ..pipeline.tile_job import TileDone, TileJob
 from .worker import TileWorker
 
-Index = tuple[int, int]
+#: ``(row, col)`` of a tile, or ``(level, row, col)`` of a pyramid chunk.
+Index = tuple[int, ...]
 Inbound = Mapping[str, Any]
 #: How long workers may take to be scheduled and load their model.
 STARTUP_TIMEOUT_S = 900
 
 
 class TilePool(Protocol):
+    #: Tiles computing at once, and the worker processes they run in.
     workers: int
+    processes: int
     #: How many tiles may be submitted and not yet completed.
     capacity: int
 
@@ -46,6 +49,7 @@ class InProcessPool:
     def __init__(self, job: TileJob):
         self.worker = TileWorker(job)
         self.workers = 1
+        self.processes = 0
         self.capacity = 1
         self._queue: collections.deque[tuple[Index, Inbound]] = collections.deque()
 
@@ -57,38 +61,58 @@ class InProcessPool:
 
     def wait(self) -> list[TileDone]:
         index, inbound = self._queue.popleft()
-        return [self.worker.process(*index, inbound)]
+        if len(index) == 3:
+            return [self.worker.downsample(*index)]
+        return [self.worker.process(index[0], index[1], inbound)]
 
     def close(self) -> None:
         self._queue.clear()
 
 
 class RayPool:
-    """Ray actors, one model each, fed by least-loaded dispatch; a tile whose worker died
-    runs again on a restarted or new actor."""
+    """Ray actors, one per node (or GPU), each running several tiles at once on threads,
+    fed by least-loaded dispatch; a tile whose worker died runs again on a restarted or
+    new actor."""
 
-    def __init__(self, job: TileJob, workers: int, gpus_per_worker: float = 0.0,
+    def __init__(self, job: TileJob, placements: list[Placement], gpus_per_worker: float = 0.0,
                  queue_depth: int = 2):
         import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         self.job = job
-        self.workers = workers
-        self.capacity = workers * queue_depth
+        self.placements = placements
+        #: Tiles computing at once, over all worker processes.
+        self.workers = sum(p.slots for p in placements)
+        self.processes = len(placements)
+        # Each slot has one tile computing and ``queue_depth - 1`` reading or writing.
+        self.capacity = self.workers * queue_depth
         # A restarted actor reloads its model; its unfinished calls are retried. Ray's
         # type stubs do not model an actor's methods (``.process.remote``): typed Any.
-        self._actor_cls = cast(Any, ray.remote(TileWorker)).options(
-            num_cpus=1, num_gpus=gpus_per_worker, max_restarts=3, max_task_retries=3)
-        self._actors = [self._actor_cls.remote(job) for _ in range(workers)]
-        self._dispatch = LeastLoaded(workers)
+        remote = cast(Any, ray.remote(TileWorker))
+
+        def start(place: Placement) -> Any:
+            # Soft affinity: a restart after its node died goes wherever there is room.
+            where = (NodeAffinitySchedulingStrategy(place.node, soft=True) if place.node
+                     else "DEFAULT")
+            gpus = gpus_per_worker
+            return remote.options(
+                num_cpus=0 if gpus else place.slots, num_gpus=gpus, max_restarts=3,
+                max_task_retries=3, max_concurrency=place.slots * queue_depth,
+                scheduling_strategy=where,
+            ).remote(job, place.slots, 1 if not gpus else None)
+
+        self._start_actor = start
+        self._actors = [start(p) for p in placements]
+        self._dispatch = LeastLoaded(len(placements), [p.slots for p in placements])
         self._retry = RetryLostTiles()
-        self._pending: dict[Any, tuple[Index, int, Inbound]] = {}
+        self._pending: dict[Any, tuple[Index, int, Any, Inbound]] = {}
         # Surfaces model-loading errors now, as one clear failure, rather than per tile.
         try:
             ray.get([a.describe.remote() for a in self._actors], timeout=STARTUP_TIMEOUT_S)
         except ray.exceptions.GetTimeoutError:
             raise WorkerLostError(
-                f"{workers} tile workers did not start within {STARTUP_TIMEOUT_S // 60} minutes; "
-                "the cluster lacks the CPUs or GPUs they ask for") from None
+                f"{self.processes} tile workers did not start within {STARTUP_TIMEOUT_S // 60} "
+                "minutes; the cluster lacks the CPUs or GPUs they ask for") from None
         except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as exc:
             raise WorkerLostError(f"tile workers failed to start: {_cause(exc)}") from None
 
@@ -97,8 +121,10 @@ class RayPool:
 
     def submit(self, index: Index, inbound: Inbound) -> None:
         k = self._dispatch.pick()
-        ref = self._actors[k].process.remote(index[0], index[1], inbound)
-        self._pending[ref] = (index, k, inbound)
+        actor = self._actors[k]
+        ref = (actor.downsample.remote(*index) if len(index) == 3
+               else actor.process.remote(index[0], index[1], inbound))
+        self._pending[ref] = (index, k, actor, inbound)
 
     def wait(self) -> list[TileDone]:
         import ray
@@ -108,7 +134,7 @@ class RayPool:
         more = ray.wait(rest, num_returns=len(rest), timeout=0)[0] if rest else []
         out = []
         for ref in [*ready, *more]:
-            index, k, inbound = self._pending.pop(ref)
+            index, k, actor, inbound = self._pending.pop(ref)
             self._dispatch.finished(k)
             try:
                 out.append(ray.get(ref))
@@ -117,10 +143,11 @@ class RayPool:
                 raise exc.cause if isinstance(exc.cause, Exception) else exc from None
             except ray.exceptions.RayActorError as exc:
                 self._retry.record_loss(index, _cause(exc))
-                if isinstance(exc, ray.exceptions.ActorDiedError):
+                if isinstance(exc, ray.exceptions.ActorDiedError) and self._actors[k] is actor:
                     # Out of restarts (or its node is gone for good): a fresh actor takes
-                    # its place, wherever the scheduler finds room.
-                    self._actors[k] = self._actor_cls.remote(self.job)
+                    # its place, wherever the scheduler finds room. All its tiles fail
+                    # alike; the first failure replaces it for all of them.
+                    self._actors[k] = self._start_actor(self.placements[k])
                 self.submit(index, inbound)
         return out
 

@@ -4,12 +4,18 @@
 :class:`TileWorker` is a plain class; :mod:`tilewave.actors.pools` turns it into a Ray
 actor, and the in-process pool uses it as it is. Importing this module imports no torch:
 the driver needs the class to start actors, and only the actors load models.
+
+One worker serves a whole node (or one GPU): it runs ``slots`` tiles at once on threads
+that share its one model, since torch releases the GIL inside its kernels. Calls beyond
+the slots are admitted too (the actor's concurrency is larger), so that while ``slots``
+tiles compute, the next ones read their input and finished ones write their output.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,19 +25,29 @@ from ..pipeline.tile_job import TileDone, TileJob
 class TileWorker:
     """Runs tiles of one job with one loaded model."""
 
-    def __init__(self, job: TileJob):
+    def __init__(self, job: TileJob, slots: int = 1, threads: int | None = None):
+        """Load ``job``'s model for ``slots`` concurrent tiles, each computing on
+        ``threads`` torch threads (default: this process's CPUs shared among the slots)."""
+        import torch
+
         from ..models import load_model
         from ..models.bicubic import Bicubic
         from ..pipeline.tile_work import TileSetup, to_cpu
-        from ..storage.arrays import ArrayReader, ArrayWriter
+        from ..storage.arrays import ArrayReader, ArraySpec, ArrayWriter
         from ..storage.job_state import ContextStore
-        from .device import pick_device
+        from .device import default_batch, pick_device
 
         device = pick_device()
+        # Slots times intra-op threads = the CPUs this worker was given, so that tiles
+        # computing side by side do not oversubscribe the cores.
+        torch.set_num_threads(threads or max(1, torch.get_num_threads() // slots))
         model = load_model(job.model, job.scale, job.sampler)
         half = device.type == "cuda" and model.descriptor.supports_half
         model.to(device, half)
-        reader, writer = ArrayReader(job.source), ArrayWriter(job.output_array)
+        # Opened at the first read: a worker may start while the driver still copies the
+        # input into the working copy it reads.
+        reader = _Lazy(lambda: ArrayReader(job.source))
+        writer = ArrayWriter(job.output_array)
         store = ContextStore(job.contexts_in) if job.contexts_in else None
 
         def keep(producer: tuple[int, int], direction: str, value: Any) -> Any:
@@ -40,12 +56,35 @@ class TileWorker:
             # the image's width.
             return store.save(producer, direction, to_cpu(value))  # type: ignore[union-attr]
 
+        self.slots = slots
+        self.batch = min(job.batch or default_batch(device), slots)
+        forward = None
+        if self.batch > 1 and job.mode != "context":
+            from .batching import Batcher
+
+            def run(x: Any) -> Any:
+                with torch.inference_mode():  # per thread: the batcher's needs its own
+                    return model.forward_image(x)
+
+            forward = Batcher(run, self.batch)
         self.name = f"{socket.gethostname()}:{os.getpid()}:{device}"
         self.setup = TileSetup(
-            job.grid, job.mode, model, lambda w: reader.read(*w), writer.write,
+            job.grid, job.mode, model, lambda w: reader.get().read(*w), writer.write,
             keep if store is not None else None, job.ramp, device, half,
             Bicubic(job.scale) if job.adaptive else None, job.nodata,
-            job.input_path or job.source.path, self.name)
+            job.input_path or job.source.path, self.name,
+            threading.BoundedSemaphore(slots) if slots > 1 else threading.Lock(), forward)
+
+        self.pyramid = None
+        if job.pyramid is not None:
+            from ..pipeline.pyramid_work import PyramidSetup
+
+            levels = range(job.pyramid.levels + 1)
+            readers = {k: ArrayReader(ArraySpec(job.level_array(k))) for k in levels[:-1]}
+            writers = {k: ArrayWriter(job.level_array(k)) for k in levels[1:]}
+            self.pyramid = PyramidSetup(job.pyramid, lambda k, w: readers[k].read(*w),
+                                        lambda k, y, x, data: writers[k].write(y, x, data),
+                                        self.name)
 
     def describe(self) -> str:
         return self.name
@@ -55,3 +94,25 @@ class TileWorker:
         from ..pipeline.tile_work import process_tile
 
         return process_tile(self.setup, row, col, inbound)
+
+    def downsample(self, level: int, row: int, col: int) -> TileDone:
+        """Compute chunk ``(row, col)`` of pyramid ``level`` from the level below."""
+        from ..pipeline.pyramid_work import process_chunk
+
+        if self.pyramid is None:
+            raise RuntimeError("this job builds no pyramid")
+        return process_chunk(self.pyramid, level, row, col)
+
+
+class _Lazy:
+    """A value made on first use, once, whichever thread asks first."""
+
+    def __init__(self, make: Any):
+        self._make, self._value, self._lock = make, None, threading.Lock()
+
+    def get(self) -> Any:
+        if self._value is None:
+            with self._lock:
+                if self._value is None:
+                    self._value = self._make()
+        return self._value

@@ -7,7 +7,7 @@
    creatable, existing outputs resumable or replaceable, the cluster big enough where
    that is known. Nothing has started and nothing is written.
 2. for each stage (:class:`StageRun`): **lock** → **create or resume** → **ingest** →
-   **run** tiles → **pyramid** → **finish**; :meth:`StageRun.leave_behind` is the one
+   **run** tiles, and pyramid chunks as their tiles finish → **finish**; :meth:`StageRun.leave_behind` is the one
    place that decides what a failure leaves.
 3. **export** to TIFF, and removal of intermediate stores.
 """
@@ -19,6 +19,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -58,12 +59,15 @@ class Report:
     executor: str
     #: Tiles that took the cheap path (``adaptive``): easy tiles upscaled with bicubic.
     tiles_cheap: int = 0
-    #: Of ``seconds``: running the tiles (workers already started), and adding the
-    #: pyramid levels; the rest is starting workers, ingesting and finishing.
+    #: Of ``seconds``: running the tiles (workers already started; pyramid chunks run
+    #: among them), and the pyramid chunks left after the last tile; the rest is
+    #: starting workers, ingesting and finishing.
     tile_seconds: float = 0.0
     pyramid_seconds: float = 0.0
     #: Sampler settings (steps, noise, seed) of the multi-step stages' models.
     sampler: dict[str, Any] | None = None
+    #: Worker processes the ``workers`` tiles at once ran in (0: this process).
+    processes: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -82,7 +86,7 @@ class Progress:
     def bar(self, total: int, initial: int, desc: str) -> Any:
         from tqdm.auto import tqdm
 
-        return tqdm(total=total, initial=initial, unit="tile", desc=desc, disable=not self.enabled,
+        return tqdm(total=total, initial=initial, unit="chunk", desc=desc, disable=not self.enabled,
                     dynamic_ncols=True, smoothing=0.1)
 
 
@@ -186,6 +190,7 @@ class StageResult:
     tiles_run: int = 0
     tiles_cheap: int = 0
     workers: int = 0
+    processes: int = 0
     tile_seconds: float = 0.0
     pyramid_seconds: float = 0.0
 
@@ -197,6 +202,7 @@ class StageRun:
                  progress: Progress, label: str):
         self.stage, self.image, self.options = stage, image, options
         self.progress, self.label = progress, label
+        self.batch = options.batch
         self.store = stage.output
         self.lock: job_state.JobLock | None = None
         self.created_here = False
@@ -259,62 +265,70 @@ class StageRun:
 
     # ingest ----------------------------------------------------------------------
 
-    def working_source(self) -> Any:
-        """Where workers read the input: Zarr in place when its chunks are tile-sized or
-        smaller, else an ingested working copy chunked to the tiles."""
+    def working_source(self) -> tuple[Any, bool]:
+        """Where workers read the input, and whether it must be copied there first: Zarr
+        in place when its chunks are tile-sized or smaller, else a working copy chunked
+        to the tiles (kept from an interrupted run once complete)."""
         from ..storage.arrays import ArraySpec
-        from ..storage.ingest import ingest
 
         image, tile = self.image, self.stage.grid.tile
         if image.array is not None and image.chunks is not None and max(image.chunks) <= 2 * tile:
-            return image.array
+            return image.array, False
         work = location.join(job_state.state_dir(self.store), "work.zarr")
-        if self.manifest.ingested and location.exists(work):
-            return ArraySpec(work, "cyx")
-        if location.exists(work):  # a copy an earlier, interrupted run did not finish
-            location.remove_tree(work)
-        self.progress.say(f"{self.label}copying the input into tiles of {tile} px")
-        spec = ingest(image, work, chunk=tile, progress=self.progress.enabled)
+        done = self.manifest.ingested and location.exists(work)
+        return ArraySpec(work, "cyx"), not done
+
+    def copy_input(self, spec: Any) -> None:
+        """Copy the input into the working copy ``spec`` names."""
+        from ..storage.ingest import ingest
+
+        if location.exists(spec.path):  # a copy an earlier, interrupted run did not finish
+            location.remove_tree(spec.path)
+        self.progress.say(f"{self.label}copying the input into tiles of {self.stage.grid.tile} px")
+        ingest(self.image, spec.path, chunk=self.stage.grid.tile, progress=self.progress.enabled)
         self.manifest.ingested = True
         self.manifest.save(self.store)
-        return spec
 
     # run, pyramid, finish -----------------------------------------------------------
 
     def run_tiles(self, pools: PoolFactory, result: StageResult) -> None:
+        """Run the tiles and, as their chunks appear, the pyramid levels above them."""
         from ..storage.job_state import ContextStore, Ledger
+        from ..storage.ome import create_levels, finish_levels
+        from .pyramid_plan import PyramidPlan
         from .runner import run_tiles
         from .tile_job import TileJob
 
         stage, grid = self.stage, self.stage.grid
+        pyramid = PyramidPlan.for_output(grid.out_shape, grid.out_chunk)
+        levels = create_levels(self.store, list(pyramid.shapes), list(pyramid.chunks))
+        source, copy = self.working_source()
         job = TileJob(stage.model, stage.scale, grid, stage.mode, stage.ramp,
-                      self.working_source(), f"{self.store}/0",
+                      source, f"{self.store}/0",
                       location.absolute(self.store) if stage.dependent else None,
                       self.image.path, stage.adaptive, self.image.metadata.get("nodata"),
-                      stage.sampler)
+                      stage.sampler, pyramid if pyramid.levels else None, self.batch)
         ledger = Ledger(self.store)
         already = len(ledger.done())
+        total = grid.count + pyramid.count
+        # Workers start (Ray, model loading) while the input is copied; they open the
+        # copy only when their first tile reads it.
+        pools.start(job, grid.count - already, self.label)
+        if copy:
+            self.copy_input(source)
         with pools(job, grid.count - already, self.label) as pool:
             self.tiles_started = True
-            result.workers = pool.workers
+            result.workers, result.processes = pool.workers, pool.processes
             contexts = ContextStore(self.store) if stage.dependent else None
-            with self.progress.bar(grid.count, already, f"{self.label}upscale") as bar:
-                stats = run_tiles(grid, pool, ledger, stage.dependent, contexts, bar.update)
+            with self.progress.bar(total, already + len(ledger.done_chunks()),
+                                   f"{self.label}upscale + pyramid") as bar:
+                stats = run_tiles(grid, pool, ledger, stage.dependent, contexts, bar.update,
+                                  job.pyramid)
+        finish_levels(self.store, levels)
+        self.manifest.pyramid = levels[1:]
         result.tiles_run, result.tiles_cheap = stats.tiles_run, stats.tiles_cheap
-        result.tile_seconds = stats.seconds
-
-    def pyramid(self, result: StageResult) -> None:
-        from ..storage.pyramid import build_pyramid
-
-        started = time.perf_counter()
-
-        def record(path: str) -> None:
-            self.manifest.pyramid.append(path)
-            self.manifest.save(self.store)
-
-        build_pyramid(self.store, progress=self.progress.enabled, on_level=record,
-                      done=tuple(self.manifest.pyramid))
-        result.pyramid_seconds = time.perf_counter() - started
+        result.tile_seconds = stats.seconds - stats.pyramid_tail_seconds
+        result.pyramid_seconds = stats.pyramid_tail_seconds
 
     def leave_behind(self, exc: BaseException) -> None:
         """The one place that decides what a failed stage leaves behind."""
@@ -335,7 +349,6 @@ class StageRun:
             if not self.lock_and_open():
                 return result
             self.run_tiles(pools, result)
-            self.pyramid(result)
             self.manifest.finish(self.store)
         except BaseException as exc:
             self.leave_behind(exc)
@@ -351,11 +364,13 @@ class StageRun:
 
 class PoolFactory:
     """Starts a stage's workers: in this process, or Ray actors on the job's cluster,
-    which is joined (or started) once for all stages."""
+    which is joined (or started) once for all stages. :meth:`start` begins that in a
+    thread, so that the caller copies the input meanwhile."""
 
     def __init__(self, plan: JobPlan, progress: Progress):
         self.plan, self.progress = plan, progress
         self.cluster: Any = None
+        self._starting: tuple[Any, Future[Any]] | None = None
 
     def _connect(self) -> Any:
         from ..actors.cluster import connect
@@ -366,10 +381,29 @@ class PoolFactory:
             self.cluster = connect(self.plan.address)
         return self.cluster
 
+    def start(self, job: Any, tiles: int, label: str) -> None:
+        """Begin starting the workers for ``job`` in the background."""
+        if self.plan.executor == "local" or self._starting is not None:
+            return
+        runner = ThreadPoolExecutor(1, thread_name_prefix="tilewave-start")
+        self._starting = (job, runner.submit(self._start, job, tiles, label))
+        runner.shutdown(wait=False)
+
+    def _take_started(self, job: Any) -> Any:
+        if self._starting is None:
+            return None
+        started, future = self._starting
+        self._starting = None
+        pool = future.result()  # raises what starting raised
+        if started is job:
+            return pool
+        pool.close()
+        return None
+
     @contextlib.contextmanager
     def __call__(self, job: Any, tiles: int, label: str) -> Iterator[Any]:
         """Workers for ``job`` (at most one per remaining tile), closed on leaving."""
-        pool = self._start(job, tiles, label)
+        pool = self._take_started(job) or self._start(job, tiles, label)
         try:
             yield pool
         finally:
@@ -389,16 +423,38 @@ class PoolFactory:
             raise SettingsError(f"--workers {workers} asks for more workers than the cluster's "
                                 f"{available} {'GPUs' if gpus else 'CPUs'}; lower it")
         n = max(1, min(workers or available, tiles))
-        self.progress.say(f"{label}starting {n} worker{'s' * (n != 1)} with {job.model}"
-                          f"{' on GPUs' if gpus else ''}")
-        return RayPool(job, n, gpus)
+        placements = _placements(n, gpus > 0, self.plan.batch)
+        at_once = sum(p.slots for p in placements)
+        self.progress.say(f"{label}starting {len(placements)} worker process"
+                          f"{'es' * (len(placements) != 1)} with {job.model}"
+                          f"{' on GPUs' if gpus else ''}, {at_once} tile{'s' * (at_once != 1)} at once")
+        return RayPool(job, placements, gpus)
 
     def close(self) -> None:
+        if self._starting is not None:  # the stage failed while its workers started
+            with contextlib.suppress(Exception):
+                self._take_started(None)
         if self.cluster is not None:
             from ..actors.cluster import disconnect
 
             disconnect(self.cluster)
             self.cluster = None
+
+
+def _placements(workers: int, gpus: bool, batch: int | None) -> list[Any]:
+    """One worker process per GPU (``workers`` GPUs, a batch of tiles at a time each), or
+    per CPU node (``workers`` tiles at once, a tile per CPU)."""
+    import ray
+
+    from .scheduling import GPU_BATCH, Placement, share_nodes
+
+    if gpus:
+        return [Placement(None, batch or GPU_BATCH) for _ in range(workers)]
+    nodes = {n["NodeID"]: int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n["Alive"]}
+    try:
+        return share_nodes(workers, nodes)
+    except ValueError:  # fractional CPUs per node: one tile per process, anywhere
+        return [Placement(None, 1) for _ in range(workers)]
 
 
 # ------------------------------------------------------------------------------ a job
@@ -417,7 +473,8 @@ def _report(plan: JobPlan, image: InputImage, results: list[StageResult], second
                   max(r.workers for r in results), plan.executor,
                   sum(r.tiles_cheap for r in results), sum(r.tile_seconds for r in results),
                   sum(r.pyramid_seconds for r in results),
-                  next((s.sampler.as_dict() for s in plan.stages if s.sampler), None))
+                  next((s.sampler.as_dict() for s in plan.stages if s.sampler), None),
+                  max(r.processes for r in results))
 
 
 def run_job(input_path: str, output: str, options: Options) -> Report:

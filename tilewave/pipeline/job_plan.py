@@ -55,6 +55,9 @@ class Options:
     steps: int | None = None
     noise: float | None = None
     seed: int | None = None
+    #: Tiles a worker runs through a halo or blend model as one batch (None: 4 on a
+    #: GPU, 1 on CPUs). Output bytes do not depend on it, so resumes may change it.
+    batch: int | None = None
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,7 @@ class JobPlan:
     executor: Executor
     workers: int | None
     address: str | None
+    batch: int | None = None
 
     @property
     def scale(self) -> int:
@@ -135,6 +139,8 @@ def _check_runner(options: Options) -> Executor:
         raise SettingsError(f"executor must be 'ray' or 'local', not {options.executor!r}")
     if options.workers is not None and options.workers < 1:
         raise SettingsError(f"--workers must be at least 1, got {options.workers}")
+    if options.batch is not None and options.batch < 1:
+        raise SettingsError(f"--batch must be at least 1, got {options.batch}")
     if options.executor == "local" and (options.workers or options.address):
         raise SettingsError("--local runs tiles in this process; drop --workers and --address")
     return options.executor  # type: ignore[return-value]
@@ -245,4 +251,5 @@ def plan_job(output: str, options: Options, facts: ImageFacts, stages: Sequence[
         store = last_store if i == len(stages) - 1 else stage_store(last_store, i)
         planned.append(_stage(i, stage, desc, facts, options, store))
         facts = ImageFacts(facts.height * stage.scale, facts.width * stage.scale, facts.channels)
-    return JobPlan(output, tuple(planned), export, executor, options.workers, options.address)
+    return JobPlan(output, tuple(planned), export, executor, options.workers, options.address,
+                   options.batch)

@@ -1,5 +1,6 @@
-"""The driver loop: feeds ready tiles to a worker pool, records finished ones, and hands
-contexts from producers to consumers, dropping each once its consumer is done.
+"""The driver loop: feeds ready tiles (and the pyramid chunks they make ready) to a
+worker pool, records finished ones, and hands contexts from producers to consumers,
+dropping each once its consumer is done.
 
 The loop touches only tile coordinates and context handles; pixels stay with workers.
 """
@@ -15,6 +16,7 @@ from ..errors import ResumeMismatchError
 from ..storage.job_state import ContextStore, Ledger
 from .directions import OUTBOUND
 from .plan import TileGrid
+from .pyramid_plan import PyramidFront, PyramidPlan
 from .scheduling import RowsAhead
 from .wavefront import ContextTable, Wavefront
 
@@ -34,6 +36,9 @@ class RunStats:
     peak_in_flight: int
     #: Tiles that took the cheap path (adaptive jobs).
     tiles_cheap: int = 0
+    #: Pyramid chunks computed, and the seconds from the last tile to the last chunk.
+    chunks_run: int = 0
+    pyramid_tail_seconds: float = 0.0
 
 
 def _resumed_contexts(grid: TileGrid, done: set[Index], contexts: ContextStore,
@@ -59,12 +64,16 @@ def run_tiles(
     dependent: bool,
     contexts: ContextStore | None = None,
     on_tile: Callable[[int], None] | None = None,
+    pyramid: PyramidPlan | None = None,
 ) -> RunStats:
-    """Run every tile of ``grid`` that ``ledger`` does not list as done.
+    """Run every tile of ``grid`` that ``ledger`` does not list as done, and every chunk
+    of the ``pyramid`` levels, each as soon as the chunks below it exist.
 
     With ``dependent`` set, a tile starts only after its left, top and top-left
     neighbours, and receives their contexts; contexts of finished tiles whose consumers
     are not done yet are taken from ``contexts`` (the persisted store) on resume.
+    Pyramid chunks go first when both are ready: they are cheap, and each done early
+    keeps the tail after the last tile short.
     """
     start = time.perf_counter()
     done = ledger.done()
@@ -78,30 +87,51 @@ def run_tiles(
     table: ContextTable[Any] = ContextTable(grid.rows, grid.cols)
     if dependent and contexts is not None:
         _resumed_contexts(grid, done, contexts, table)
-    tiles_run = tiles_cheap = peak_in_flight = 0
+    levels = PyramidFront(pyramid, done, ledger.done_chunks()) if pyramid else None
+    tiles_run = tiles_cheap = chunks_run = peak_in_flight = 0
+    last_tile = start if wave.finished else None
     try:
-        while not wave.finished:
-            while pool.in_flight() < pool.capacity and wave.has_ready():
+        while not wave.finished or (levels is not None and not levels.finished):
+            while pool.in_flight() < pool.capacity:
+                chunk = levels.pop_ready() if levels is not None else None
+                if chunk is not None:
+                    pool.submit(chunk, {})
+                    continue
+                if not wave.has_ready():
+                    break
                 index = wave.pop_ready()
                 assert index is not None
                 inbound = table.inbound(index) if dependent else {}
                 pool.submit(index, {str(k): v for k, v in inbound.items() if v is not None})
             peak_in_flight = max(peak_in_flight, pool.in_flight())
+            if not pool.in_flight():  # nothing runs and nothing is ready: a bug, not a hang
+                raise RuntimeError("the tile DAG stalled: no tile or pyramid chunk is ready")
             finished = pool.wait()
             # The worker wrote the chunk and its contexts before reporting: record first,
             # then hand over and free, so a crash at any point leaves a resumable state.
             ledger.record([t.index for t in finished])
             for t in finished:
+                if t.level:
+                    assert levels is not None
+                    levels.finish((t.level, t.row, t.col))
+                    chunks_run += 1
+                    continue
+                if levels is not None:
+                    levels.finish_tile(t.row, t.col)
                 for direction, handle in t.outbound.items():
-                    table.put(t.index, direction, handle)
-                wave.finish(t.index)
-                for producer, direction in table.release(t.index):
+                    table.put((t.row, t.col), direction, handle)
+                wave.finish((t.row, t.col))
+                for producer, direction in table.release((t.row, t.col)):
                     if contexts is not None:
                         contexts.remove(producer, direction)
-            tiles_run += len(finished)
+            tiles_run += sum(not t.level for t in finished)
             tiles_cheap += sum(t.cheap for t in finished)
+            if wave.finished and last_tile is None:
+                last_tile = time.perf_counter()
             if on_tile is not None:
                 on_tile(len(finished))
     finally:
         ledger.close()
-    return RunStats(tiles_run, time.perf_counter() - start, table.peak, peak_in_flight, tiles_cheap)
+    end = time.perf_counter()
+    return RunStats(tiles_run, end - start, table.peak, peak_in_flight, tiles_cheap, chunks_run,
+                    end - (last_tile or end))

@@ -4,7 +4,7 @@ reference both call these, so they convert pixels in exactly the same way."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -25,7 +25,10 @@ def to_unit(pixels: np.ndarray, device: torch.device | None = None, half: bool =
     """``(c, h, w)`` pixels of any supported dtype to a ``(1, c, h, w)`` float tensor."""
     x = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32))
     x = (x / unit_scale(pixels.dtype))[None]
-    if device is not None:
+    if device is not None and device.type == "cuda":
+        # Page-locked memory lets the copy run as a DMA transfer, off the CPU's hands.
+        x = x.pin_memory().to(device, non_blocking=True)
+    elif device is not None:
         x = x.to(device)
     return x.half() if half else x
 
@@ -39,15 +42,19 @@ def from_unit(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return x.astype(dtype, copy=False)
 
 
-def _run_image(model: TileModel, x: torch.Tensor) -> torch.Tensor:
-    """``forward_image`` on a window padded to the model's size requirements."""
+#: Runs a model's ``forward_image`` on a ``(1, c, h, w)`` tensor, in a batch or alone.
+Forward = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _run_image(model: TileModel, x: torch.Tensor, forward: Forward | None = None) -> torch.Tensor:
+    """``forward_image`` (or ``forward``) on a window padded to the model's size requirements."""
     req = model.descriptor.size
     h, w = x.shape[-2:]
     ph, pw = req.padded_shape(h, w)
     if (ph, pw) != (h, w):
         x = F.pad(x, (0, pw - w, 0, ph - h), mode="replicate")
     s = model.descriptor.scale
-    return model.forward_image(x)[..., : h * s, : w * s]
+    return (forward or model.forward_image)(x)[..., : h * s, : w * s]
 
 
 def run_tile(
@@ -60,12 +67,14 @@ def run_tile(
     ramp: Ramp = "cosine",
     device: torch.device | None = None,
     half: bool = False,
+    forward: Forward | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Upscale one tile.
 
     ``window`` holds the input pixels of ``tile.read``. Returns the tile's own output
     (its core times the scale, in the input's dtype) and the contexts for its right,
-    lower and lower-right neighbours (empty in ``halo`` mode).
+    lower and lower-right neighbours (empty in ``halo`` mode). ``forward`` replaces the
+    model's ``forward_image`` in ``halo`` and ``blend`` modes (a worker's batcher).
     """
     s = grid.scale
     x = to_unit(window, device, half)
@@ -76,7 +85,7 @@ def run_tile(
             result = model.forward_tile(x, request)
             core = result.output[0].float().cpu().numpy()
             return from_unit(core, window.dtype), dict(result.contexts)
-        out = _run_image(model, x)[0].float().cpu().numpy()
+        out = _run_image(model, x, forward)[0].float().cpu().numpy()
     ry0, _, rx0, _ = tile.read
     py0, py1, px0, px1 = tile.predicted
     top, left = (py0 - ry0) * s, (px0 - rx0) * s

@@ -12,6 +12,7 @@ from ..storage.arrays import ArraySpec
 from .blend import Ramp
 from .directions import Direction
 from .plan import TileGrid
+from .pyramid_plan import PyramidPlan
 
 Index = tuple[int, int]
 
@@ -38,6 +39,15 @@ class TileJob:
     nodata: float | None = None
     #: Sampler settings of a multi-step model.
     sampler: SamplerSettings | None = None
+    #: The pyramid levels the workers compute between tiles; None: no pyramid.
+    pyramid: PyramidPlan | None = None
+    #: Tiles a worker runs through its model as one batch (halo and blend modes); None:
+    #: the device's default (:func:`tilewave.actors.device.default_batch`).
+    batch: int | None = None
+
+    def level_array(self, level: int) -> str:
+        """The path of pyramid level ``level``'s array, a sibling of ``output_array``."""
+        return f"{self.output_array.rsplit('/', 1)[0]}/{level}"
 
 
 @dataclass(frozen=True)
@@ -52,7 +62,10 @@ class TileDone:
     outbound: Mapping[Direction, Any] = field(default_factory=dict)
     #: The tile was easy and took the cheap path (``adaptive`` jobs only).
     cheap: bool = False
+    #: 0 for a tile; ``k`` for chunk ``(row, col)`` of pyramid level ``k``.
+    level: int = 0
 
     @property
-    def index(self) -> Index:
-        return (self.row, self.col)
+    def index(self) -> Index | tuple[int, int, int]:
+        """``(row, col)`` of a tile, ``(level, row, col)`` of a pyramid chunk."""
+        return (self.row, self.col) if self.level == 0 else (self.level, self.row, self.col)

@@ -2,8 +2,9 @@
 
 * ``job.json``: the settings and the input's fingerprint; ``--resume`` refuses to go on
   when they differ.
-* ``ledger.log``: one line per finished tile, appended by the driver only after the
-  worker has written the tile's output chunk and its outgoing contexts. Zarr does not
+* ``ledger.log``: one line per finished tile (``row col``) or pyramid chunk (``level row
+  col``), appended by the driver only after the worker has written the tile's output
+  chunk and its outgoing contexts. Zarr does not
   store empty chunks by default, so the ledger, not the chunks, says what is done.
 * ``contexts/``: outgoing contexts of finished tiles whose consumers have not finished,
   written by the producing worker, removed once their consumer is in the ledger.
@@ -101,26 +102,33 @@ class Ledger:
         self._file: Any = None
         self._batches = 0
 
-    def done(self) -> set[Index]:
-        """Tiles recorded as finished; a line torn by a crash is ignored."""
+    def _entries(self) -> set[tuple[int, ...]]:
+        """Every recorded entry; a line torn by a crash is ignored."""
         if self.remote:
             names = location.listdir(self.path)
             self._batches = max(self._batches, len(names))
             text = "".join(location.read_bytes(location.join(self.path, n)).decode() for n in names)
-            return {(int(a), int(b)) for a, b in (line.split() for line in text.splitlines())}
-        if not os.path.exists(self.path):
-            return set()
-        out: set[Index] = set()
-        with open(self.path) as f:
-            for line in f:
-                parts = line.split()
-                if len(parts) == 2 and line.endswith("\n"):
-                    out.add((int(parts[0]), int(parts[1])))
-        return out
+            lines = [line + "\n" for line in text.splitlines()]  # objects are whole or absent
+        elif os.path.exists(self.path):
+            with open(self.path) as f:
+                lines = f.readlines()
+        else:
+            lines = []
+        return {tuple(int(v) for v in line.split()) for line in lines
+                if line.endswith("\n") and len(line.split()) in (2, 3)}
 
-    def record(self, tiles: Iterable[Index]) -> None:
-        """Append ``tiles`` and flush them to disk before returning."""
-        lines = "".join(f"{r} {c}\n" for r, c in tiles)
+    def done(self) -> set[Index]:
+        """Tiles recorded as finished: ``(row, col)``."""
+        return {(e[0], e[1]) for e in self._entries() if len(e) == 2}
+
+    def done_chunks(self) -> set[tuple[int, int, int]]:
+        """Pyramid chunks recorded as finished: ``(level, row, col)``."""
+        return {(e[0], e[1], e[2]) for e in self._entries() if len(e) == 3}
+
+    def record(self, entries: Iterable[tuple[int, ...]]) -> None:
+        """Append finished tiles ``(row, col)`` and pyramid chunks ``(level, row, col)``,
+        flushed to disk before returning."""
+        lines = "".join(" ".join(map(str, e)) + "\n" for e in entries)
         if self.remote:
             if lines:
                 if self._batches == 0:

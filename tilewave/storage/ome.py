@@ -1,6 +1,7 @@
 """The OME-Zarr 0.5 output image: a Zarr v3 group whose array ``0`` is the full
 resolution, ``(c, y, x)``, chunked to the output tile grid, and whose arrays ``1``,
-``2``, ... are the pyramid levels added once every tile is written (:mod:`.pyramid`).
+``2``, ... are the pyramid levels, created empty with the job (:func:`create_levels`)
+and filled chunk by chunk as the chunks below them are written (:mod:`.pyramid`).
 
 The group's ``tilewave`` attribute holds the job record and ``metadata``: what the output
 inherited from its input (pixel size, objective power, channel names, georeferencing,
@@ -19,6 +20,8 @@ from .metadata import ome_attributes
 FULL_RESOLUTION = "0"
 #: Each pyramid level is this many times smaller than the one before, on each axis.
 DOWNSAMPLE = 2
+#: Stop adding levels once the longest side is at most this many pixels.
+SMALLEST = 1024
 
 
 def create_output(
@@ -54,6 +57,15 @@ def create_output(
     return f"{path.rstrip('/')}/{FULL_RESOLUTION}"
 
 
+def level_shapes(shape: tuple[int, int, int], smallest: int = SMALLEST) -> list[tuple[int, int, int]]:
+    """Shapes of levels 0, 1, ...: halved (rounded up) until the longest side <= ``smallest``."""
+    shapes = [shape]
+    while max(shapes[-1][1:]) > smallest:
+        c, h, w = shapes[-1]
+        shapes.append((c, -(-h // DOWNSAMPLE), -(-w // DOWNSAMPLE)))
+    return shapes
+
+
 def read_metadata(group: zarr.Group) -> dict[str, Any]:
     """The inherited metadata a tilewave output records (empty for other OME-Zarr images)."""
     job = group.attrs.get("tilewave")
@@ -68,3 +80,22 @@ def set_levels(group: zarr.Group, level_paths: list[str]) -> None:
     name = ome["multiscales"][0].get("name", "")
     group.attrs["ome"] = ome_attributes(name, level_paths, DOWNSAMPLE, read_metadata(group),
                                         arr.shape[0], np.dtype(arr.dtype))
+
+
+def create_levels(output: str, shapes: list[tuple[int, int]], chunks: list[tuple[int, int]]) -> list[str]:
+    """Create the arrays of levels ``1, 2, ...`` of ``output`` that do not exist yet (a
+    resumed job keeps what its levels hold); returns every level's path, finest first."""
+    group = zarr.open_group(output, mode="r+")
+    base = cast(zarr.Array, group[FULL_RESOLUTION])
+    paths = [FULL_RESOLUTION]
+    for i, ((h, w), (ch, cw)) in enumerate(zip(shapes[1:], chunks[1:]), start=1):
+        paths.append(str(i))
+        if str(i) not in group:
+            group.create_array(str(i), shape=(base.shape[0], h, w), chunks=(base.shape[0], ch, cw),
+                               dtype=base.dtype, dimension_names=("c", "y", "x"), fill_value=0)
+    return paths
+
+
+def finish_levels(output: str, paths: list[str]) -> None:
+    """Point the ``multiscales`` metadata of ``output`` at its levels, once all exist."""
+    set_levels(zarr.open_group(output, mode="r+"), paths)

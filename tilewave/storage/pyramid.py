@@ -1,4 +1,9 @@
-"""Pyramid levels of an OME-Zarr output, built out of core with dask.
+"""Pyramid levels of an OME-Zarr output.
+
+A job computes them chunk by chunk as part of its tile DAG
+(:mod:`tilewave.pipeline.pyramid_plan`), each chunk by :func:`downsample_window` on a
+worker, into arrays :func:`tilewave.storage.ome.create_levels` made; :func:`build_pyramid` builds them for an
+existing image in streaming dask passes. Both give the same pixels.
 
 Each level averages 2 x 2 blocks of the one before (the last row and column are repeated
 where a size is odd) and is rounded back to the image's dtype, so 16-bit data stays
@@ -18,10 +23,7 @@ import numpy as np
 import zarr
 
 from .ingest import _TqdmCallback
-from .ome import DOWNSAMPLE, FULL_RESOLUTION, set_levels
-
-#: Stop adding levels once the longest side is at most this many pixels.
-SMALLEST = 1024
+from .ome import FULL_RESOLUTION, SMALLEST, level_shapes, set_levels
 
 
 def _halve(block: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -31,6 +33,19 @@ def _halve(block: np.ndarray, dtype: np.dtype) -> np.ndarray:
         info = np.iinfo(dtype)
         return np.clip(np.rint(mean), info.min, info.max).astype(dtype)
     return mean.astype(dtype)
+
+
+def downsample_window(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``height`` x ``width`` pixels averaging 2 x 2 blocks of ``(c, h, w)`` ``pixels``,
+    whose last row or column (an image's odd edge) is repeated where ``h`` or ``w`` falls
+    one short of twice the output."""
+    c, h, w = pixels.shape
+    pad_y, pad_x = 2 * height - h, 2 * width - w
+    if pad_y not in (0, 1) or pad_x not in (0, 1):
+        raise ValueError(f"{h} x {w} pixels do not halve to {height} x {width}")
+    if pad_y or pad_x:
+        pixels = np.pad(pixels, ((0, 0), (0, pad_y), (0, pad_x)), mode="edge")
+    return _halve(pixels, pixels.dtype)
 
 
 def downsampled(source: zarr.Array) -> da.Array:
@@ -46,15 +61,6 @@ def downsampled(source: zarr.Array) -> da.Array:
         a = a.rechunk(step)
     out_chunks = tuple(tuple(n // 2 for n in dim) if i else dim for i, dim in enumerate(a.chunks))
     return a.map_blocks(_halve, np.dtype(source.dtype), dtype=source.dtype, chunks=out_chunks)
-
-
-def level_shapes(shape: tuple[int, int, int], smallest: int = SMALLEST) -> list[tuple[int, int, int]]:
-    """Shapes of levels 0, 1, ...: halved (rounded up) until the longest side <= ``smallest``."""
-    shapes = [shape]
-    while max(shapes[-1][1:]) > smallest:
-        c, h, w = shapes[-1]
-        shapes.append((c, -(-h // DOWNSAMPLE), -(-w // DOWNSAMPLE)))
-    return shapes
 
 
 def build_pyramid(output: str, smallest: int = SMALLEST, progress: bool = True,
