@@ -132,10 +132,14 @@ def tilewave_command(input_path: Path, output_path: Path, model: str,
 
 
 def peer_command(method: str, input_path: Path, output_path: Path, model: str,
-                 threads: int, memory_cap_gib: float | None = None) -> list[str]:
-    """A ``benchmarks/peers.py`` command line."""
+                 threads: int, memory_cap_gib: float | None = None,
+                 pyramid: bool = False) -> list[str]:
+    """A ``benchmarks/peers.py`` command line (``pyramid``: the peer adds the pyramid
+    levels tilewave's output has)."""
     cmd = [sys.executable, str(HERE / "peers.py"), method, str(input_path), str(output_path),
            "--model", model, "--scale", str(SCALE), "--tile", str(TILE), "--threads", str(threads)]
+    if pyramid:
+        cmd.append("--pyramid")
     if memory_cap_gib:
         cmd += ["--memory-cap-gib", f"{memory_cap_gib:g}"]
     return cmd

@@ -22,6 +22,12 @@ Methods (``INPUT.zarr`` is a ``(c, y, x)`` Zarr v3 array, as ``tilewave ingest``
     see the same clipped windows as tilewave's) and ``to_zarr``, on dask's threaded
     scheduler with ``--threads`` threads of one torch thread each.
 
+With ``--pyramid``, ``bare`` and ``dask`` then add the pyramid levels tilewave's output
+has (2 x 2 means, halved until the longest side is at most 1024 pixels) the way a dask
+user would: each level read back from the one written before, coarsened with
+``dask.array.coarsen`` and written with ``to_zarr`` beside the output
+(``OUTPUT.levels/1``, ...), so the peers produce what tilewave produces.
+
 Every tiled method runs its tiles through tilewave's own
 :func:`tilewave.pipeline.tile_work.process_tile` (``whole`` through
 ``reference_upscale``), so their outputs equal tilewave's and the
@@ -86,9 +92,9 @@ def tile_loop(model: Any, grid: Any, mode: str, read: Callable[[tuple[int, int, 
 
 
 def run(method: str, input_path: str, output_path: str, model_name: str, tile: int = 256,
-        scale: int | None = None, threads: int = 1) -> dict[str, Any]:
-    """Upscale ``input_path`` into a new Zarr array at ``output_path`` with ``method``;
-    returns the timings."""
+        scale: int | None = None, threads: int = 1, pyramid: bool = False) -> dict[str, Any]:
+    """Upscale ``input_path`` into a new Zarr array at ``output_path`` with ``method``
+    (and, with ``pyramid``, add its levels); returns the timings."""
     import torch
 
     if method not in METHODS:
@@ -98,14 +104,14 @@ def run(method: str, input_path: str, output_path: str, model_name: str, tile: i
     # workers do; the serial methods get ``threads`` torch threads for their one tile.
     torch.set_num_threads(1 if method == "dask" else threads)
     try:
-        return _run(method, input_path, output_path, model_name, tile, scale, threads)
+        return _run(method, input_path, output_path, model_name, tile, scale, threads, pyramid)
     finally:
         # A caller in the same process (a test session) keeps its own setting.
         torch.set_num_threads(before)
 
 
 def _run(method: str, input_path: str, output_path: str, model_name: str, tile: int,
-         scale: int | None, threads: int) -> dict[str, Any]:
+         scale: int | None, threads: int, pyramid: bool = False) -> dict[str, Any]:
     from tilewave.storage.arrays import ArrayReader, ArraySpec, ArrayWriter
 
     t0 = time.perf_counter()
@@ -142,12 +148,18 @@ def _run(method: str, input_path: str, output_path: str, model_name: str, tile: 
             raise ValueError(f"{model_name} needs its neighbours' contexts ({mode} mode); "
                              "map_overlap cannot pass them")
         _dask_upscale(input_path, output_path, model, grid, threads)
+    levels, pyramid_s = 0, 0.0
+    if pyramid and method in ("bare", "dask"):
+        t2 = time.perf_counter()
+        levels = dask_pyramid(output_path, max(threads, 2))
+        pyramid_s = time.perf_counter() - t2
     seconds = time.perf_counter() - t1
     return {"method": method, "model": model_name, "scale": grid.scale, "tile": tile,
             "halo": grid.halo, "tiles": grid.count if method != "whole" else 1,
             "input_shape": list(reader.shape), "threads": threads,
             "load_seconds": round(t1 - t0, 3), "seconds": round(seconds, 3),
-            "write_seconds": round(write_s, 3)}
+            "write_seconds": round(write_s, 3), "pyramid_levels": levels,
+            "pyramid_seconds": round(pyramid_s, 3)}
 
 
 def _dask_upscale(input_path: str, output_path: str, model: Any, grid: Any, threads: int) -> None:
@@ -180,6 +192,33 @@ def _dask_upscale(input_path: str, output_path: str, model: Any, grid: Any, thre
         upscaled.to_zarr(output_path, overwrite=True)
 
 
+def dask_pyramid(output_path: str, threads: int, smallest: int = 1024) -> int:
+    """Write the pyramid levels of the ``(c, y, x)`` array at ``output_path`` with dask;
+    returns how many levels were written."""
+    import dask
+    import dask.array as da
+
+    level = da.from_zarr(output_path)
+    chunks = level.chunksize
+    count = 0
+    with dask.config.set(scheduler="threads", num_workers=threads):
+        while max(level.shape[1:]) > smallest:
+            _, h, w = level.shape
+            padded = da.pad(level, ((0, 0), (0, h % 2), (0, w % 2)), mode="edge")
+            mean = da.coarsen(np.mean, padded.astype(np.float32), {1: 2, 2: 2})
+            if np.issubdtype(level.dtype, np.integer):
+                top = np.iinfo(level.dtype).max
+                down = da.clip(da.round(mean), 0, top).astype(level.dtype)
+            else:
+                down = mean.astype(level.dtype)
+            count += 1
+            path = f"{output_path}.levels/{count}"
+            down.rechunk((chunks[0], min(chunks[1], down.shape[1]), min(chunks[2], down.shape[2]))
+                         ).to_zarr(path, overwrite=True)
+            level = da.from_zarr(path)
+    return count
+
+
 def cap_memory(gib: float) -> None:
     """Limit this process's data segment (heap and anonymous mappings) to ``gib``."""
     limit = int(gib * 2**30)
@@ -202,6 +241,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--tile", type=int, default=256)
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (dask: scheduler threads of one torch thread each)")
+    p.add_argument("--pyramid", action="store_true",
+                   help="bare and dask: add the pyramid levels tilewave's output has")
     p.add_argument("--memory-cap-gib", type=float, default=None,
                    help="fail with an allocation error past this much memory (RLIMIT_DATA)")
     args = p.parse_args(argv)
@@ -211,7 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cap_memory(args.memory_cap_gib)
     try:
         result = run(args.method, args.input, args.output, args.model, args.tile, args.scale,
-                     args.threads)
+                     args.threads, args.pyramid)
     except Exception as exc:
         if not _is_out_of_memory(exc):
             raise

@@ -7,19 +7,26 @@ tile; see ``benchmarks/memory.py``) is upscaled x2 with tiles of 256 by:
 
 ``bare``
     a bare loop in one process over the same tiles, one torch thread, each tile written
-    to its output chunk (``benchmarks/peers.py bare``): the model's own cost plus I/O;
+    to its output chunk (``benchmarks/peers.py bare --pyramid``): the model's own cost
+    plus I/O;
 ``tilewave-1``, ``tilewave-2``
-    ``tilewave upscale IN OUT --model M --workers N --quiet --json`` (Ray, 1 and 2 workers);
+    ``tilewave upscale IN OUT --model M --workers N --quiet --json`` (Ray, 1 and 2 tiles
+    at once, in one worker process);
 ``dask``
     ``map_overlap`` with the model's halo and ``to_zarr`` on dask's threaded scheduler,
-    2 threads of one torch thread each (``benchmarks/peers.py dask``); not for UniBA,
-    whose tiles need their neighbours' contexts.
+    2 threads of one torch thread each (``benchmarks/peers.py dask --pyramid``); not for
+    UniBA, whose tiles need their neighbours' contexts.
 
-Each run is a fresh process whose whole tree is sampled for memory. Wall time is the
-whole command: starting Python, Ray and the workers, loading the model, the tiles, and
-for tilewave the pyramid levels. Tilewave's JSON report also gives the time spent
-running tiles once the workers were up (``tile_seconds``), which the steady-state
-figures use; the bare loop reports its loop time the same way.
+Every method writes the same output: level 0 and the pyramid levels above it (the peers
+add theirs with ``dask.array.coarsen`` after level 0; tilewave computes them among its
+tiles). Each run is a fresh process whose whole tree is sampled for memory. Wall time is
+the whole command: starting Python, Ray and the workers, loading the model, the tiles,
+the pyramid. Tilewave's JSON report also gives the time spent running tiles once the
+workers were up (``tile_seconds``), which the steady-state figures use; the peers report
+their loop time the same way (pyramid included).
+
+A last run measures tilewave's fixed cost: a 4-tile bicubic job (512 x 512 in), whose
+wall time minus its tile time is what every job pays to start and stop.
 
     python benchmarks/throughput.py          # quick: 16-64 MP outputs, a few minutes a model
     python benchmarks/throughput.py --full   # 4x the pixels
@@ -92,7 +99,7 @@ def measure_speed(model: str, method: str, path: Path, side: int, scratch: Path,
     if method.startswith("tilewave"):
         cmd = tilewave_command(path, out, model, int(method.split("-")[1]))
     else:
-        cmd = peer_command(method, path, out, model, 1 if method == "bare" else 2)
+        cmd = peer_command(method, path, out, model, 1 if method == "bare" else 2, pyramid=True)
     tiles = (-(-side // TILE)) ** 2
     run = measure_run(Run(model, method, 0, side, tiles, ""), cmd, env, out, interval, None, False)
     tile_s = float(run.report.get("tile_seconds") or run.report.get("seconds") or 0.0)
@@ -101,6 +108,17 @@ def measure_speed(model: str, method: str, path: Path, side: int, scratch: Path,
     return Speed(model, method, side, tiles, out_mp, run.wall_s, round(tile_s, 2),
                  run.peak_pss_bytes, run.object_store_peak_bytes,
                  round(tiles / run.wall_s, 3), round(out_mp / run.wall_s, 3), run.report)
+
+
+def measure_fixed_cost(workdir: Path, scratch: Path, env: dict[str, str],
+                       interval: float) -> dict[str, Any]:
+    """A 4-tile bicubic job: its wall time, tile time and the difference."""
+    speed = measure_speed("bicubic", "tilewave-2", ensure_input(workdir / "inputs", 2 * TILE),
+                          2 * TILE, scratch, env, interval)
+    return {"command": "tilewave upscale IN(512 x 512) OUT --model bicubic --workers 2",
+            "wall_s": speed.wall_s, "tile_s": speed.tile_s,
+            "fixed_s": round(speed.wall_s - speed.tile_s, 2),
+            "peak_pss_bytes": speed.peak_pss_bytes}
 
 
 def derived(speeds: Sequence[Speed]) -> dict[str, dict[str, Any]]:
@@ -169,6 +187,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"[{model} {side}x{side}] {method}: {s.wall_s:.1f} s wall, {s.tile_s:.1f} s "
                       f"tiles, peak {s.peak_pss_bytes / 2**20:,.0f} MiB", file=sys.stderr, flush=True)
                 speeds.append(s)
+        fixed = None
+        if "tilewave-2" in args.methods:
+            print("[fixed cost] 4-tile bicubic job ...", file=sys.stderr, flush=True)
+            fixed = measure_fixed_cost(workdir, scratch, env, args.interval)
+            print(f"[fixed cost] {fixed['fixed_s']} s", file=sys.stderr, flush=True)
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -188,6 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "total_seconds": round(time.perf_counter() - began, 1),
         "speeds": [asdict(s) for s in speeds],
         "derived": derived(speeds),
+        "fixed_cost": fixed,
         "skipped": skipped,
         "table_markdown": table,
     }
@@ -195,6 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         all_speeds = [Speed(**s) for s in merged["speeds"]]
         merged["derived"] = derived(all_speeds)
         merged["table_markdown"] = markdown_table(all_speeds)
+        merged["fixed_cost"] = fixed or merged.get("fixed_cost")
 
     payload = write_results(args.json_out, payload, args.update, "speeds",
                             lambda s: (s["model"], s["method"]), recompute)

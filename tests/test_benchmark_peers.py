@@ -88,3 +88,23 @@ def test_peers_leave_the_callers_torch_threads_alone(photo_store, tmp_path):
     peers.run("dask", photo_store, str(tmp_path / "d.zarr"), "bicubic", tile=32, threads=2)
     peers.run("bare", photo_store, str(tmp_path / "b.zarr"), "bicubic", tile=32, threads=1)
     assert torch.get_num_threads() == before
+
+
+def test_dask_peer_pyramid_equals_tilewaves_levels(tmp_path):
+    """The peers' pyramid (dask.array.coarsen) is the one tilewave's DAG writes, so the
+    benchmarks compare equal outputs."""
+    pixels = np.random.default_rng(1).integers(0, 256, (3, 1111, 300), dtype=np.uint8)
+    src = zarr_input(tmp_path / "in.zarr", pixels, chunk=128)
+    report = api.upscale(src, tmp_path / "tw.zarr", model="bicubic", scale=2, tile=128,
+                         executor="local", progress=False)
+    out = str(tmp_path / "peer.zarr")
+    result = peers.run("bare", src, out, "bicubic", tile=128, scale=2, pyramid=True)
+    assert result["pyramid_levels"] == 2
+    np.testing.assert_array_equal(zarr.open_array(out)[...], zarr.open_array(report.array)[...])
+    for k in (1, 2):
+        got = zarr.open_array(f"{out}.levels/{k}")[...]
+        want = zarr.open_array(str(tmp_path / "tw.zarr"), path=str(k))[...]
+        assert got.shape == want.shape
+        # Both average in float32; a sum in another order may round a .5 the other way.
+        assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
+        assert (got != want).mean() < 1e-3
