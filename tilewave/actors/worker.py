@@ -9,6 +9,10 @@ One worker serves a whole node (or one GPU): it runs ``slots`` tiles at once on 
 that share its one model, since torch releases the GIL inside its kernels. Calls beyond
 the slots are admitted too (the actor's concurrency is larger), so that while ``slots``
 tiles compute, the next ones read their input and finished ones write their output.
+The computing itself happens on ``slots`` dedicated threads, not on the calls' threads:
+glibc gives every thread that allocates its own heap arena and keeps what is freed
+there, so activations allocated by every call thread in turn held 1.7 GiB in a worker
+that needs 0.8 (span-x2, 2 slots, 4 calls; ``docs/benchmarks/throughput.json``).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import os
 import socket
 import threading
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ..pipeline.tile_job import TileDone, TileJob
@@ -57,6 +62,7 @@ class TileWorker:
             return store.save(producer, direction, to_cpu(value))  # type: ignore[union-attr]
 
         self.slots = slots
+        self._computing = ThreadPoolExecutor(slots, thread_name_prefix="compute")
         self.batch = min(job.batch or default_batch(device), slots)
         forward = None
         if self.batch > 1 and job.mode != "context":
@@ -73,7 +79,7 @@ class TileWorker:
             keep if store is not None else None, job.ramp, device, half,
             Bicubic(job.scale) if job.adaptive else None, job.nodata,
             job.input_path or job.source.path, self.name,
-            threading.BoundedSemaphore(slots) if slots > 1 else threading.Lock(), forward)
+            lambda work: self._computing.submit(work).result(), forward)
 
         self.pyramid = None
         if job.pyramid is not None:

@@ -9,7 +9,6 @@ Whatever goes wrong is turned into the user's error here, once
 
 from __future__ import annotations
 
-import contextlib
 import time
 import traceback
 from collections.abc import Callable, Mapping
@@ -57,9 +56,10 @@ class TileSetup:
     #: The input as the user named it, and the worker's name, for messages.
     input_name: str = ""
     worker: str = ""
-    #: Held while a tile computes (a semaphore of the worker's compute slots), so that
-    #: other tiles of the same worker read their input and write their output meanwhile.
-    compute_slot: contextlib.AbstractContextManager[Any] | None = None
+    #: Runs a tile's computation on one of the worker's compute threads and returns its
+    #: result, so that other tiles of the same worker read their input and write their
+    #: output meanwhile; None: on the calling thread.
+    compute: Callable[[Callable[[], Any]], Any] | None = None
     #: Runs the model on one tile's input, batched with other tiles' (halo and blend
     #: modes); None: the model's own ``forward_image``.
     forward: Callable[[Any], Any] | None = None
@@ -103,9 +103,12 @@ def _work(setup: TileSetup, tile: Tile, inbound: Mapping[str, Any]) -> tuple[dic
     cheap = setup.cheap is not None and _is_easy(setup, tile, window)
     model, half = (setup.cheap, False) if cheap else (setup.model, setup.half)
     contexts = {Direction(k): _load(v) for k, v in inbound.items() if v is not None}
-    with setup.compute_slot or contextlib.nullcontext():
-        core, outbound = run_tile(model, grid, tile, window, setup.mode, contexts,  # type: ignore[arg-type]
-                                  setup.ramp, setup.device, half, None if cheap else setup.forward)
+
+    def compute() -> tuple[np.ndarray, dict[str, Any]]:
+        return run_tile(model, grid, tile, window, setup.mode, contexts,  # type: ignore[arg-type]
+                        setup.ramp, setup.device, half, None if cheap else setup.forward)
+
+    core, outbound = setup.compute(compute) if setup.compute is not None else compute()
     oy0, oy1, ox0, ox1 = grid.out_window(tile.core)
     if core.shape[1:] != (oy1 - oy0, ox1 - ox0):
         # Writing it would spill into the neighbours' chunks.
