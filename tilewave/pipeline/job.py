@@ -17,9 +17,9 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
 import time
-from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -311,12 +311,16 @@ class StageRun:
         ledger = Ledger(self.store)
         already = len(ledger.done())
         total = grid.count + pyramid.count
-        # Workers start (Ray, model loading) while the input is copied; they open the
-        # copy only when their first tile reads it.
-        pools.start(job, grid.count - already, self.label)
-        if copy:
-            self.copy_input(source)
-        with pools(job, grid.count - already, self.label) as pool:
+        # The input is copied on a thread while this one starts Ray and the workers
+        # (which open the copy at their first read): Ray's daemons die with the thread
+        # that started them, so that must be the one that lives as long as the job.
+        copying = _Background(self.copy_input, source) if copy else None
+        with contextlib.ExitStack() as stack:
+            if copying is not None:
+                stack.push(copying.settle)
+            pool = stack.enter_context(pools(job, grid.count - already, self.label))
+            if copying is not None:
+                copying.result()
             self.tiles_started = True
             result.workers, result.processes = pool.workers, pool.processes
             contexts = ContextStore(self.store) if stage.dependent else None
@@ -359,18 +363,44 @@ class StageRun:
         return result
 
 
+class _Background:
+    """A call running on a daemon thread, whose outcome :meth:`result` returns or raises."""
+
+    def __init__(self, call: Callable[..., Any], *args: Any):
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(call, *args), daemon=True,
+                                        name="tilewave-copy")
+        self._thread.start()
+
+    def _run(self, call: Callable[..., Any], *args: Any) -> None:
+        try:
+            call(*args)
+        except BaseException as exc:  # handed to the thread that waits for it
+            self._error = exc
+
+    def result(self) -> None:
+        self._thread.join()
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def settle(self, kind: type[BaseException] | None, *_: Any) -> None:
+        """Leaving the stage (an exit callback): let the copy finish, so nothing writes
+        into the output afterwards, unless the user interrupted, whose process ends."""
+        if kind is not KeyboardInterrupt:
+            self._thread.join()
+
+
 # ------------------------------------------------------------------------ the workers
 
 
 class PoolFactory:
     """Starts a stage's workers: in this process, or Ray actors on the job's cluster,
-    which is joined (or started) once for all stages. :meth:`start` begins that in a
-    thread, so that the caller copies the input meanwhile."""
+    which is joined (or started) once for all stages."""
 
     def __init__(self, plan: JobPlan, progress: Progress):
         self.plan, self.progress = plan, progress
         self.cluster: Any = None
-        self._starting: tuple[Any, Future[Any]] | None = None
 
     def _connect(self) -> Any:
         from ..actors.cluster import connect
@@ -381,29 +411,10 @@ class PoolFactory:
             self.cluster = connect(self.plan.address)
         return self.cluster
 
-    def start(self, job: Any, tiles: int, label: str) -> None:
-        """Begin starting the workers for ``job`` in the background."""
-        if self.plan.executor == "local" or self._starting is not None:
-            return
-        runner = ThreadPoolExecutor(1, thread_name_prefix="tilewave-start")
-        self._starting = (job, runner.submit(self._start, job, tiles, label))
-        runner.shutdown(wait=False)
-
-    def _take_started(self, job: Any) -> Any:
-        if self._starting is None:
-            return None
-        started, future = self._starting
-        self._starting = None
-        pool = future.result()  # raises what starting raised
-        if started is job:
-            return pool
-        pool.close()
-        return None
-
     @contextlib.contextmanager
     def __call__(self, job: Any, tiles: int, label: str) -> Iterator[Any]:
         """Workers for ``job`` (at most one per remaining tile), closed on leaving."""
-        pool = self._take_started(job) or self._start(job, tiles, label)
+        pool = self._start(job, tiles, label)
         try:
             yield pool
         finally:
@@ -431,9 +442,6 @@ class PoolFactory:
         return RayPool(job, placements, gpus)
 
     def close(self) -> None:
-        if self._starting is not None:  # the stage failed while its workers started
-            with contextlib.suppress(Exception):
-                self._take_started(None)
         if self.cluster is not None:
             from ..actors.cluster import disconnect
 
