@@ -60,7 +60,9 @@ def ingest(image: InputImage, dest: str, chunk: int = 512, progress: bool = True
             dtype=image.dtype,
             dimension_names=("c", "y", "x"),
             fill_value=0,
-            compressors=ZstdCodec(level=_ZSTD_LEVEL),
+            # An uncompressed input gets an uncompressed copy: the disk it takes is the
+            # input's own size, and compressing it would be the slowest step by far.
+            compressors=None if bands is not None and bands.uncompressed else ZstdCodec(level=_ZSTD_LEVEL),
             # Ingest writes every chunk, zeros included: a missing chunk must mean "not copied".
             config={"write_empty_chunks": True},
         )

@@ -85,6 +85,11 @@ class TiffBands:
         #: The last row of segments decoded, kept while the next band still needs it.
         self._kept: tuple[int, list[_Piece]] | None = None
 
+    @property
+    def uncompressed(self) -> bool:
+        """The file stores its pixels uncompressed (and they are mapped, not decoded)."""
+        return self._raw
+
     @classmethod
     def open(cls, path: str, band_rows: int) -> TiffBands | None:
         """Bands of the TIFF at ``path``, or None where its layout is not covered."""
