@@ -191,7 +191,8 @@ def targets(memory: dict[str, Any] | None, speed: dict[str, Any] | None) -> list
                 tail, wall = r["report"].get("pyramid_seconds", 0.0), r["report"]["seconds"]
                 add(f"bicubic {r['output_mp']:g} MP: pyramid after the last tile / wall", "<= 0.10",
                     tail / wall, tail / wall <= 0.10,
-                    "pyramid chunks run among the tiles; this is what is left after the last tile")
+                    f"{tail:.1f} s of {wall:.0f} s: pyramid chunks run among the tiles, this is "
+                    "what is left after the last one")
     ingest = _load("ingest.json")
     if ingest:
         for name, t in ingest["targets"].items():
