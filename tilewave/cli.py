@@ -217,8 +217,9 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
         c, h, w = report.shape
         print(f"wrote {report.output} ({w} x {h}, {c} channel{'s' * (c != 1)}, {report.dtype}): "
               f"{report.model} x{report.scale}, {report.mode} mode, {report.tiles_run} of "
-              f"{report.tiles} tiles run in {report.seconds:.1f} s on {report.workers} worker"
-              f"{'s' * (report.workers != 1)}"
+              f"{report.tiles} tiles run in {report.seconds:.1f} s, {report.workers} at once"
+              + (f" in {report.processes} worker process{'es' * (report.processes != 1)}"
+                 if report.processes else " in this process")
               + (f"; {report.tiles_cheap} easy tiles took bicubic" if report.tiles_cheap else "")
               + ("; sampler " + ", ".join(f"{k} {v:g}" for k, v in report.sampler.items())
                  if report.sampler else ""))

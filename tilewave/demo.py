@@ -66,8 +66,9 @@ def run_demo(folder: str = "tilewave-demo", progress: bool = True) -> str:
     print(f"bicubic:  {crops[1]}  (the same region of the input, upscaled x{scale} with "
           f"plain bicubic)")
     print(f"compare:  {crops[2]}  (side by side: bicubic left, uniba-x2 right)")
-    print(f"ran {report.model} ({report.mode} mode) on {report.tiles} tiles, {report.workers} Ray "
-          f"workers, in {report.seconds:.1f} s; "
+    print(f"ran {report.model} ({report.mode} mode) on {report.tiles} tiles, {report.workers} at "
+          f"once in {report.processes} Ray worker process{'es' * (report.processes != 1)}, "
+          f"in {report.seconds:.1f} s; "
           f"read it with zarr.open_array({report.array!r})")
     return output
 
