@@ -6,9 +6,10 @@
    consistent (:func:`~tilewave.pipeline.job_plan.plan_job`), every output location
    creatable, existing outputs resumable or replaceable, the cluster big enough where
    that is known. Nothing has started and nothing is written.
-2. for each stage (:class:`StageRun`): **lock** → **create or resume** → **ingest** →
-   **run** tiles, and pyramid chunks as their tiles finish → **finish**; :meth:`StageRun.leave_behind` is the one
-   place that decides what a failure leaves.
+2. for each stage (:class:`StageRun`): **lock** → **create or resume** → **start the
+   workers** while the input is copied → **run** tiles, and pyramid chunks as the chunks
+   below them are written → **finish**; :meth:`StageRun.leave_behind` is the one place
+   that decides what a failure leaves.
 3. **export** to TIFF, and removal of intermediate stores.
 """
 
