@@ -18,9 +18,9 @@ input, in one process).
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
-import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -51,8 +51,8 @@ class TileWorker:
         half = device.type == "cuda" and model.descriptor.supports_half
         model.to(device, half)
         # Opened at the first read: a worker may start while the driver still copies the
-        # input into the working copy it reads.
-        reader = _Lazy(lambda: ArrayReader(job.source))
+        # input into the working copy it reads (two threads racing here open it twice, read-only).
+        reader = functools.cache(lambda: ArrayReader(job.source))
         writer = ArrayWriter(job.output_array)
         store = ContextStore(job.contexts_in) if job.contexts_in else None
 
@@ -76,7 +76,7 @@ class TileWorker:
             forward = Batcher(run, self.batch)
         self.name = f"{socket.gethostname()}:{os.getpid()}:{device}"
         self.setup = TileSetup(
-            job.grid, job.mode, model, lambda w: reader.get().read(*w), writer.write,
+            job.grid, job.mode, model, lambda w: reader().read(*w), writer.write,
             keep if store is not None else None, job.ramp, device, half,
             Bicubic(job.scale) if job.adaptive else None, job.nodata,
             job.input_path or job.source.path, self.name,
@@ -110,16 +110,3 @@ class TileWorker:
             raise RuntimeError("this job builds no pyramid")
         return process_chunk(self.pyramid, level, row, col)
 
-
-class _Lazy:
-    """A value made on first use, once, whichever thread asks first."""
-
-    def __init__(self, make: Any):
-        self._make, self._value, self._lock = make, None, threading.Lock()
-
-    def get(self) -> Any:
-        if self._value is None:
-            with self._lock:
-                if self._value is None:
-                    self._value = self._make()
-        return self._value

@@ -203,7 +203,6 @@ class StageRun:
                  progress: Progress, label: str):
         self.stage, self.image, self.options = stage, image, options
         self.progress, self.label = progress, label
-        self.batch = options.batch
         self.store = stage.output
         self.lock: job_state.JobLock | None = None
         self.created_here = False
@@ -308,7 +307,7 @@ class StageRun:
                       source, f"{self.store}/0",
                       location.absolute(self.store) if stage.dependent else None,
                       self.image.path, stage.adaptive, self.image.metadata.get("nodata"),
-                      stage.sampler, pyramid if pyramid.levels else None, self.batch)
+                      stage.sampler, pyramid if pyramid.levels else None, self.options.batch)
         ledger = Ledger(self.store)
         already = len(ledger.done())
         total = grid.count + pyramid.count

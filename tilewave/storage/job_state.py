@@ -101,9 +101,16 @@ class Ledger:
         self.path = location.join(state_dir(output), "ledger" if self.remote else "ledger.log")
         self._file: Any = None
         self._batches = 0
+        #: What the ledger holds, read once: this object is the ledger's only writer.
+        self._known: set[tuple[int, ...]] | None = None
 
     def _entries(self) -> set[tuple[int, ...]]:
         """Every recorded entry; a line torn by a crash is ignored."""
+        if self._known is None:
+            self._known = self._read()
+        return self._known
+
+    def _read(self) -> set[tuple[int, ...]]:
         if self.remote:
             names = location.listdir(self.path)
             self._batches = max(self._batches, len(names))
@@ -128,7 +135,10 @@ class Ledger:
     def record(self, entries: Iterable[tuple[int, ...]]) -> None:
         """Append finished tiles ``(row, col)`` and pyramid chunks ``(level, row, col)``,
         flushed to disk before returning."""
+        entries = list(entries)
         lines = "".join(" ".join(map(str, e)) + "\n" for e in entries)
+        if self._known is not None:
+            self._known.update(entries)
         if self.remote:
             if lines:
                 if self._batches == 0:
