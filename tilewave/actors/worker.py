@@ -51,7 +51,8 @@ class TileWorker:
         half = device.type == "cuda" and model.descriptor.supports_half
         model.to(device, half)
         # Opened at the first read: a worker may start while the driver still copies the
-        # input into the working copy it reads (two threads racing here open it twice, read-only).
+        # input into the working copy it reads. Two threads racing here open it twice,
+        # read-only, which is harmless.
         reader = functools.cache(lambda: ArrayReader(job.source))
         writer = ArrayWriter(job.output_array)
         store = ContextStore(job.contexts_in) if job.contexts_in else None
