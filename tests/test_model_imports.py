@@ -18,7 +18,11 @@ from tilewave.models.ncnn_files import wheel_installed
 for entry in models.available_models():
     name = models.get_entry(entry.name).name
     models.resolve_scale(name, None)
-    models.describe_model(name, entry.default_scale)
+    if entry.folder:  # described by its folder (tests/test_sd_x4.py); listed generically
+        from tilewave.models.sd_x4 import listing
+        listing()
+    else:
+        models.describe_model(name, entry.default_scale)
     if entry.requires:
         wheel_installed(entry.requires)
 models.canonical_name("SPAN_x2")

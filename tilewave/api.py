@@ -43,6 +43,11 @@ def upscale(
     noise: float | None = None,
     seed: int | None = None,
     batch: int | None = None,
+    prompt: str | None = None,
+    negative_prompt: str | None = None,
+    guidance: float | None = None,
+    noise_level: int | None = None,
+    early_stop: float | None = None,
 ) -> Report:
     """Upscale ``input`` into the OME-Zarr image ``output``, out of core.
 
@@ -67,7 +72,10 @@ def upscale(
 
     ``steps``, ``noise`` and ``seed`` set how a multi-step model (``uniba-diff-x2``)
     samples; its noise is a function of ``seed`` and the pixel's position, so the output
-    is the same for any tile size, worker count or resume.
+    is the same for any tile size, worker count or resume. The Stable Diffusion x4
+    upscaler (``model`` = its local diffusers folder, see :mod:`tilewave.models.sd_x4`)
+    also takes ``prompt``, ``negative_prompt``, ``guidance``, ``noise_level`` and
+    ``early_stop``.
 
     ``workers`` is how many tiles compute at once: each node runs one worker process
     with a thread per tile (one process per GPU). ``batch`` tiles of a halo or blend
@@ -75,7 +83,9 @@ def upscale(
     """
     options = Options(model, scale, tile, mode, halo, overlap, ramp, workers, address, executor,
                       resume, overwrite, progress, adaptive, keep_stages, tiff_format,
-                      compression, quality, steps, noise, seed, batch)
+                      compression, quality, steps=steps, noise=noise, seed=seed, batch=batch,
+                      prompt=prompt, negative_prompt=negative_prompt, guidance=guidance,
+                      noise_level=noise_level, early_stop=early_stop)
     return run_job(os.fspath(input), os.fspath(output), options)
 
 

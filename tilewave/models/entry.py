@@ -28,3 +28,8 @@ class ModelEntry:
     requires: str | None = None
     #: A model that checks the machinery rather than upscaling images well.
     diagnostic: bool = False
+    #: The extra (``pip install 'tilewave[EXTRA]'``) that installs ``requires``.
+    extra: str = "pretrained"
+    #: The name stands for a family that runs from a folder given as ``--model PATH``;
+    #: building or describing it by name is refused with the hint.
+    folder: bool = False

@@ -28,7 +28,8 @@ __all__ = ["BUILTIN_FAMILIES", "ModelEntry", "available_models", "canonical_name
            "describe_model", "get_entry", "load_model", "register", "resolve_scale"]
 
 #: Modules (relative to this package) whose ``entries()`` are the built-in models.
-BUILTIN_FAMILIES: tuple[str, ...] = (".bicubic", ".prefix_sum", ".uniba", ".span", ".realesrgan")
+BUILTIN_FAMILIES: tuple[str, ...] = (".bicubic", ".prefix_sum", ".uniba", ".span", ".realesrgan",
+                                     ".sd_x4")
 
 #: Models added with :func:`register`, by canonical name. They take precedence over
 #: built-ins of the same name, and are kept apart from them so that a test can snapshot
@@ -84,21 +85,32 @@ def _registered(name: str) -> ModelEntry:
     try:
         return models[normalise(name)]
     except KeyError:
+        if os.sep in name or name.startswith("."):
+            # A path, not a name: say so rather than suggest names.
+            raise SettingsError(f"--model {name!r} does not exist; give a model name (see "
+                                "`tilewave models`), a weights file or an upscaler folder") from None
         raise _unknown(name, sorted(models)) from None
 
 
 def canonical_name(name: str) -> str:
     """The name tilewave uses for what the user typed: the registered model's own name
-    (``SPAN_x2`` -> ``span-x2``), or a weights file's absolute path (as
-    :func:`get_entry` names it; the file is not read here).
+    (``SPAN_x2`` -> ``span-x2``), or a weights file's or model folder's absolute path
+    (as :func:`get_entry` names it; the file is not read here).
 
     Raises :class:`~tilewave.errors.UnknownModelError` for a name nothing is registered under.
     """
-    return os.path.abspath(name) if is_weights_path(name) else _registered(name).name
+    if is_weights_path(name) or os.path.isdir(name):
+        return os.path.abspath(name)
+    return _registered(name).name
 
 
 def get_entry(name: str) -> ModelEntry:
-    """The registered model ``name``, or a weights file (tilewave's own, or any spandrel reads)."""
+    """The registered model ``name``, a weights file (tilewave's own, or any spandrel
+    reads), or a model folder (the Stable Diffusion x4 upscaler's)."""
+    if os.path.isdir(name):
+        from . import sd_x4
+
+        return sd_x4.folder_entry(name)
     if is_weights_path(name):
         from . import uniba, user_weights
 

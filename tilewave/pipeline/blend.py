@@ -17,7 +17,7 @@ from typing import Literal
 import numpy as np
 
 from .directions import Direction
-from .plan import Tile, TileGrid
+from .plan import Tile
 
 Ramp = Literal["linear", "cosine"]
 RAMPS: tuple[Ramp, ...] = ("linear", "cosine")
@@ -34,11 +34,12 @@ def ramp(length: int, kind: Ramp) -> np.ndarray:
 
 
 def split_prediction(
-    grid: TileGrid, tile: Tile, prediction: np.ndarray
+    scale: int, tile: Tile, prediction: np.ndarray
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Cut a tile's prediction (``(c, h, w)`` over ``tile.predicted`` in output pixels)
-    into its own core and the strips for its right, lower and lower-right neighbours."""
-    s = grid.scale
+    """Cut a tile's prediction (``(c, h, w)`` over ``tile.predicted`` in output pixels,
+    ``scale`` times the input's) into its own core and the strips for its right, lower
+    and lower-right neighbours."""
+    s = scale
     y0, y1, x0, x1 = tile.core
     _, py1, _, px1 = tile.predicted
     h, w = (y1 - y0) * s, (x1 - x0) * s
@@ -54,8 +55,6 @@ def split_prediction(
 
 
 def blend_core(
-    grid: TileGrid,
-    tile: Tile,
     core: np.ndarray,
     inbound: Mapping[str, np.ndarray | None],
     kind: Ramp,

@@ -69,6 +69,10 @@ class Report:
     sampler: dict[str, Any] | None = None
     #: Worker processes the ``workers`` tiles at once ran in (0: this process).
     processes: int = 0
+    #: Sampler steps the tiles of this run ran, of those asked for; fewer where tiles
+    #: stopped early (``early_stop``) or were easy (``adaptive``).
+    steps_run: int = 0
+    steps_total: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -194,6 +198,8 @@ class StageResult:
     processes: int = 0
     tile_seconds: float = 0.0
     pyramid_seconds: float = 0.0
+    steps_run: int = 0
+    steps_total: int = 0
 
 
 class StageRun:
@@ -331,6 +337,7 @@ class StageRun:
         finish_levels(self.store, levels)
         self.manifest.pyramid = levels[1:]
         result.tiles_run, result.tiles_cheap = stats.tiles_run, stats.tiles_cheap
+        result.steps_run, result.steps_total = stats.steps_run, stats.steps_total
         result.tile_seconds = stats.seconds - stats.pyramid_tail_seconds
         result.pyramid_seconds = stats.pyramid_tail_seconds
 
@@ -482,7 +489,8 @@ def _report(plan: JobPlan, image: InputImage, results: list[StageResult], second
                   sum(r.tiles_cheap for r in results), sum(r.tile_seconds for r in results),
                   sum(r.pyramid_seconds for r in results),
                   next((s.sampler.as_dict() for s in plan.stages if s.sampler), None),
-                  max(r.processes for r in results))
+                  max(r.processes for r in results), sum(r.steps_run for r in results),
+                  sum(r.steps_total for r in results))
 
 
 def run_job(input_path: str, output: str, options: Options) -> Report:

@@ -55,6 +55,12 @@ class Options:
     steps: int | None = None
     noise: float | None = None
     seed: int | None = None
+    #: Settings of text-conditioned upscalers (sd-x4; None: the model's default).
+    prompt: str | None = None
+    negative_prompt: str | None = None
+    guidance: float | None = None
+    noise_level: int | None = None
+    early_stop: float | None = None
     #: Tiles a worker runs through a halo or blend model as one batch (None: 4 on a
     #: GPU, 1 on CPUs). Output bytes do not depend on it, so resumes may change it.
     batch: int | None = None
@@ -199,7 +205,7 @@ def _stage(index: int, stage: Stage, desc: ModelDescriptor, facts: ImageFacts,
         overlap = max(1, tile // 8) if mode == "blend" else 0
     if mode != "blend" and overlap:
         raise SettingsError("--overlap applies to --mode blend only; drop it or use blend")
-    if options.adaptive and mode == "context":
+    if options.adaptive and mode == "context" and not desc.tolerates_missing_contexts:
         raise SettingsError(f"--adaptive routes easy tiles to bicubic, which passes no "
                             f"contexts; use it with --mode halo or blend, not with {model!r} "
                             "in context mode")
@@ -210,28 +216,50 @@ def _stage(index: int, stage: Stage, desc: ModelDescriptor, facts: ImageFacts,
                      output, options.adaptive, _sampler(desc, options))
 
 
+#: Sampler options, as ``Options`` and :class:`SamplerSettings` name them.
+SAMPLER_OPTIONS = ("steps", "noise", "seed", "prompt", "negative_prompt", "guidance",
+                   "noise_level", "early_stop")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
 def _sampler(desc: ModelDescriptor, options: Options) -> SamplerSettings | None:
     """The stage's sampler settings: the model's defaults, with what the user gave."""
     if desc.sampler is None:
         return None
-    sampler = SamplerSettings(
-        options.steps if options.steps is not None else desc.sampler.steps,
-        options.noise if options.noise is not None else desc.sampler.noise,
-        options.seed if options.seed is not None else desc.sampler.seed)
+    defaults = desc.sampler.as_dict()
+    foreign = [_flag(k) for k in SAMPLER_OPTIONS
+               if getattr(options, k) is not None and k not in defaults]
+    if foreign:
+        takes = ", ".join(_flag(k) for k in defaults)
+        raise SettingsError(f"model {desc.name!r} has no {' or '.join(foreign)}; it takes "
+                            f"{takes}: drop the others")
+    sampler = SamplerSettings(**{**{k: None for k in SAMPLER_OPTIONS}, **defaults,
+                                 **{k: getattr(options, k) for k in defaults
+                                    if getattr(options, k) is not None}})
     if sampler.steps < 1:
         raise SettingsError(f"--steps must be at least 1, got {sampler.steps}")
-    if not 0 <= sampler.noise <= desc.noise_max:
+    if sampler.noise is not None and not 0 <= sampler.noise <= desc.noise_max:
         raise SettingsError(f"--noise for {desc.name!r} must be between 0 and "
                             f"{desc.noise_max:g} (what it was trained for), not {sampler.noise:g}")
+    if sampler.noise_level is not None and not 0 <= sampler.noise_level <= desc.noise_level_max:
+        raise SettingsError(f"--noise-level for {desc.name!r} must be between 0 and "
+                            f"{desc.noise_level_max} (its max_noise_level), not {sampler.noise_level}")
+    for name in ("guidance", "early_stop"):
+        value = getattr(sampler, name)
+        if value is not None and not 0 <= value < float("inf"):
+            raise SettingsError(f"{_flag(name)} must be a finite number of at least 0, not {value:g}")
     return sampler
 
 
 def _check_sampler_options(options: Options, descriptors: Sequence[ModelDescriptor]) -> None:
-    given = [f"--{k}" for k in ("steps", "noise", "seed") if getattr(options, k) is not None]
+    given = [_flag(k) for k in SAMPLER_OPTIONS if getattr(options, k) is not None]
     if given and all(d.sampler is None for d in descriptors):
         names = ", ".join(d.name for d in descriptors)
         raise SettingsError(f"{' and '.join(given)} apply to multi-step models (such as "
-                            f"uniba-diff-x2); {names} runs in one pass: drop them")
+                            f"uniba-diff-x2 or sd-x4); {names} runs in one pass: drop them")
 
 
 def plan_job(output: str, options: Options, facts: ImageFacts, stages: Sequence[Stage],

@@ -39,6 +39,9 @@ class RunStats:
     #: Pyramid chunks computed, and the seconds from the last tile to the last chunk.
     chunks_run: int = 0
     pyramid_tail_seconds: float = 0.0
+    #: Sampler steps the tiles ran, of those asked for (early stops and easy tiles save some).
+    steps_run: int = 0
+    steps_total: int = 0
 
 
 def _resumed_contexts(grid: TileGrid, done: set[Index], contexts: ContextStore,
@@ -88,7 +91,7 @@ def run_tiles(
     if dependent and contexts is not None:
         _resumed_contexts(grid, done, contexts, table)
     levels = PyramidFront(pyramid, done, ledger.done_chunks()) if pyramid else None
-    tiles_run = tiles_cheap = chunks_run = peak_in_flight = 0
+    tiles_run = tiles_cheap = chunks_run = peak_in_flight = steps_run = steps_total = 0
     last_tile = start if wave.finished else None
     try:
         while not wave.finished or (levels is not None and not levels.finished):
@@ -126,6 +129,8 @@ def run_tiles(
                         contexts.remove(producer, direction)
             tiles_run += sum(not t.level for t in finished)
             tiles_cheap += sum(t.cheap for t in finished)
+            steps_run += sum(t.steps[0] for t in finished if t.steps)
+            steps_total += sum(t.steps[1] for t in finished if t.steps)
             if wave.finished and last_tile is None:
                 last_tile = time.perf_counter()
             if on_tile is not None:
@@ -134,4 +139,4 @@ def run_tiles(
         ledger.close()
     end = time.perf_counter()
     return RunStats(tiles_run, end - start, table.peak, peak_in_flight, tiles_cheap, chunks_run,
-                    end - (last_tile or end))
+                    end - (last_tile or end), steps_run, steps_total)

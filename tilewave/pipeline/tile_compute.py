@@ -68,6 +68,7 @@ def run_tile(
     device: torch.device | None = None,
     half: bool = False,
     forward: Forward | None = None,
+    info: dict[str, Any] | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Upscale one tile.
 
@@ -75,25 +76,36 @@ def run_tile(
     (its core times the scale, in the input's dtype) and the contexts for its right,
     lower and lower-right neighbours (empty in ``halo`` mode). ``forward`` replaces the
     model's ``forward_image`` in ``halo`` and ``blend`` modes (a worker's batcher).
+    A sampler's ``(steps run, steps asked for)`` is put in ``info["steps"]``, if given.
+
+    A positional model (position-keyed noise) runs through ``forward_tile`` in every
+    mode, told where its window lies; outside ``context`` mode with no contexts, asked
+    for the tile's whole prediction.
     """
     s = grid.scale
     x = to_unit(window, device, half)
     with torch.inference_mode():
-        if mode == "context":
-            request = TileRequest(tile.row, tile.col, tile.core, tile.read,
-                                  (grid.height, grid.width), inbound)
+        if mode == "context" or model.descriptor.positional:
+            own = tile.core if mode == "context" else tile.predicted
+            request = TileRequest(tile.row, tile.col, own, tile.read, (grid.height, grid.width),
+                                  inbound if mode == "context" else {})
             result = model.forward_tile(x, request)
-            core = result.output[0].float().cpu().numpy()
-            return from_unit(core, window.dtype), dict(result.contexts)
-        out = _run_image(model, x, forward)[0].float().cpu().numpy()
-    ry0, _, rx0, _ = tile.read
-    py0, py1, px0, px1 = tile.predicted
-    top, left = (py0 - ry0) * s, (px0 - rx0) * s
-    prediction = out[:, top : top + (py1 - py0) * s, left : left + (px1 - px0) * s]
+            if info is not None and result.steps is not None:
+                info["steps"] = result.steps
+            out = result.output[0].float().cpu().numpy()
+            if mode == "context":
+                return from_unit(out, window.dtype), dict(result.contexts)
+            prediction = out
+        else:
+            out = _run_image(model, x, forward)[0].float().cpu().numpy()
+            ry0, _, rx0, _ = tile.read
+            py0, py1, px0, px1 = tile.predicted
+            top, left = (py0 - ry0) * s, (px0 - rx0) * s
+            prediction = out[:, top : top + (py1 - py0) * s, left : left + (px1 - px0) * s]
     if mode == "halo":
         return from_unit(prediction, window.dtype), {}
-    core, strips = split_prediction(grid, tile, prediction)
-    core = blend_core(grid, tile, core, inbound, ramp)
+    core, strips = split_prediction(s, tile, prediction)
+    core = blend_core(core, inbound, ramp)
     return from_unit(core, window.dtype), {k: np.ascontiguousarray(v) for k, v in strips.items()}
 
 

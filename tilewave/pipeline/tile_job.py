@@ -64,6 +64,9 @@ class TileDone:
     cheap: bool = False
     #: 0 for a tile; ``k`` for chunk ``(row, col)`` of pyramid level ``k``.
     level: int = 0
+    #: A sampler's ``(steps run, steps asked for)`` on this tile (``(0, k)`` for an easy
+    #: tile of an adaptive job); None for one-pass models.
+    steps: tuple[int, int] | None = None
 
     @property
     def index(self) -> Index | tuple[int, int, int]:

@@ -63,6 +63,9 @@ class TileSetup:
     #: Runs the model on one tile's input, batched with other tiles' (halo and blend
     #: modes); None: the model's own ``forward_image``.
     forward: Callable[[Any], Any] | None = None
+    #: The sampler steps a tile is asked for (multi-step models), counted for easy tiles
+    #: as steps saved.
+    steps: int | None = None
 
 
 def _check_finite(window: np.ndarray, tile: Tile, input_name: str) -> None:
@@ -96,17 +99,22 @@ def _read(setup: TileSetup, tile: Tile) -> np.ndarray:
                                    first_line(exc, 160), traceback.format_exc()) from None
 
 
-def _work(setup: TileSetup, tile: Tile, inbound: Mapping[str, Any]) -> tuple[dict[Direction, Any], bool]:
+def _work(setup: TileSetup, tile: Tile, inbound: Mapping[str, Any]
+          ) -> tuple[dict[Direction, Any], bool, tuple[int, int] | None]:
     grid = setup.grid
     window = _read(setup, tile)
     _check_finite(window, tile, setup.input_name)
     cheap = setup.cheap is not None and _is_easy(setup, tile, window)
     model, half = (setup.cheap, False) if cheap else (setup.model, setup.half)
     contexts = {Direction(k): _load(v) for k, v in inbound.items() if v is not None}
+    # An easy tile of a context model is exact bicubic over its halo, and leaves its
+    # neighbours no context (the model runs them as if it were absent).
+    mode = "halo" if cheap and setup.mode == "context" else setup.mode
+    info: dict[str, Any] = {}
 
     def compute() -> tuple[np.ndarray, dict[str, Any]]:
-        return run_tile(model, grid, tile, window, setup.mode, contexts,  # type: ignore[arg-type]
-                        setup.ramp, setup.device, half, None if cheap else setup.forward)
+        return run_tile(model, grid, tile, window, mode, contexts,  # type: ignore[arg-type]
+                        setup.ramp, setup.device, half, None if cheap else setup.forward, info)
 
     core, outbound = setup.compute(compute) if setup.compute is not None else compute()
     oy0, oy1, ox0, ox1 = grid.out_window(tile.core)
@@ -122,7 +130,8 @@ def _work(setup: TileSetup, tile: Tile, inbound: Mapping[str, Any]) -> tuple[dic
         for direction, (dr, dc) in OUTBOUND.items():
             if grid.contains(tile.row + dr, tile.col + dc):
                 handles[direction] = setup.keep(tile.index, direction, outbound.get(direction))
-    return handles, cheap
+    steps = (0, setup.steps) if cheap and setup.steps else info.get("steps")
+    return handles, cheap, steps
 
 
 def process_tile(setup: TileSetup, row: int, col: int,
@@ -137,13 +146,14 @@ def process_tile(setup: TileSetup, row: int, col: int,
     start = time.perf_counter()
     tile = setup.grid[row, col]
     try:
-        outbound, cheap = _work(setup, tile, inbound or {})
+        outbound, cheap, steps = _work(setup, tile, inbound or {})
     except Exception as exc:
         known = user_error(exc)
         if known is not None:
             raise known from None
         raise TileFailedError(row, col, tile.core, first_line(exc), traceback.format_exc()) from None
-    return TileDone(row, col, time.perf_counter() - start, setup.worker, outbound, cheap)
+    return TileDone(row, col, time.perf_counter() - start, setup.worker, outbound, cheap,
+                    steps=steps)
 
 
 def to_cpu(value: Any) -> Any:

@@ -163,7 +163,8 @@ class UniBADiff(UniBA):
             field = position_noise(sampler.seed, step, cfg.channels, y, y + h, x0, x0 + w)
             return torch.from_numpy(field)[None].to(x.device, x.dtype)
 
-        return sample_tile(self.net, x, origin, contexts, sampler.steps, sampler.noise, noise)
+        return sample_tile(self.net, x, origin, contexts, sampler.steps, sampler.noise or 0.0,
+                           noise)
 
 
 def _safetensors_header(path: str) -> dict[str, Any]:

@@ -1,0 +1,354 @@
+"""The Stable Diffusion x4 upscaler from a local folder: a tiny random one, built in code
+and saved with ``save_pretrained``, loaded by path as a user's folder is."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import zarr
+from conftest import zarr_input
+from PIL import Image
+
+if any(importlib.util.find_spec(m) is None for m in ("diffusers", "transformers")):
+    # Found, not imported: tilewave imports them its own way (see sd_x4.folder).
+    pytest.skip("the diffusion extra is not installed", allow_module_level=True)
+
+import tilewave
+from tilewave.cli import main
+from tilewave.errors import SettingsError
+from tilewave.models import load_model
+from tilewave.models.base import SamplerSettings, TileRequest
+from tilewave.models.sd_x4 import OVERLAP
+from tilewave.models.sd_x4.tiny import build_tiny_upscaler
+from tilewave.pipeline.tile_compute import from_unit, reference_upscale, to_unit
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+import sd_seams
+
+STEPS = 3
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("upscalers")
+    return {"full": build_tiny_upscaler(str(root / "full")),
+            "no-text": build_tiny_upscaler(str(root / "no-text"), text_encoder=False),
+            "ddpm": build_tiny_upscaler(str(root / "ddpm"), scheduler="DDPMScheduler")}
+
+
+def _sampler(seed=0, steps=STEPS, early_stop=0.0, text=True, **more):
+    text_settings = {"prompt": "", "negative_prompt": "", "guidance": 9.0} if text else {}
+    return SamplerSettings(steps=steps, noise=None, seed=seed, noise_level=20,
+                           early_stop=early_stop, **{**text_settings, **more})
+
+
+def _photo(height, width, seed=0):
+    return sd_seams.sample_image(max(height, width))[:, :height, :width].copy()
+
+
+def _png(path, pixels):
+    Image.fromarray(pixels.transpose(1, 2, 0)).save(path)
+    return str(path)
+
+
+def _output(path):
+    return zarr.open_array(f"{path}/0")[:]
+
+
+# ---------------------------------------------------------------------- the folder
+
+
+def test_a_folder_is_described_from_its_json_without_importing_torch(folders):
+    code = f"""
+        import sys
+        from tilewave.models import describe_model
+        d = describe_model({folders['full']!r})
+        assert (d.name, d.scale, d.modes, d.channels) == ("sd-x4", 4, ("context", "blend"), (3,))
+        assert d.sampler.steps == 25 and d.sampler.noise_level == 20 and d.noise_level_max == 350
+        heavy = sorted(m for m in ("torch", "diffusers", "transformers", "ray") if m in sys.modules)
+        assert not heavy, heavy
+    """
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_output_is_four_times_the_input_in_every_mode(folders):
+    model = load_model(folders["full"], None, _sampler())
+    pixels = _photo(21, 26)
+    assert reference_upscale(model, pixels).shape == (3, 84, 104)
+    for mode, tile in (("context", 16), ("blend", 16)):
+        out = sd_seams.by_hand(model, pixels, tile, mode, overlap=8)["final"]
+        assert out.shape == (3, 84, 104) and np.isfinite(out).all() and out.std() > 0
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda f: os.remove(os.path.join(f, "unet", "diffusion_pytorch_model.safetensors")),
+     "incomplete: unet/ has no weights"),
+    (lambda f: os.remove(os.path.join(f, "model_index.json")), "model_index.json) is missing"),
+    (lambda f: shutil.rmtree(os.path.join(f, "vae")), "the VAE's config"),
+    (lambda f: shutil.rmtree(os.path.join(f, "tokenizer")), "text encoder but no tokenizer"),
+    (lambda f: _edit_json(f, "model_index.json", _class_name="StableDiffusionPipeline"),
+     "holds a StableDiffusionPipeline, not the Stable Diffusion x4 upscaler"),
+    (lambda f: _edit_json(f, "scheduler/scheduler_config.json", _class_name="EulerAncestralDiscreteScheduler"),
+     "DDIMScheduler or DDPMScheduler only"),
+    (lambda f: _edit_json(f, "unet/config.json", in_channels=4), "not an x4 upscaler's UNet"),
+])
+def test_a_broken_folder_is_one_line_with_exit_2(folders, tmp_path, capsys, damage, message):
+    folder = str(tmp_path / "copy")
+    shutil.copytree(folders["full"], folder)
+    damage(folder)
+    src = _png(tmp_path / "in.png", _photo(16, 16))
+    assert main(["upscale", src, str(tmp_path / "out.zarr"), "--model", folder, "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and folder in err
+    assert not os.path.exists(tmp_path / "out.zarr")
+
+
+def _edit_json(folder, name, **changes):
+    path = os.path.join(folder, name)
+    with open(path) as f:
+        value = json.load(f)
+    value.update(changes)
+    with open(path, "w") as f:
+        json.dump(value, f)
+
+
+def test_a_damaged_weights_file_is_one_line(folders, tmp_path):
+    from tilewave.models.sd_x4.folder import FolderFacts, load_parts
+
+    folder = str(tmp_path / "copy")
+    shutil.copytree(folders["full"], folder)
+    with open(os.path.join(folder, "vae", "diffusion_pytorch_model.safetensors"), "r+b") as f:
+        f.truncate(1000)
+    with pytest.raises(SettingsError, match="cannot be loaded .*copy the folder again"):
+        load_parts(FolderFacts.read(folder))
+
+
+def test_a_missing_path_and_the_bare_name_say_what_to_give(tmp_path, capsys):
+    src = _png(tmp_path / "in.png", _photo(16, 16))
+    for model, message in ((str(tmp_path / "nowhere"), "does not exist"),
+                           ("sd-x4", "--model /path/to/stable-diffusion-x4-upscaler")):
+        assert main(["upscale", src, str(tmp_path / "o.zarr"), "--model", model, "--quiet"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1
+
+
+def test_without_the_extra_the_error_names_it(folders, tmp_path):
+    src = _png(tmp_path / "in.png", _photo(16, 16))
+    # The import system's own way of saying a package is not installed.
+    code = f"""
+        import sys
+        sys.modules["diffusers"] = None
+        from tilewave.cli import main
+        sys.exit(main(["upscale", {src!r}, {str(tmp_path / 'o.zarr')!r}, "--model",
+                       {folders['full']!r}, "--quiet"]))
+    """
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                            text=True, timeout=120)
+    err = result.stderr.strip()
+    assert result.returncode == 2 and len(err.splitlines()) == 1, err
+    assert "pip install 'tilewave[diffusion]'" in err and "diffusers" in err
+
+
+def test_nothing_is_fetched_and_the_hub_is_off(folders):
+    code = f"""
+        import os, socket
+        def refuse(*args, **kwargs):
+            raise AssertionError("a connection was attempted")
+        socket.socket.connect = refuse
+        socket.create_connection = refuse
+        from tilewave.models import load_model
+        from tilewave.models.base import SamplerSettings
+        load_model({folders['full']!r}, None, SamplerSettings(steps=1, noise=None, prompt="a",
+                   negative_prompt="", guidance=9.0, noise_level=20, early_stop=0.0))
+        assert os.environ["HF_HUB_OFFLINE"] == "1"
+    """
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+# --------------------------------------------------------------------- sampling
+
+
+def test_noise_is_keyed_by_position_so_a_tile_does_not_depend_on_order_or_retries(folders):
+    model = load_model(folders["full"], None, _sampler(seed=5))
+    pixels = _photo(40, 44)
+    raster = sd_seams.by_hand(model, pixels, 16, "context")["final"]
+    again = sd_seams.by_hand(model, pixels, 16, "context")["final"]
+    by_columns = sd_seams.by_hand(model, pixels, 16, "context", order="columns")["final"]
+    assert raster.tobytes() == again.tobytes() == by_columns.tobytes()
+
+
+def test_the_seed_changes_the_output(folders):
+    pixels = _photo(20, 20)
+    a = reference_upscale(load_model(folders["full"], None, _sampler(seed=1)), pixels)
+    b = reference_upscale(load_model(folders["full"], None, _sampler(seed=2)), pixels)
+    assert a.tobytes() != b.tobytes()
+
+
+def test_a_ddpm_folder_samples_with_position_keyed_noise(folders):
+    pixels = _photo(24, 24)
+    model = load_model(folders["ddpm"], None, _sampler(seed=3))
+    assert model.parts.eta == 1.0
+    a = sd_seams.by_hand(model, pixels, 16, "context")["final"]
+    b = sd_seams.by_hand(model, pixels, 16, "context", order="columns")["final"]
+    c = reference_upscale(load_model(folders["ddpm"], None, _sampler(seed=4)), pixels)
+    assert a.tobytes() == b.tobytes()
+    assert from_unit(a, np.dtype("uint8")).tobytes() != c.tobytes()
+
+
+def test_a_tile_takes_its_neighbours_latents_where_they_overlap(folders):
+    model = load_model(folders["full"], None, _sampler())
+    pixels = _photo(16, 80)
+
+    def run(col, contexts):
+        core = (0, 16, 16 * col, 16 * col + 16)
+        window = (0, 16, max(0, core[2] - 32), core[3] + 32)
+        x = to_unit(pixels[:, :, window[2] : window[3]])
+        return model.forward_tile(x, TileRequest(0, col, core, window, (16, 80), contexts))
+
+    left = run(0, {})
+    strip = left.contexts["right"]["latents"]
+    assert strip["window"] == (0, 16, 16 - OVERLAP, 16 + OVERLAP) and len(strip["states"]) == STEPS + 1
+    with_context, alone = run(1, {"left": left.contexts["right"]}), run(1, {})
+    assert with_context.contexts["below"]["latents"] is None  # one row of tiles: none below
+    # At every step, its latents where the two overlap (columns 16 to 32) are the left
+    # tile's; alone, they are its own.
+    mine = with_context.contexts["right"]["latents"]
+    assert mine["window"] == (0, 16, 32 - OVERLAP, 32 + OVERLAP)
+    for theirs, ours in zip(strip["states"], mine["states"], strict=True):
+        assert torch.equal(ours[:, :, :16], theirs[:, :, 16:32])
+    own = alone.contexts["right"]["latents"]["states"][-1]
+    assert not torch.equal(own[:, :, :16], strip["states"][-1][:, :, 16:32])
+    assert not torch.equal(with_context.output, alone.output)
+    assert with_context.steps == (STEPS, STEPS)
+
+
+def test_per_step_contexts_leave_smaller_seams_and_less_ghosting_than_final_only_blending(folders):
+    model = load_model(folders["full"], None, _sampler(steps=6))
+    rows = sd_seams.measure(model, _photo(64, 64), 32)
+    a, b = rows["(a) final-only blending"], rows["(b) per-step overlap contexts"]
+    assert b["ghosting"] < 0.5 * a["ghosting"]
+    assert b["seam_raw"] < a["seam_raw"]
+
+
+def test_early_stop_saves_steps_and_stays_close(folders):
+    pixels = _photo(24, 24)
+    full = load_model(folders["full"], None, _sampler(steps=8))
+    early = load_model(folders["full"], None, _sampler(steps=8, early_stop=0.5))
+    x = to_unit(pixels)
+    whole = (0, 24, 0, 24)
+    done = full.forward_tile(x, TileRequest(0, 0, whole, whole, (24, 24), {}))
+    stopped = early.forward_tile(x, TileRequest(0, 0, whole, whole, (24, 24), {}))
+    assert done.steps == (8, 8) and stopped.steps[0] < 8
+    difference = float((done.output - stopped.output).abs().mean())
+    assert 0 < difference < 0.1
+
+
+def test_a_folder_without_text_encoder_runs_and_refuses_a_prompt(folders, tmp_path, capsys):
+    model = load_model(folders["no-text"], None, _sampler(text=False))
+    assert reference_upscale(model, _photo(12, 12)).shape == (3, 48, 48)
+    src = _png(tmp_path / "in.png", _photo(16, 16))
+    args = ["upscale", src, str(tmp_path / "o.zarr"), "--model", folders["no-text"], "--quiet"]
+    assert main([*args, "--prompt", "a cat"]) == 2
+    err = capsys.readouterr().err
+    assert "has no --prompt" in err and "--noise-level" in err
+
+
+def test_a_prompt_changes_the_output(folders):
+    pixels = _photo(16, 16)
+    plain = reference_upscale(load_model(folders["full"], None, _sampler()), pixels)
+    prompted = reference_upscale(load_model(folders["full"], None, _sampler(prompt="a red barn")), pixels)
+    assert plain.tobytes() != prompted.tobytes()
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--noise-level", "351", "between 0 and 350"),
+    ("--noise", "0.1", "has no --noise"),
+])
+def test_sampler_settings_out_of_range_are_refused(folders, tmp_path, capsys, flag, value, message):
+    src = _png(tmp_path / "in.png", _photo(16, 16))
+    assert main(["upscale", src, str(tmp_path / "o.zarr"), "--model", folders["full"],
+                 flag, value, "--quiet"]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_prompt_options_on_a_one_pass_model_are_refused(tmp_path, capsys):
+    src = _png(tmp_path / "in.png", _photo(16, 16))
+    assert main(["upscale", src, str(tmp_path / "o.zarr"), "--prompt", "x", "--quiet"]) == 2
+    assert "--prompt apply to multi-step models" in capsys.readouterr().err
+
+
+def test_models_lists_the_family_and_its_extra(capsys):
+    assert main(["models", "--json"]) == 0
+    record = next(r for r in json.loads(capsys.readouterr().out) if r["name"] == "sd-x4")
+    assert record["scale"] == "4" and record["sampler"]["noise_level"] == 20
+    assert record["installed"].startswith("yes (diffusers")
+
+
+# ------------------------------------------------------------------------- on Ray
+
+
+@pytest.mark.ray
+def test_a_ray_job_equals_the_tiles_by_hand_for_any_worker_count(ray_local, folders, tmp_path):
+    pixels = _photo(40, 56)
+    src = zarr_input(tmp_path / "in.zarr", pixels, chunk=16)
+    options = {"model": folders["full"], "tile": 16, "steps": STEPS, "seed": 2, "progress": False}
+    one = tilewave.upscale(src, tmp_path / "one.zarr", workers=1, **options)
+    two = tilewave.upscale(src, tmp_path / "two.zarr", workers=2, **options)
+    assert one.tiles_run == two.tiles_run == 12 and one.steps_run == one.steps_total == 12 * STEPS
+    assert _output(tmp_path / "one.zarr").tobytes() == _output(tmp_path / "two.zarr").tobytes()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the workers compute it (see actors.worker)
+    try:
+        by_hand = sd_seams.by_hand(load_model(folders["full"], None, _sampler(seed=2)), pixels,
+                                   16, "context")["final"]
+    finally:
+        torch.set_num_threads(threads)
+    assert _output(tmp_path / "one.zarr").tobytes() == from_unit(by_hand, np.dtype("uint8")).tobytes()
+
+
+@pytest.mark.ray
+def test_adaptive_sends_glass_to_bicubic_and_counts_the_steps_saved(ray_local, folders, tmp_path):
+    from tilewave.models.bicubic import Bicubic
+
+    pixels = np.full((3, 48, 48), 238, np.uint8)  # glass, and one tile of tissue
+    pixels[:, :16, :16] = _photo(16, 16)
+    src = zarr_input(tmp_path / "in.zarr", pixels, chunk=16)
+    report = tilewave.upscale(src, tmp_path / "out.zarr", model=folders["full"], tile=16,
+                              steps=STEPS, adaptive=True, progress=False)
+    assert report.tiles_cheap == 8 and report.steps_run == STEPS and report.steps_total == 9 * STEPS
+    out = _output(tmp_path / "out.zarr")
+    bicubic = reference_upscale(Bicubic(4), pixels)
+    assert np.array_equal(out[:, 128:, 128:], bicubic[:, 128:, 128:])
+    assert not np.array_equal(out[:, :64, :64], bicubic[:, :64, :64])
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_killed_run_resumes_to_the_bytes_of_a_clean_run(ray_local, folders, tmp_path):
+    from test_resume import _run_and_kill
+
+    src = zarr_input(tmp_path / "in.zarr", _photo(64, 80), chunk=16)
+    args = ["--model", folders["full"], "--tile", "16", "--steps", "2", "--seed", "4", "--workers", "1"]
+    options = {"model": folders["full"], "tile": 16, "steps": 2, "seed": 4, "workers": 1}
+    clean = tmp_path / "clean.zarr"
+    tilewave.upscale(src, clean, progress=False, **options)
+    out = str(tmp_path / "out.zarr")
+    recorded = _run_and_kill([src, out, *args], out, after_tiles=6)
+    assert 6 <= recorded < 20, "the kill must land mid-run"
+    report = tilewave.upscale(src, out, resume=True, progress=False, **options)
+    assert report.tiles_run == 20 - recorded
+    assert _output(out).tobytes() == _output(clean).tobytes()
