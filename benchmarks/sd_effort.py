@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import zarr
+from sd_seams import sample_image
 
 import tilewave
-from sd_seams import sample_image
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks"
 

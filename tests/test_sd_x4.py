@@ -97,7 +97,8 @@ def test_output_is_four_times_the_input_in_every_mode(folders):
      "incomplete: unet/ has no weights"),
     (lambda f: os.remove(os.path.join(f, "model_index.json")), "model_index.json) is missing"),
     (lambda f: shutil.rmtree(os.path.join(f, "vae")), "the VAE's config"),
-    (lambda f: shutil.rmtree(os.path.join(f, "tokenizer")), "text encoder but no tokenizer"),
+    (lambda f: shutil.rmtree(os.path.join(f, "tokenizer")), "names a tokenizer but tokenizer/"),
+    (lambda f: shutil.rmtree(os.path.join(f, "text_encoder")), "names a text encoder but"),
     (lambda f: _edit_json(f, "model_index.json", _class_name="StableDiffusionPipeline"),
      "holds a StableDiffusionPipeline, not the Stable Diffusion x4 upscaler"),
     (lambda f: _edit_json(f, "scheduler/scheduler_config.json", _class_name="EulerAncestralDiscreteScheduler"),
@@ -122,6 +123,38 @@ def _edit_json(folder, name, **changes):
     value.update(changes)
     with open(path, "w") as f:
         json.dump(value, f)
+
+
+def test_half_precision_files_are_found_per_component(folders, tmp_path):
+    folder = str(tmp_path / "copy")
+    shutil.copytree(folders["full"], folder)
+    unet = os.path.join(folder, "unet", "diffusion_pytorch_model")
+    os.rename(unet + ".safetensors", unet + ".fp16.safetensors")  # the VAE's stay as they are
+    pixels = _photo(12, 12)
+    ours = reference_upscale(load_model(folder, None, _sampler()), pixels)
+    assert ours.tobytes() == reference_upscale(load_model(folders["full"], None, _sampler()), pixels).tobytes()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--tile", "8"], "--tile must be at least 16, not 8"),
+    (["--steps", "1000"], "--steps for 'sd-x4' must be at most 999"),
+])
+def test_tiles_below_the_overlap_and_steps_past_the_schedule_are_refused(folders, tmp_path, capsys,
+                                                                         flags, message):
+    src = _png(tmp_path / "in.png", _photo(16, 16))
+    assert main(["upscale", src, str(tmp_path / "o.zarr"), "--model", folders["full"], *flags,
+                 "--quiet"]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_folder_named_like_a_model_does_not_hide_it(tmp_path, monkeypatch):
+    from tilewave.models import canonical_name, get_entry
+
+    (tmp_path / "span-x2").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert canonical_name("span-x2") == "span-x2" and get_entry("span-x2").name == "span-x2"
+    with pytest.raises(SettingsError, match="model_index.json"):
+        get_entry("./span-x2")
 
 
 def test_a_damaged_weights_file_is_one_line(folders, tmp_path):

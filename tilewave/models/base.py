@@ -132,6 +132,10 @@ class ModelDescriptor:
     noise_max: float = 0.0
     #: The largest ``noise_level`` a text-conditioned upscaler accepts.
     noise_level_max: int = 0
+    #: The most ``steps`` its sampler can take; 0: no limit.
+    steps_max: int = 0
+    #: The smallest ``--tile`` the model runs at in ``context`` mode.
+    min_tile: int = 1
     #: The output depends on where a window lies in the image (position-keyed noise), so
     #: in ``halo`` and ``blend`` modes the model runs through :meth:`TileModel.forward_tile`
     #: (with no contexts) rather than ``forward_image``, and is never batched.

@@ -80,6 +80,12 @@ def _unknown(name: str, known: list[str]) -> UnknownModelError:
                              "(see `tilewave models`)")
 
 
+def _is_folder(name: str) -> bool:
+    """A model folder: a directory, unless it is a bare registered name (a folder named
+    ``span-x2`` in the working directory does not hide the model)."""
+    return os.path.isdir(name) and (os.sep in name or normalise(name) not in _models())
+
+
 def _registered(name: str) -> ModelEntry:
     models = _models()
     try:
@@ -99,7 +105,7 @@ def canonical_name(name: str) -> str:
 
     Raises :class:`~tilewave.errors.UnknownModelError` for a name nothing is registered under.
     """
-    if is_weights_path(name) or os.path.isdir(name):
+    if is_weights_path(name) or _is_folder(name):
         return os.path.abspath(name)
     return _registered(name).name
 
@@ -107,7 +113,7 @@ def canonical_name(name: str) -> str:
 def get_entry(name: str) -> ModelEntry:
     """The registered model ``name``, a weights file (tilewave's own, or any spandrel
     reads), or a model folder (the Stable Diffusion x4 upscaler's)."""
-    if os.path.isdir(name):
+    if _is_folder(name):
         from . import sd_x4
 
         return sd_x4.folder_entry(name)

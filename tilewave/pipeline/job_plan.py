@@ -182,6 +182,10 @@ def _stage(index: int, stage: Stage, desc: ModelDescriptor, facts: ImageFacts,
     tile = options.tile
     if tile < 1:
         raise SettingsError(f"--tile must be a positive number of pixels, got {tile}")
+    if mode == "context" and tile < desc.min_tile:
+        raise SettingsError(f"model {model!r} shares {desc.min_tile} pixels with each "
+                            f"neighbour in context mode, so --tile must be at least "
+                            f"{desc.min_tile}, not {tile}")
     if tile % desc.block:
         raise SettingsError(
             f"model {model!r} works on blocks of {desc.block} pixels, so --tile must be a "
@@ -241,6 +245,9 @@ def _sampler(desc: ModelDescriptor, options: Options) -> SamplerSettings | None:
                                     if getattr(options, k) is not None}})
     if sampler.steps < 1:
         raise SettingsError(f"--steps must be at least 1, got {sampler.steps}")
+    if desc.steps_max and sampler.steps > desc.steps_max:
+        raise SettingsError(f"--steps for {desc.name!r} must be at most {desc.steps_max} (its "
+                            f"scheduler's timesteps), not {sampler.steps}")
     if sampler.noise is not None and not 0 <= sampler.noise <= desc.noise_max:
         raise SettingsError(f"--noise for {desc.name!r} must be between 0 and "
                             f"{desc.noise_max:g} (what it was trained for), not {sampler.noise:g}")

@@ -22,9 +22,9 @@ from __future__ import annotations
 from ...errors import SettingsError
 from ..base import ModelDescriptor, SamplerSettings
 from ..entry import ModelEntry
-from .folder import EXTRA, FolderFacts, check_extra, is_upscaler_folder
+from .folder import EXTRA, FolderFacts, check_extra
 
-__all__ = ["HALO", "OVERLAP", "describe", "entries", "folder_entry", "is_upscaler_folder", "listing"]
+__all__ = ["HALO", "OVERLAP", "describe", "entries", "folder_entry", "listing"]
 
 #: Latent (= input) pixels on each side of a border that two neighbouring tiles share:
 #: the later tile's latents there are its neighbour's, step by step, and the first
@@ -65,6 +65,8 @@ def describe(facts: FolderFacts | None = None) -> ModelDescriptor:
         parameters=facts.parameters if facts else 0,
         sampler=sampler,
         noise_level_max=facts.max_noise_level if facts else 350,
+        steps_max=facts.steps_max if facts else 0,
+        min_tile=OVERLAP,
         positional=True,
         tolerates_missing_contexts=True,
     )

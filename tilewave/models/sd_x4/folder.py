@@ -120,11 +120,6 @@ def _parameters(path: str) -> int:
     return sum(math.prod(t["shape"]) for k, t in header.items() if k != "__metadata__")
 
 
-def is_upscaler_folder(path: str) -> bool:
-    """True if ``path`` is a folder (the user means a diffusers folder, whatever it holds)."""
-    return os.path.isdir(path)
-
-
 @dataclass(frozen=True)
 class FolderFacts:
     """What the JSON files of an upscaler folder say, checked."""
@@ -137,9 +132,13 @@ class FolderFacts:
     max_noise_level: int
     scheduler: str
     has_text_encoder: bool
-    #: The weights variant to load (``fp16`` where only half-precision files are there).
-    variant: str | None
+    #: Per component, the weights variant to load (``fp16`` where only half-precision
+    #: files are there).
+    variants: dict[str, str | None]
     parameters: int
+    #: The most sampler steps the scheduler can take (its training timesteps, less its
+    #: offset: more would step past the last one).
+    steps_max: int
 
     @classmethod
     def read(cls, path: str) -> FolderFacts:
@@ -160,16 +159,18 @@ class FolderFacts:
                           "the scheduler's config")
         _json(os.path.join(folder, "low_res_scheduler", "scheduler_config.json"), folder,
               "the low-resolution scheduler's config")
-        unet_weights, variant = _weights(folder, "unet")
-        vae_weights, _ = _weights(folder, "vae")
+        weights = {c: _weights(folder, c) for c in ("unet", "vae")}
         text = index.get("text_encoder")
-        has_text = bool(text and text[0]) and os.path.isdir(os.path.join(folder, "text_encoder"))
-        parameters = _parameters(unet_weights) + _parameters(vae_weights)
+        # The index names a text encoder (or null); a named one must be there.
+        has_text = bool(text and text[0])
         if has_text:
-            if not os.path.isdir(os.path.join(folder, "tokenizer")):
-                raise SettingsError(f"upscaler folder {path!r} is incomplete: it has a text "
-                                    "encoder but no tokenizer/; copy the whole folder again")
-            parameters += _parameters(_weights(folder, "text_encoder")[0])
+            for part in ("text_encoder", "tokenizer"):
+                if not os.path.isdir(os.path.join(folder, part)):
+                    raise SettingsError(f"upscaler folder {path!r} is incomplete: its index "
+                                        f"names a {part.replace('_', ' ')} but {part}/ is "
+                                        "missing; copy the whole folder again")
+            weights["text_encoder"] = _weights(folder, "text_encoder")
+        parameters = sum(_parameters(w) for w, _ in weights.values())
         name = scheduler.get("_class_name", "")
         if name not in SCHEDULERS:
             raise SettingsError(f"upscaler folder {path!r} names the scheduler {name!r}; tilewave "
@@ -183,9 +184,10 @@ class FolderFacts:
                                 f"channels, not {latent} latent + 3 image ones; this is not an "
                                 "x4 upscaler's UNet")
         levels = len(unet.get("block_out_channels", (0,)))
+        steps_max = int(scheduler.get("num_train_timesteps", 1000)) - int(scheduler.get("steps_offset", 0))
         return cls(folder, 2 ** (len(vae.get("block_out_channels", (0, 0, 0))) - 1), latent,
                    2 ** (levels - 1), int(index.get("max_noise_level", 350)), name, has_text,
-                   variant, parameters)
+                   {c: v for c, (_, v) in weights.items()}, parameters, steps_max)
 
 
 @dataclass
@@ -224,12 +226,12 @@ def load_parts(facts: FolderFacts) -> Parts:
     """Load the folder's components on the CPU, offline."""
     diffusers, transformers = import_libraries()
 
-    path, local = facts.path, {"local_files_only": True}
+    path, local, variant = facts.path, {"local_files_only": True}, facts.variants
     try:
         unet = diffusers.UNet2DConditionModel.from_pretrained(path, subfolder="unet",
-                                                              variant=facts.variant, **local)
-        vae = diffusers.AutoencoderKL.from_pretrained(path, subfolder="vae", variant=facts.variant,
-                                                      **local)
+                                                              variant=variant["unet"], **local)
+        vae = diffusers.AutoencoderKL.from_pretrained(path, subfolder="vae",
+                                                      variant=variant["vae"], **local)
         config = diffusers.DDIMScheduler.load_config(path, subfolder="scheduler", **local)
         scheduler = diffusers.DDIMScheduler.from_config(config)
         low_res = diffusers.DDPMScheduler.from_pretrained(path, subfolder="low_res_scheduler", **local)
@@ -240,7 +242,7 @@ def load_parts(facts: FolderFacts) -> Parts:
             text_cls = getattr(transformers, index["text_encoder"][1])
             tok_cls = getattr(transformers, (index.get("tokenizer") or [None, "CLIPTokenizer"])[1])
             text_encoder = text_cls.from_pretrained(path, subfolder="text_encoder",
-                                                    variant=facts.variant, **local)
+                                                    variant=variant["text_encoder"], **local)
             tokenizer = tok_cls.from_pretrained(path, subfolder="tokenizer", **local)
     except SettingsError:
         raise

@@ -85,8 +85,9 @@ def build_tiny_upscaler(folder: str, *, seed: int = 0, text_encoder: bool = True
         mid_block_add_attention=False)
     common = {"num_train_timesteps": 1000, "beta_start": 0.0001, "beta_end": 0.02,
               "beta_schedule": "scaled_linear"}
+    extra = {"set_alpha_to_one": False, "steps_offset": 1} if scheduler == "DDIMScheduler" else {}
     main = getattr(diffusers, scheduler)(prediction_type="v_prediction", clip_sample=False,
-                                         **common)
+                                         **common, **extra)
     low_res = diffusers.DDPMScheduler(**common)
     encoder = tok = None
     if text_encoder:
