@@ -15,16 +15,14 @@ UNet costs, and its "quality cost" is the change in output, not a quality measur
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 import zarr
-from sd_seams import sample_image
+from sd_seams import TINY, command, machine, sample_image, save, upscaler_folder
 
 import tilewave
 
@@ -62,11 +60,7 @@ def main() -> None:
     torch.set_num_threads(1)
     rows: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as scratch:
-        folder = args.model
-        if folder is None:
-            from tilewave.models.sd_x4.tiny import build_tiny_upscaler
-
-            folder = build_tiny_upscaler(os.path.join(scratch, "tiny-upscaler"))
+        folder = upscaler_folder(args.model, scratch)
         src = os.path.join(scratch, "in.zarr")
         pixels = slide_like(args.image)
         arr = zarr.create_array(src, shape=pixels.shape, chunks=(3, args.tile, args.tile),
@@ -91,17 +85,12 @@ def main() -> None:
         for tol in args.thresholds:
             rows[f"--early-stop {tol:g}"] = row(*run(src, out, early_stop=tol, **common))
     per_step = rows["full sampler"]["seconds_per_tile"] / args.steps
-    record = {"command": "python benchmarks/sd_effort.py " + " ".join(
-                  f"--{k} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-                  for k, v in vars(args).items() if v is not None),
-              "model": args.model or "tiny random upscaler (tilewave.models.sd_x4.tiny, seed 0)",
-              "machine": f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, "
-                         f"torch {torch.__version__}, one tile at a time on 1 thread",
-              "image": f"{args.image} x {args.image} RGB: a photo in one quarter, flat noisy "
-                       "'glass' elsewhere", "tile": args.tile, "steps": args.steps,
-              "seconds_per_tile_step": per_step, "runs": rows}
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "sd_effort.json").write_text(json.dumps(record, indent=1) + "\n")
+    save("sd_effort.json", {
+        "command": command("sd_effort.py", args), "model": args.model or TINY,
+        "machine": machine("one tile at a time on 1 thread"),
+        "image": f"{args.image} x {args.image} RGB: a photo in one quarter, flat noisy 'glass' "
+                 "elsewhere", "tile": args.tile, "steps": args.steps,
+        "seconds_per_tile_step": per_step, "runs": rows})
     print(f"{'run':22} {'cheap':>5} {'steps run':>12} {'saved':>6} {'s/tile':>7} {'PSNR vs full':>12}")
     for name, r in rows.items():
         print(f"{name:22} {r['tiles_cheap']:5d} {r['steps_run']:5d} / {r['steps_total']:4d} "

@@ -164,6 +164,36 @@ def sample_image(size: int) -> np.ndarray:
     return np.asarray(photo).transpose(2, 0, 1).copy()
 
 
+#: What a record says of the model when no folder is given.
+TINY = "tiny random upscaler (tilewave.models.sd_x4.tiny, seed 0)"
+
+
+def upscaler_folder(given: str | None, scratch: str) -> str:
+    """``given``, or a tiny random upscaler built in ``scratch``."""
+    if given is not None:
+        return given
+    from tilewave.models.sd_x4.tiny import build_tiny_upscaler
+
+    return build_tiny_upscaler(os.path.join(scratch, "tiny-upscaler"))
+
+
+def machine(threads: str) -> str:
+    return (f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, "
+            f"torch {torch.__version__}, {threads}")
+
+
+def command(script: str, args: argparse.Namespace) -> str:
+    """The command line that reproduces a run with ``args``."""
+    parts = [f"--{k} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+             for k, v in vars(args).items() if v is not None]
+    return f"python benchmarks/{script} " + " ".join(parts)
+
+
+def save(name: str, record: dict) -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / name).write_text(json.dumps(record, indent=1) + "\n")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", help="upscaler folder (default: a tiny random one, built here)")
@@ -174,25 +204,16 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as scratch:
-        folder = args.model
-        if folder is None:
-            from tilewave.models.sd_x4.tiny import build_tiny_upscaler
-
-            folder = build_tiny_upscaler(os.path.join(scratch, "tiny-upscaler"))
+        folder = upscaler_folder(args.model, scratch)
         sampler = SamplerSettings(steps=args.steps, noise=None, seed=args.seed, noise_level=20,
                                   early_stop=0.0)
         model = load_model(folder, None, sampler)
         pixels = sample_image(args.image)
         rows = measure(model, pixels, args.tile)
-    record = {"command": "python benchmarks/sd_seams.py " + " ".join(
-                  f"--{k} {v}" for k, v in vars(args).items() if v is not None),
-              "model": args.model or "tiny random upscaler (tilewave.models.sd_x4.tiny, seed 0)",
-              "machine": f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, "
-                         f"torch {torch.__version__}, 1 thread",
-              "image": f"astronaut, {args.image} x {args.image} RGB", "tile": args.tile,
-              "halo": model.descriptor.halo, "steps": args.steps, "methods": rows}
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "sd_seams.json").write_text(json.dumps(record, indent=1) + "\n")
+    save("sd_seams.json", {
+        "command": command("sd_seams.py", args), "model": args.model or TINY,
+        "machine": machine("1 thread"), "image": f"astronaut, {args.image} x {args.image} RGB",
+        "tile": args.tile, "halo": model.descriptor.halo, "steps": args.steps, "methods": rows})
     print(f"{'method':32} {'seam raw':>9} {'seam final':>11} {'ghosting':>9} {'seconds':>8}")
     for name, row in rows.items():
         print(f"{name:32} {row['seam_raw']:9.3f} {row['seam_final']:11.3f} "
