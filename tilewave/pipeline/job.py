@@ -35,6 +35,7 @@ from ..errors import (
 from ..models import describe_model, get_entry
 from ..models.ncnn_files import require_wheel
 from ..storage import job_state, location
+from ..storage.associated import read_associated, write_associated
 from ..storage.inputs import InputImage, open_input
 from ..storage.manifest import Manifest
 from ..storage.writable import check_creatable, check_writable
@@ -508,6 +509,7 @@ def run_job(input_path: str, output: str, options: Options) -> Report:
             source = open_input(stage.output) if stage is not plan.stages[-1] else source
     finally:
         pools.close()
+    write_associated(plan.stages[-1].output, read_associated(image.path))
     if plan.export is not None:
         from ..storage.tiff_export import export_tiff
 

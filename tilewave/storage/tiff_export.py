@@ -3,8 +3,10 @@
 Three flavours, one writer:
 
 ``slide``
-    Pyramid levels as top-level IFDs (reduced-resolution subfile type), resolution tags
-    in centimetres: what OpenSlide reads as a generic tiled TIFF, with its pixel size.
+    The whole-slide layout that slide readers recognise by its image description (the
+    Aperio SVS convention: ``Aperio Image Library ...|AppMag = 40|MPP = 0.25``): pyramid
+    levels as top-level tiled IFDs, resolution tags in centimetres. OpenSlide reports
+    its objective power and microns per pixel, Bio-Formats every level as a resolution.
     8-bit RGB only (OpenSlide's limit).
 ``ome``
     OME-TIFF: OME-XML with physical pixel sizes, channel names and the objective, and the
@@ -23,7 +25,7 @@ renamed once complete, so a failed export never leaves a file that looks finishe
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -175,19 +177,28 @@ def _photometric(channels: int) -> dict[str, Any]:
     return {"photometric": "minisblack", "planarconfig": "contig"}
 
 
+#: OME-XML unit symbols of the linear units a projected CRS may have (``linear_unit``).
+_OME_UNITS = {"meter": "m", "metre": "m", "foot": "ft"}
+
+
 def _ome_xml(meta: dict[str, Any], name: str, height: int, width: int, channels: int,
-             dtype: np.dtype) -> str:
+             dtype: np.dtype, extras: Sequence[tuple[str, tuple[int, ...]]] = ()) -> str:
     """OME-XML for one interleaved image: size, pixel size, channel names, objective.
 
     Written here rather than by tifffile because tifffile's writer has no Instrument, which
-    is where Bio-Formats and QuPath look for the magnification.
+    is where Bio-Formats and QuPath look for the magnification. Every character is ASCII:
+    the TIFF tag is, and Bio-Formats reads ``&#181;`` (a reference to "µ") as a broken
+    document and the file as a plain TIFF. A slide's pixel size is in micrometres, OME's
+    default unit, so no unit is written for it.
     """
     from uuid import uuid4
     from xml.etree import ElementTree as ET
 
     ns = "http://www.openmicroscopy.org/Schemas/OME/2016-06"
-    root = ET.Element("OME", {"xmlns": ns, "UUID": f"urn:uuid:{uuid4()}",
-                              "Creator": f"tilewave {__version__}"})
+    xsi = "http://www.w3.org/2001/XMLSchema-instance"
+    root = ET.Element("OME", {"xmlns": ns, "xmlns:xsi": xsi,
+                              "xsi:schemaLocation": f"{ns} {ns}/ome.xsd",
+                              "UUID": f"urn:uuid:{uuid4()}", "Creator": f"tilewave {__version__}"})
     if "objective_power" in meta:
         instrument = ET.SubElement(root, "Instrument", ID="Instrument:0")
         ET.SubElement(instrument, "Objective", ID="Objective:0:0",
@@ -200,8 +211,11 @@ def _ome_xml(meta: dict[str, Any], name: str, height: int, width: int, channels:
               "SizeX": str(width), "SizeY": str(height), "SizeC": str(channels), "SizeZ": "1",
               "SizeT": "1", "Interleaved": "true", "BigEndian": "false"}
     if "mpp" in meta:
-        pixels.update(PhysicalSizeY=f"{meta['mpp'][0]:.10g}", PhysicalSizeYUnit="µm",
-                      PhysicalSizeX=f"{meta['mpp'][1]:.10g}", PhysicalSizeXUnit="µm")
+        pixels.update(PhysicalSizeY=f"{meta['mpp'][0]:.10g}", PhysicalSizeX=f"{meta['mpp'][1]:.10g}")
+    elif "pixel_size" in meta and meta.get("linear_unit") in _OME_UNITS:
+        unit = _OME_UNITS[meta["linear_unit"]]
+        pixels.update(PhysicalSizeY=f"{meta['pixel_size'][0]:.10g}", PhysicalSizeYUnit=unit,
+                      PhysicalSizeX=f"{meta['pixel_size'][1]:.10g}", PhysicalSizeXUnit=unit)
     node = ET.SubElement(image, "Pixels", pixels)
     channel = {"ID": "Channel:0:0", "SamplesPerPixel": str(channels)}
     names = meta.get("channel_names") or []
@@ -209,9 +223,70 @@ def _ome_xml(meta: dict[str, Any], name: str, height: int, width: int, channels:
         channel["Name"] = str(names[0])
     ET.SubElement(node, "Channel", channel)
     ET.SubElement(node, "TiffData", IFD="0", PlaneCount="1")
-    # TIFF descriptions are ASCII: "µm" travels as a character reference.
+    # Associated images: one more image each, in the top-level IFDs after the pyramid's
+    # (whose levels are SubIFDs of IFD 0), named as Bio-Formats names a slide's.
+    for k, (extra, shape) in enumerate(extras, start=1):
+        image = ET.SubElement(root, "Image", ID=f"Image:{k}", Name=f"{extra} image")
+        node = ET.SubElement(image, "Pixels", {
+            "ID": f"Pixels:{k}", "DimensionOrder": "XYCZT", "Type": "uint8", "SizeX": str(shape[1]),
+            "SizeY": str(shape[0]), "SizeC": "3", "SizeZ": "1", "SizeT": "1",
+            "Interleaved": "true", "BigEndian": "false"})
+        ET.SubElement(node, "Channel", {"ID": f"Channel:{k}:0", "SamplesPerPixel": "3"})
+        ET.SubElement(node, "TiffData", IFD=str(k), PlaneCount="1")
+    # Non-ASCII in a name becomes a character reference, which Bio-Formats would
+    # misread; names are the only free text here.
     body = ET.tostring(root, encoding="us-ascii", xml_declaration=False).decode("ascii")
     return '<?xml version="1.0" encoding="UTF-8"?>' + body
+
+
+def _slide_description(meta: dict[str, Any], name: str, width: int, height: int, tile: int,
+                       compression: str, quality: int, base: tuple[int, int] | None = None) -> str:
+    """An Aperio-style description: a first line naming the writer, then the geometry and
+    ``key = value`` fields separated by ``|``. Level 0 carries the fields; a reduced level
+    says which level-0 size it was reduced from, as scanners write it."""
+    head = f"Aperio Image Library tilewave {__version__}\r\n"
+    if base is not None:
+        return head + f"{base[0]}x{base[1]} -> {width}x{height} - "
+    codec = {"jpeg": f"JPEG/RGB Q={quality}", "none": "uncompressed"}.get(compression, compression)
+    fields = [f"{width}x{height} [0,0 {width}x{height}] ({tile}x{tile}) {codec}"]
+    if "objective_power" in meta:
+        fields.append(f"AppMag = {float(meta['objective_power']):g}")
+    if "mpp" in meta:
+        fields.append(f"MPP = {float(meta['mpp'][1]):.6g}")
+    fields.append(f"Filename = {name}")
+    return head + "|".join(fields)
+
+
+def _label(name: str, width: int = 480, height: int = 240) -> np.ndarray:
+    """A label image naming the slide, for inputs that had none: Bio-Formats reads an
+    Aperio file's last IFDs as its label and macro unless both are named."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    draw.text((16, 16), f"tilewave {__version__}", fill="black")
+    draw.text((16, 48), name[-60:], fill="black")
+    return np.asarray(image)
+
+
+def _halved(pixels: np.ndarray) -> np.ndarray:
+    """``(y, x, c)`` pixels averaged over 2 x 2 blocks."""
+    h, w = pixels.shape[0] // 2 * 2, pixels.shape[1] // 2 * 2
+    blocks = pixels[:h, :w].reshape(h // 2, 2, w // 2, 2, -1).astype(np.float32).mean(axis=(1, 3))
+    return np.rint(blocks).astype(pixels.dtype)
+
+
+def _slide_extras(src: _Source) -> dict[str, np.ndarray]:
+    """What a slide TIFF carries besides its levels: the input's label and macro (or a
+    label naming it and the smallest level as the overview), and a thumbnail from the
+    smallest level, halved so that readers never take it for a level."""
+    from .associated import load_associated
+
+    kept = load_associated(src.path)
+    smallest = np.moveaxis(np.asarray(src.levels[-1][:]), 0, -1)
+    return {"thumbnail": _halved(smallest),
+            "label": kept.get("label", _label(src.name)),
+            "macro": kept.get("macro", smallest)}
 
 
 def _geotiff_tags(meta: dict[str, Any]) -> list[tuple[int, str, int, Any, bool]]:
@@ -233,6 +308,25 @@ def _geotiff_tags(meta: dict[str, Any]) -> list[tuple[int, str, int, Any, bool]]
     if "nodata" in meta:
         tags.append((42113, "s", 0, f"{meta['nodata']:g}", True))
     return tags
+
+
+def _write_extra(tw: Any, name: str, pixels: np.ndarray, reduced_from: tuple[int, int] | None | bool) -> None:
+    """Write an associated image as a stripped top-level IFD. For a slide
+    (``reduced_from`` a size or None) with the Aperio description readers recognise it
+    by: the thumbnail second, as ``W0xH0 -> WxH``; the label and macro last, named."""
+    h, w = pixels.shape[:2]
+    page: dict[str, Any] = {"photometric": "rgb", "metadata": None, "rowsperstrip": 64}
+    if reduced_from is not False:
+        head = f"Aperio Image Library tilewave {__version__}\r\n"
+        if name == "thumbnail":
+            assert isinstance(reduced_from, tuple)
+            page["description"] = head + f"{reduced_from[0]}x{reduced_from[1]} -> {w}x{h} - "
+        else:
+            page["description"] = head + f"{name} {w}x{h}"
+            page["subfiletype"] = 1 if name == "label" else 9
+    # Labels carry text and barcodes: lossless; the others as scanners store them.
+    page["compression"] = "lzw" if name == "label" else "jpeg"
+    tw.write(pixels, **page)
 
 
 def export_tiff(
@@ -276,6 +370,13 @@ def export_tiff(
     elif codec is not None:
         args["predictor"] = True  # horizontal differencing: smaller deflate/zstd files
     total = sum(-(-a.shape[1] // tile) * -(-a.shape[2] // tile) for a in src.levels)
+    extras: dict[str, np.ndarray] = {}
+    if kind == "slide":
+        extras = _slide_extras(src)
+    elif kind == "ome" and channels == 3 and dtype == np.uint8:
+        from .associated import load_associated
+
+        extras = {k: v for k, v in load_associated(src.path).items() if k in ("label", "macro")}
     partial = dest + ".partial"
     try:
         with tqdm(total=total, unit="tile", desc=f"export {kind}", disable=not progress,
@@ -290,12 +391,25 @@ def export_tiff(
                     mpp_y, mpp_x = (v * factor for v in src.metadata["mpp"])
                     page.update(resolution=(1e4 / mpp_x, 1e4 / mpp_y), resolutionunit="CENTIMETER")
                 if i:
-                    page["subfiletype"] = 1
+                    # A slide's levels are full images (subfile type 0), as scanners write
+                    # them: Bio-Formats takes a reduced-resolution IFD of an Aperio file
+                    # for its label or macro image.
+                    page["subfiletype"] = 0 if kind == "slide" else 1
                     page["metadata"] = None
+                    if kind == "slide":
+                        page["description"] = _slide_description(
+                            src.metadata, src.name, w, h, tile, compression, quality,
+                            (base.shape[2], base.shape[1]))
                 elif kind == "ome":
                     page["metadata"] = None
-                    page["description"] = _ome_xml(src.metadata, src.name, h, w, c, dtype)
+                    page["description"] = _ome_xml(src.metadata, src.name, h, w, c, dtype,
+                                                   [(n, extras[n].shape) for n in ("label", "macro")
+                                                    if n in extras])
                     page["subifds"] = len(src.levels) - 1
+                elif kind == "slide":
+                    page["metadata"] = None
+                    page["description"] = _slide_description(src.metadata, src.name, w, h, tile,
+                                                             compression, quality)
                 else:
                     page["metadata"] = None
                     page["description"] = (f"tilewave {__version__}: {src.name}, level 0 of "
@@ -303,6 +417,11 @@ def export_tiff(
                     if kind == "geotiff":
                         page["extratags"] = _geotiff_tags(src.metadata)
                 tw.write(data, **page)
+                if kind == "slide" and i == 0:
+                    _write_extra(tw, "thumbnail", extras["thumbnail"], (w, h))
+            for name in ("label", "macro"):
+                if name in extras:
+                    _write_extra(tw, name, extras[name], None if kind == "slide" else False)
         os.replace(partial, dest)
     except BaseException:
         if os.path.exists(partial):

@@ -1,0 +1,60 @@
+"""A slide's associated images (label, macro, thumbnail): read from the input, kept in the
+output beside the pyramid, written into TIFF exports. They are not upscaled.
+
+They live in the OME-Zarr output as small ``(y, x, c)`` arrays in a group ``associated``
+(``OUTPUT/associated/label``, ...), which OME-Zarr readers pass over and
+:mod:`~tilewave.storage.tiff_export` writes where slide readers look for them.
+"""
+
+from __future__ import annotations
+
+from typing import cast
+
+import numpy as np
+import zarr
+
+from . import location
+
+#: The names slide readers know, in the order exports write them.
+NAMES = ("thumbnail", "label", "macro")
+GROUP = "associated"
+
+
+def read_associated(path: str) -> dict[str, np.ndarray]:
+    """The associated images of the input at ``path`` (a TIFF-based slide), by name;
+    empty for other inputs. Only 8-bit RGB images are kept (what slide TIFFs hold)."""
+    if location.is_url(path) or not path.lower().endswith((".svs", ".tif", ".tiff", ".ndpi")):
+        return {}
+    import tifffile
+
+    found: dict[str, np.ndarray] = {}
+    try:
+        with tifffile.TiffFile(path) as tf:
+            for series in tf.series[1:]:
+                name = (series.name or "").lower()
+                if name in NAMES and name not in found:
+                    pixels = series.asarray()
+                    if pixels.dtype == np.uint8 and pixels.ndim == 3 and pixels.shape[2] == 3:
+                        found[name] = pixels
+    except (OSError, ValueError, tifffile.TiffFileError):
+        return {}  # the pyramid was read already; a damaged extra is not worth failing for
+    return found
+
+
+def write_associated(store: str, images: dict[str, np.ndarray]) -> None:
+    """Keep ``images`` in the output ``store`` (replacing any kept before)."""
+    if not images:
+        return
+    group = zarr.open_group(store, mode="r+")
+    sub = group.require_group(GROUP)
+    for name, pixels in images.items():
+        sub.create_array(name, data=pixels, chunks=pixels.shape, overwrite=True)
+
+
+def load_associated(store: str) -> dict[str, np.ndarray]:
+    """The associated images kept in ``store``, by name (empty where there are none)."""
+    group = zarr.open_group(store, mode="r")
+    if GROUP not in group:
+        return {}
+    sub = cast(zarr.Group, group[GROUP])
+    return {name: np.asarray(cast(zarr.Array, sub[name])[:]) for name in NAMES if name in sub}
