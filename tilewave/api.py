@@ -48,6 +48,7 @@ def upscale(
     guidance: float | None = None,
     noise_level: int | None = None,
     early_stop: float | None = None,
+    nodata: float | None = None,
 ) -> Report:
     """Upscale ``input`` into the OME-Zarr image ``output``, out of core.
 
@@ -61,6 +62,10 @@ def upscale(
     (``OUTPUT.zarr``, kept until the export succeeds, so ``resume`` works), then exported
     with :func:`~tilewave.storage.tiff_export.export_tiff` (``tiff_format``,
     ``compression``, ``quality``).
+
+    ``nodata`` marks pixels without data (default: the input's nodata tag): the model never
+    sees them (they take their nearest valid neighbour's value) and they stay exactly
+    ``nodata`` in the output.
 
     With ``adaptive``, tiles that :mod:`~tilewave.pipeline.difficulty` finds easy (glass,
     nodata, no structure beyond noise) are upscaled with bicubic instead of the model.
@@ -85,7 +90,7 @@ def upscale(
                       resume, overwrite, progress, adaptive, keep_stages, tiff_format,
                       compression, quality, steps=steps, noise=noise, seed=seed, batch=batch,
                       prompt=prompt, negative_prompt=negative_prompt, guidance=guidance,
-                      noise_level=noise_level, early_stop=early_stop)
+                      noise_level=noise_level, early_stop=early_stop, nodata=nodata)
     return run_job(os.fspath(input), os.fspath(output), options)
 
 

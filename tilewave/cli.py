@@ -83,6 +83,9 @@ def _parser() -> argparse.ArgumentParser:
                     "default: start a local instance)")
     up.add_argument("--local", action="store_true",
                     help="run tiles in this process, without Ray")
+    up.add_argument("--nodata", type=float, metavar="VALUE",
+                    help="the value of pixels without data, in every channel (default: the "
+                    "input's nodata tag): the model never sees them and they stay VALUE")
     up.add_argument("--adaptive", action="store_true",
                     help="upscale easy tiles (glass, nodata, flat) with bicubic, the rest with "
                     "the model (halo and blend modes)")
@@ -220,7 +223,7 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
         quality=args.quality, adaptive=args.adaptive, keep_stages=args.keep_stages,
         steps=args.steps, noise=args.noise, seed=args.seed, batch=args.batch,
         prompt=args.prompt, negative_prompt=args.negative_prompt, guidance=args.guidance,
-        noise_level=args.noise_level, early_stop=args.early_stop,
+        noise_level=args.noise_level, early_stop=args.early_stop, nodata=args.nodata,
     )
     if args.json:
         print(json.dumps(report.as_dict()))

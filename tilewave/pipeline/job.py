@@ -156,9 +156,25 @@ def _check_cluster(plan: JobPlan) -> None:
                                 f"cluster's {cpus} CPUs; lower it")
 
 
+def _check_nodata(nodata: float | None, dtype: Any) -> None:
+    """``--nodata`` must be a value the input's pixels can hold."""
+    import numpy as np
+
+    if nodata is None or np.dtype(dtype).kind == "f":
+        return
+    info = np.iinfo(dtype)
+    if not np.isfinite(nodata) or nodata != int(nodata):
+        raise SettingsError(f"--nodata {nodata:g} is not a whole number, and the input holds "
+                            f"{np.dtype(dtype)} pixels; give one of their values")
+    if not info.min <= nodata <= info.max:
+        raise SettingsError(f"--nodata {nodata:g} is outside what {np.dtype(dtype)} pixels hold "
+                            f"({info.min} to {info.max}); give one of their values")
+
+
 def prepare(input_path: str, output: str, options: Options) -> tuple[InputImage, JobPlan]:
     """Everything that can be refused, refused before anything starts or is written."""
     image = open_input(input_path)
+    _check_nodata(options.nodata, image.dtype)
     stages = plan_stages(options.model, options.scale)
     for stage in stages:  # else the workers would fail to start, after Ray did
         requires = get_entry(stage.model).requires
@@ -257,6 +273,13 @@ class StageRun:
             self._create()
         return True
 
+    def _metadata(self) -> dict[str, Any]:
+        """The input's metadata, with ``--nodata`` in place of its own nodata tag."""
+        meta = dict(self.image.metadata)
+        if self.options.nodata is not None:
+            meta["nodata"] = self.options.nodata
+        return meta
+
     def _create(self) -> None:
         from ..storage.metadata import scaled
         from ..storage.ome import create_output
@@ -264,7 +287,8 @@ class StageRun:
         image, grid = self.image, self.stage.grid
         self.created_here = True
         create_output(self.store, (image.channels, *grid.out_shape), image.dtype, grid.out_chunk,
-                      self.store.rstrip("/").rsplit("/", 1)[-1], scaled(image.metadata, self.stage.scale),
+                      self.store.rstrip("/").rsplit("/", 1)[-1],
+                      scaled(self._metadata(), self.stage.scale),
                       {"tilewave": {"input": self.manifest.input, "settings": self.manifest.settings}})
         self.manifest.created = True
         self.manifest.save(self.store)
@@ -313,7 +337,7 @@ class StageRun:
         job = TileJob(stage.model, stage.scale, grid, stage.mode, stage.ramp,
                       source, f"{self.store}/0",
                       location.absolute(self.store) if stage.dependent else None,
-                      self.image.path, stage.adaptive, self.image.metadata.get("nodata"),
+                      self.image.path, stage.adaptive, self._metadata().get("nodata"),
                       stage.sampler, pyramid if pyramid.levels else None, self.options.batch)
         ledger = Ledger(self.store)
         already = len(ledger.done())

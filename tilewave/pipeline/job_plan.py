@@ -64,6 +64,8 @@ class Options:
     #: Tiles a worker runs through a halo or blend model as one batch (None: 4 on a
     #: GPU, 1 on CPUs). Output bytes do not depend on it, so resumes may change it.
     batch: int | None = None
+    #: The value that marks pixels without data (None: the input's nodata tag, if any).
+    nodata: float | None = None
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,8 @@ class StagePlan:
     adaptive: bool = False
     #: How a multi-step model samples; None for one-pass models.
     sampler: SamplerSettings | None = None
+    #: ``--nodata``, where given (the input's own tag is part of the input's fingerprint).
+    nodata: float | None = None
 
     @property
     def dependent(self) -> bool:
@@ -101,6 +105,7 @@ class StagePlan:
         return {"model": self.model, "scale": self.scale, "mode": self.mode, "tile": g.tile,
                 "halo": g.halo, "overlap": g.overlap, "ramp": self.ramp,
                 **({"adaptive": True} if self.adaptive else {}),
+                **({"nodata": self.nodata} if self.nodata is not None else {}),
                 **(self.sampler.as_dict() if self.sampler else {})}
 
 
@@ -217,7 +222,7 @@ def _stage(index: int, stage: Stage, desc: ModelDescriptor, facts: ImageFacts,
         raise SettingsError(f"--adaptive needs --halo of at least 2 (bicubic's reach), not {halo}")
     grid = TileGrid(facts.height, facts.width, tile, stage.scale, halo, overlap)
     return StagePlan(index, model, stage.scale, mode, grid, options.ramp,
-                     output, options.adaptive, _sampler(desc, options))
+                     output, options.adaptive, _sampler(desc, options), options.nodata)
 
 
 #: Sampler options, as ``Options`` and :class:`SamplerSettings` name them.

@@ -23,6 +23,7 @@ from ..storage.job_state import PersistedContext
 from .blend import Ramp
 from .difficulty import assess
 from .directions import OUTBOUND, Direction
+from .nodata import fill_nodata, nodata_mask, restore_nodata
 from .plan import Tile, TileGrid, Window
 from .tile_compute import run_tile
 from .tile_job import TileDone
@@ -68,9 +69,15 @@ class TileSetup:
     steps: int | None = None
 
 
-def _check_finite(window: np.ndarray, tile: Tile, input_name: str) -> None:
-    if window.dtype.kind == "f" and not np.isfinite(window).all():
-        c, y, x = (int(v) for v in np.argwhere(~np.isfinite(window))[0])
+def _check_finite(window: np.ndarray, tile: Tile, input_name: str,
+                  mask: np.ndarray | None = None) -> None:
+    if window.dtype.kind != "f":
+        return
+    bad = ~np.isfinite(window)
+    if mask is not None:
+        bad &= ~mask[None]  # nodata may be NaN
+    if bad.any():
+        c, y, x = (int(v) for v in np.argwhere(bad)[0])
         raise BadPixelsError(
             f"input {input_name!r} has NaN or infinite values (first at x={tile.read[2] + x}, "
             f"y={tile.read[0] + y}, channel {c}); tilewave does not guess what they mean: "
@@ -103,8 +110,11 @@ def _work(setup: TileSetup, tile: Tile, inbound: Mapping[str, Any]
           ) -> tuple[dict[Direction, Any], bool, tuple[int, int] | None]:
     grid = setup.grid
     window = _read(setup, tile)
-    _check_finite(window, tile, setup.input_name)
+    mask = nodata_mask(window, setup.nodata)
+    _check_finite(window, tile, setup.input_name, mask)
     cheap = setup.cheap is not None and _is_easy(setup, tile, window)
+    if mask is not None:
+        window = fill_nodata(window, mask)
     model, half = (setup.cheap, False) if cheap else (setup.model, setup.half)
     contexts = {Direction(k): _load(v) for k, v in inbound.items() if v is not None}
     # An easy tile of a context model is exact bicubic over its halo, and leaves its
@@ -118,6 +128,11 @@ def _work(setup: TileSetup, tile: Tile, inbound: Mapping[str, Any]
 
     core, outbound = setup.compute(compute) if setup.compute is not None else compute()
     oy0, oy1, ox0, ox1 = grid.out_window(tile.core)
+    if mask is not None and setup.nodata is not None and core.shape[1:] == (oy1 - oy0, ox1 - ox0):
+        cy0, cy1, cx0, cx1 = tile.core
+        ry0, _, rx0, _ = tile.read
+        core = restore_nodata(core, mask[cy0 - ry0 : cy1 - ry0, cx0 - rx0 : cx1 - rx0],
+                              grid.scale, setup.nodata)
     if core.shape[1:] != (oy1 - oy0, ox1 - ox0):
         # Writing it would spill into the neighbours' chunks.
         raise ValueError(f"the model returned {core.shape[1]} x {core.shape[2]} output "

@@ -272,12 +272,13 @@ def _tiff_metadata(tf: Any, page: Any) -> tuple[dict[str, Any], str]:
             meta["geokeys"] = {k: (v if isinstance(v, str) else [float(x) if k == "GeoDoubleParamsTag"
                                                                   else int(x) for x in v])
                                for k, v in keys.items()}
-        nodata = page.tags.get("GDAL_NODATA")
-        if nodata is not None:
-            try:
-                meta["nodata"] = float(str(nodata.value).strip("\x00 "))
-            except ValueError:
-                pass
+    # GDAL writes its nodata tag into plain TIFFs too.
+    nodata = page.tags.get("GDAL_NODATA")
+    if nodata is not None:
+        try:
+            meta["nodata"] = float(str(nodata.value).strip("\x00 "))
+        except ValueError:
+            pass
     if "mpp" not in meta and fmt == "tiff":
         unit = page.tags.get("ResolutionUnit")
         xres = page.tags.get("XResolution")
