@@ -177,6 +177,20 @@ def _parser() -> argparse.ArgumentParser:
                     "start at zero, so training starts from the --init model")
     tr.add_argument("--quiet", action="store_true")
 
+    vw = sub.add_parser("view", help="look at an output, beside its input, in a browser",
+                        description="Serve a page on 127.0.0.1 that shows the OME-Zarr output "
+                        "OUTPUT as a deep-zoom image from its pyramid, with INPUT (upscaled, "
+                        "for comparison) beside it or under a swipe, both locked in pan and "
+                        "zoom, a scale bar from the pixel size, and, while a job writes "
+                        "OUTPUT, a map of its finished tiles. Nothing is fetched from "
+                        "elsewhere. Stop with Ctrl-C.")
+    vw.add_argument("output")
+    vw.add_argument("input", nargs="?")
+    vw.add_argument("--port", type=_non_negative, default=0, help="port (default: any free one)")
+    vw.add_argument("--baseline", choices=("bicubic", "nearest"), default="bicubic",
+                    help="how the input is enlarged to the output's size (default: bicubic)")
+    vw.add_argument("--no-browser", action="store_true", help="print the address only")
+
     demo = sub.add_parser("demo", help="upscale a real sample image with the defaults",
                           description="Upscale scikit-image's coffee photograph (600 x 400 RGB, "
                           "held out from uniba-x2's training) x2 with uniba-x2 on a local Ray "
@@ -345,6 +359,25 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_view(args: argparse.Namespace) -> int:
+    from .viewer.server import Viewer, make_server
+
+    server = make_server(Viewer(args.output, args.input, args.baseline), args.port)
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    print(f"tilewave: viewing {args.output} at {url} (Ctrl-C to stop)", flush=True)
+    if not args.no_browser:
+        import webbrowser
+
+        webbrowser.open(url)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -369,7 +402,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"upscale": _cmd_upscale, "ingest": _cmd_ingest, "info": _cmd_info,
-            "models": _cmd_models, "export": _cmd_export, "demo": _cmd_demo, "train": _cmd_train}
+            "models": _cmd_models, "export": _cmd_export, "demo": _cmd_demo, "train": _cmd_train,
+            "view": _cmd_view}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
