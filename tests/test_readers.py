@@ -144,3 +144,17 @@ def test_the_ome_xml_is_plain_ascii_with_no_character_references(tmp_path):
                    np.dtype("uint8"), [("label", (5, 6, 3))])
     assert xml.isascii() and "&#" not in xml and "µ" not in xml
     assert 'PhysicalSizeX="0.25"' in xml and "schemaLocation" in xml and 'IFD="1"' in xml
+
+
+def test_libvips_opens_the_slide_tiff_with_its_levels_and_associated_images(slide, tmp_path):
+    if shutil.which("vipsheader") is None:
+        pytest.skip("libvips' tools are not installed")
+    fields = subprocess.run(["vipsheader", "-a", str(slide["slide"])], capture_output=True,
+                            text=True, timeout=120).stdout
+    assert "openslide.vendor: aperio" in fields and "openslide.objective-power: 40" in fields
+    assert "openslide.level-count: 4" in fields
+    assert "slide-associated-images: label, macro, thumbnail" in fields
+    level = tmp_path / "level3.png"
+    subprocess.run(["vips", "openslideload", str(slide["slide"]), str(level), "--level", "3"],
+                   check=True, timeout=120)
+    assert Image.open(level).size == (555, 742)

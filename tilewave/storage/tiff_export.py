@@ -246,7 +246,9 @@ def _slide_description(meta: dict[str, Any], name: str, width: int, height: int,
     says which level-0 size it was reduced from, as scanners write it."""
     head = f"Aperio Image Library tilewave {__version__}\r\n"
     if base is not None:
-        return head + f"{base[0]}x{base[1]} -> {width}x{height} - "
+        # "\n" alone after the first IFD, as scanners write it: OpenSlide 3 splits at
+        # "\r" and "\n" both and reads the name of an associated image on line 2.
+        return f"Aperio Image Library tilewave {__version__}\n{base[0]}x{base[1]} -> {width}x{height} - "
     codec = {"jpeg": f"JPEG/RGB Q={quality}", "none": "uncompressed"}.get(compression, compression)
     fields = [f"{width}x{height} [0,0 {width}x{height}] ({tile}x{tile}) {codec}"]
     if "objective_power" in meta:
@@ -317,7 +319,7 @@ def _write_extra(tw: Any, name: str, pixels: np.ndarray, reduced_from: tuple[int
     h, w = pixels.shape[:2]
     page: dict[str, Any] = {"photometric": "rgb", "metadata": None, "rowsperstrip": 64}
     if reduced_from is not False:
-        head = f"Aperio Image Library tilewave {__version__}\r\n"
+        head = f"Aperio Image Library tilewave {__version__}\n"
         if name == "thumbnail":
             assert isinstance(reduced_from, tuple)
             page["description"] = head + f"{reduced_from[0]}x{reduced_from[1]} -> {w}x{h} - "
