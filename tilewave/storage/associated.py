@@ -21,7 +21,7 @@ GROUP = "associated"
 
 
 def read_associated(path: str) -> dict[str, np.ndarray]:
-    """The associated images of the input at ``path`` (a TIFF-based slide), by name;
+    """The associated images of the input at ``path`` (an Aperio SVS slide), by name;
     empty for other inputs. Only 8-bit RGB images are kept (what slide TIFFs hold)."""
     if location.is_url(path) or not path.lower().endswith((".svs", ".tif", ".tiff", ".ndpi")):
         return {}
@@ -30,6 +30,10 @@ def read_associated(path: str) -> dict[str, np.ndarray]:
     found: dict[str, np.ndarray] = {}
     try:
         with tifffile.TiffFile(path) as tf:
+            # Aperio SVS keeps them as named series; asking other files for their series
+            # would parse them again (and repeat their warnings) for nothing.
+            if not tf.is_svs:
+                return {}
             for series in tf.series[1:]:
                 name = (series.name or "").lower()
                 if name in NAMES and name not in found:
