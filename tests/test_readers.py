@@ -158,3 +158,21 @@ def test_libvips_opens_the_slide_tiff_with_its_levels_and_associated_images(slid
     subprocess.run(["vips", "openslideload", str(slide["slide"]), str(level), "--level", "3"],
                    check=True, timeout=120)
     assert Image.open(level).size == (555, 742)
+
+
+def test_a_multichannel_ome_tiff_keeps_every_channels_name_and_pixels(bioformats, tmp_path):
+    rng = np.random.default_rng(3)
+    pixels = (rng.random((4, 96, 80)) * 4000).astype(np.uint16)
+    names = ["DAPI", "FITC", "TRITC", "Cy5"]
+    source = tmp_path / "cells.ome.tif"
+    tifffile.imwrite(source, pixels, metadata={"axes": "CYX", "Channel": {"Name": names}})
+    out = tmp_path / "cells.zarr"
+    tilewave.upscale(source, out, scale=2, executor="local", progress=False)
+    export_tiff(str(out), str(tmp_path / "cells_x2.ome.tif"), kind="ome", progress=False)
+    info = showinf(bioformats, tmp_path / "cells_x2.ome.tif", "-omexml")
+    assert "Checking file format [OME-TIFF]" in info and re.search(r"SizeC = 4\b", info)
+    assert all(f'Name="{n}"' in info for n in names)
+    crop = tmp_path / "cy5.tif"
+    bioformats("loci.formats.tools.ImageConverter", "-series", "0", "-channel", "3",
+               "-crop", "10,20,60,50", str(tmp_path / "cells_x2.ome.tif"), str(crop))
+    assert np.array_equal(tifffile.imread(crop), zarr.open_array(f"{out}/0")[3, 20:70, 10:70])

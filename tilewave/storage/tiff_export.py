@@ -152,13 +152,16 @@ def _check(kind: Kind, compression: str, dtype: np.dtype, channels: int, meta: d
                             f"{dtype}; use --compression deflate or zstd")
 
 
-def _tiles(level: zarr.Array, tile: int, bar: Any) -> Iterator[np.ndarray]:
-    """The level's tiles in TIFF order, ``(tile, tile, c)``, edge tiles zero-padded."""
-    c, h, w = level.shape
+def _tiles(level: zarr.Array, tile: int, bar: Any, plane: int | None = None) -> Iterator[np.ndarray]:
+    """The level's tiles in TIFF order, ``(tile, tile, c)`` (one channel, ``plane``, where
+    given), edge tiles zero-padded."""
+    _, h, w = level.shape
+    channels = slice(None) if plane is None else slice(plane, plane + 1)
+    c = level.shape[0] if plane is None else 1
     band = tile * BAND_TILES
     for y in range(0, h, tile):
         for x0 in range(0, w, band):
-            block = np.asarray(level[:, y : y + tile, x0 : x0 + band])
+            block = np.asarray(level[channels, y : y + tile, x0 : x0 + band])
             for x in range(0, block.shape[2], tile):
                 part = block[:, :, x : x + tile]
                 out = np.zeros((tile, tile, c), dtype=level.dtype)
@@ -182,7 +185,8 @@ _OME_UNITS = {"meter": "m", "metre": "m", "foot": "ft"}
 
 
 def _ome_xml(meta: dict[str, Any], name: str, height: int, width: int, channels: int,
-             dtype: np.dtype, extras: Sequence[tuple[str, tuple[int, ...]]] = ()) -> str:
+             dtype: np.dtype, extras: Sequence[tuple[str, tuple[int, ...]]] = (),
+             planar: bool = False) -> str:
     """OME-XML for one interleaved image: size, pixel size, channel names, objective.
 
     Written here rather than by tifffile because tifffile's writer has no Instrument, which
@@ -209,7 +213,7 @@ def _ome_xml(meta: dict[str, Any], name: str, height: int, width: int, channels:
         ET.SubElement(image, "ObjectiveSettings", ID="Objective:0:0")
     pixels = {"ID": "Pixels:0", "DimensionOrder": "XYCZT", "Type": str(dtype),
               "SizeX": str(width), "SizeY": str(height), "SizeC": str(channels), "SizeZ": "1",
-              "SizeT": "1", "Interleaved": "true", "BigEndian": "false"}
+              "SizeT": "1", "Interleaved": "false" if planar else "true", "BigEndian": "false"}
     if "mpp" in meta:
         pixels.update(PhysicalSizeY=f"{meta['mpp'][0]:.10g}", PhysicalSizeX=f"{meta['mpp'][1]:.10g}")
     elif "pixel_size" in meta and meta.get("linear_unit") in _OME_UNITS:
@@ -217,22 +221,32 @@ def _ome_xml(meta: dict[str, Any], name: str, height: int, width: int, channels:
         pixels.update(PhysicalSizeY=f"{meta['pixel_size'][0]:.10g}", PhysicalSizeYUnit=unit,
                       PhysicalSizeX=f"{meta['pixel_size'][1]:.10g}", PhysicalSizeXUnit=unit)
     node = ET.SubElement(image, "Pixels", pixels)
-    channel = {"ID": "Channel:0:0", "SamplesPerPixel": str(channels)}
     names = meta.get("channel_names") or []
-    if channels == 1 and names:
-        channel["Name"] = str(names[0])
-    ET.SubElement(node, "Channel", channel)
-    ET.SubElement(node, "TiffData", IFD="0", PlaneCount="1")
+    if planar:
+        # One IFD a channel, each with its own name (and its pyramid in its SubIFDs).
+        for k in range(channels):
+            ET.SubElement(node, "Channel", {"ID": f"Channel:0:{k}", "SamplesPerPixel": "1",
+                                            **({"Name": str(names[k])} if k < len(names) else {})})
+        for k in range(channels):
+            ET.SubElement(node, "TiffData", FirstC=str(k), IFD=str(k), PlaneCount="1")
+    else:
+        channel = {"ID": "Channel:0:0", "SamplesPerPixel": str(channels)}
+        if channels == 1 and names:
+            channel["Name"] = str(names[0])
+        ET.SubElement(node, "Channel", channel)
+        ET.SubElement(node, "TiffData", IFD="0", PlaneCount="1")
+    first_extra = channels if planar else 1
     # Associated images: one more image each, in the top-level IFDs after the pyramid's
     # (whose levels are SubIFDs of IFD 0), named as Bio-Formats names a slide's.
     for k, (extra, shape) in enumerate(extras, start=1):
+        ifd = first_extra + k - 1
         image = ET.SubElement(root, "Image", ID=f"Image:{k}", Name=f"{extra} image")
         node = ET.SubElement(image, "Pixels", {
             "ID": f"Pixels:{k}", "DimensionOrder": "XYCZT", "Type": "uint8", "SizeX": str(shape[1]),
             "SizeY": str(shape[0]), "SizeC": "3", "SizeZ": "1", "SizeT": "1",
             "Interleaved": "true", "BigEndian": "false"})
         ET.SubElement(node, "Channel", {"ID": f"Channel:{k}:0", "SamplesPerPixel": "3"})
-        ET.SubElement(node, "TiffData", IFD=str(k), PlaneCount="1")
+        ET.SubElement(node, "TiffData", IFD=str(ifd), PlaneCount="1")
     # Non-ASCII in a name becomes a character reference, which Bio-Formats would
     # misread; names are the only free text here.
     body = ET.tostring(root, encoding="us-ascii", xml_declaration=False).decode("ascii")
@@ -371,7 +385,14 @@ def export_tiff(
         args["compressionargs"] = {"level": quality}
     elif codec is not None:
         args["predictor"] = True  # horizontal differencing: smaller deflate/zstd files
-    total = sum(-(-a.shape[1] // tile) * -(-a.shape[2] // tile) for a in src.levels)
+    # OME-TIFF keeps every channel but RGB(A) in an IFD of its own, so each has its name.
+    planar = kind == "ome" and channels > 1 and not (dtype == np.uint8 and channels in (3, 4))
+    planes: list[int | None] = list(range(channels)) if planar else [None]
+    if planar:
+        args.update(photometric="minisblack")
+        args.pop("extrasamples", None)
+        args.pop("planarconfig", None)
+    total = len(planes) * sum(-(-a.shape[1] // tile) * -(-a.shape[2] // tile) for a in src.levels)
     extras: dict[str, np.ndarray] = {}
     if kind == "slide":
         extras = _slide_extras(src)
@@ -383,11 +404,14 @@ def export_tiff(
     try:
         with tqdm(total=total, unit="tile", desc=f"export {kind}", disable=not progress,
                   dynamic_ncols=True) as bar, tifffile.TiffWriter(partial, bigtiff=True, ome=False) as tw:
-            for i, level in enumerate(src.levels):
+            for plane, i in ((p, i) for p in planes for i in range(len(src.levels))):
+                level = src.levels[i]
                 c, h, w = level.shape
-                page: dict[str, Any] = {"shape": (h, w, c) if c > 1 else (h, w),
+                n = c if plane is None else 1
+                page: dict[str, Any] = {"shape": (h, w, n) if n > 1 else (h, w),
                                         "dtype": dtype, **args}
-                data: Iterator[np.ndarray] = (t if c > 1 else t[..., 0] for t in _tiles(level, tile, bar))
+                data: Iterator[np.ndarray] = (t if n > 1 else t[..., 0]
+                                              for t in _tiles(level, tile, bar, plane))
                 factor = base.shape[2] / w
                 if "mpp" in src.metadata and kind != "geotiff":
                     mpp_y, mpp_x = (v * factor for v in src.metadata["mpp"])
@@ -404,9 +428,10 @@ def export_tiff(
                             (base.shape[2], base.shape[1]))
                 elif kind == "ome":
                     page["metadata"] = None
-                    page["description"] = _ome_xml(src.metadata, src.name, h, w, c, dtype,
-                                                   [(n, extras[n].shape) for n in ("label", "macro")
-                                                    if n in extras])
+                    if plane in (None, 0):
+                        page["description"] = _ome_xml(
+                            src.metadata, src.name, h, w, c, dtype,
+                            [(e, extras[e].shape) for e in ("label", "macro") if e in extras], planar)
                     page["subifds"] = len(src.levels) - 1
                 elif kind == "slide":
                     page["metadata"] = None
