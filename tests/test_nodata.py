@@ -64,6 +64,26 @@ def test_nodata_stays_nodata_and_the_edge_beside_it_keeps_its_level(tmp_path, mo
     assert error_masked < 0.01 * truth.mean() and error_plain > 10 * error_masked
 
 
+def test_pyramid_blocks_average_valid_pixels_and_empty_ones_stay_nodata():
+    from tilewave.storage.pyramid import downsample_window
+
+    pixels = np.array([[[0, 0, 8, 0, 5],
+                        [0, 0, 4, 2, 5]]], np.uint16)  # (1, 2, 5): odd width, edge repeated
+    out = downsample_window(pixels, 1, 3, nodata=0)
+    assert out.tolist() == [[[0, 5, 5]]]  # empty; (8 + 4 + 2) / 3 rounds to 5; (5+5+5+5)/4
+    assert downsample_window(pixels, 1, 3).tolist() == [[[0, 4, 5]]]  # without nodata: 14 / 4
+
+
+def test_a_jobs_pyramid_keeps_nodata_out_of_its_averages(tmp_path):
+    pixels, corner = _scene(640)
+    src = zarr_input(tmp_path / "in.zarr", pixels, chunk=128)
+    out = tilewave.upscale(src, tmp_path / "out.zarr", scale=2, tile=128, nodata=0,
+                           executor="local", progress=False).output
+    level1 = zarr.open_array(f"{out}/1")[:].astype(float)  # 640 x 640: the input's grid
+    assert (level1[:, corner] == 0).all()
+    assert (level1[:, ~corner] > 0.9 * pixels[:, ~corner].min()).all()  # never half of 0
+
+
 def test_the_inputs_nodata_tag_is_honoured_without_the_option(tmp_path):
     pixels, corner = _scene(64)
     pixels[:, corner] = 7

@@ -112,10 +112,10 @@ def test_a_failed_chunk_stops_the_job_and_resume_computes_only_the_missing_ones(
         calls.append((level, row, col))
         return real_chunk(setup, level, row, col)
 
-    def fourth_fails(pixels, height, width):
+    def fourth_fails(pixels, height, width, nodata=None):
         if len(calls) == 4:
             raise ZeroDivisionError("injected")
-        return real_average(pixels, height, width)
+        return real_average(pixels, height, width, nodata)
 
     monkeypatch.setattr(pyramid_work, "process_chunk", seen)
     monkeypatch.setattr(pyramid_work, "downsample_window", fourth_fails)

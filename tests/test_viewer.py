@@ -82,10 +82,26 @@ def test_progress_comes_from_the_ledger_of_an_unfinished_job(tmp_path):
     assert recorded <= len(progress["done"]) < 400 and not progress["complete"]
 
 
-def test_a_missing_output_is_one_line(tmp_path, capsys):
-    assert main(["view", str(tmp_path / "nothing.zarr"), "--no-browser"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "does not exist" in err and len(err.splitlines()) == 1
+def test_a_missing_output_and_a_port_out_of_range_are_one_line(tmp_path, capsys, photo_job):
+    for args, message in (([str(tmp_path / "nothing.zarr")], "does not exist"),
+                          ([photo_job["output"], "--port", "70000"], "between 0 and 65535")):
+        assert main(["view", *args, "--no-browser"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1
+
+
+def test_input_tiles_at_the_edge_of_an_odd_size_are_served(tmp_path):
+    from conftest import random_image
+
+    src = zarr_input(tmp_path / "in.zarr", random_image((3, 251, 250), "uint8"), chunk=64)
+    # x5: level 1 is 628 rows, 251.2 input rows, a fraction past the input's edge.
+    tilewave.upscale(src, tmp_path / "out.zarr", scale=5, tile=64, executor="local", progress=False)
+    viewer = Viewer(str(tmp_path / "out.zarr"), src)
+    levels = json.loads(viewer.handle("/info")[2])["levels"]
+    for k, (h, w) in enumerate(levels):
+        rows, cols = -(-h // TILE), -(-w // TILE)
+        tile = _png(viewer, f"/tiles/input/{k}/{rows - 1}/{cols - 1}.png")
+        assert tile.shape[:2] == (h - (rows - 1) * TILE, w - (cols - 1) * TILE)
 
 
 # --------------------------------------------------------------- in Chromium

@@ -98,7 +98,7 @@ class TileWorker:
             writers = {k: ArrayWriter(job.level_array(k)) for k in levels[1:]}
             self.pyramid = PyramidSetup(job.pyramid, lambda k, w: readers[k].read(*w),
                                         lambda k, y, x, data: writers[k].write(y, x, data),
-                                        self.name)
+                                        self.name, job.nodata)
 
     def describe(self) -> str:
         return self.name

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 import threading
@@ -156,19 +157,28 @@ def _check_cluster(plan: JobPlan) -> None:
                                 f"cluster's {cpus} CPUs; lower it")
 
 
-def _check_nodata(nodata: float | None, dtype: Any) -> None:
-    """``--nodata`` must be a value the input's pixels can hold."""
+def _unholdable(nodata: float, dtype: Any) -> str | None:
+    """Why pixels of ``dtype`` cannot hold ``nodata``; None if they can."""
     import numpy as np
 
-    if nodata is None or np.dtype(dtype).kind == "f":
-        return
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f":
+        finfo = np.finfo(dtype)
+        return (None if not np.isfinite(nodata) or abs(nodata) <= finfo.max
+                else f"is outside what {dtype} pixels hold")
     info = np.iinfo(dtype)
     if not np.isfinite(nodata) or nodata != int(nodata):
-        raise SettingsError(f"--nodata {nodata:g} is not a whole number, and the input holds "
-                            f"{np.dtype(dtype)} pixels; give one of their values")
+        return f"is not a whole number, and the input holds {dtype} pixels"
     if not info.min <= nodata <= info.max:
-        raise SettingsError(f"--nodata {nodata:g} is outside what {np.dtype(dtype)} pixels hold "
-                            f"({info.min} to {info.max}); give one of their values")
+        return f"is outside what {dtype} pixels hold ({info.min} to {info.max})"
+    return None
+
+
+def _check_nodata(nodata: float | None, dtype: Any) -> None:
+    """``--nodata`` must be a value the input's pixels can hold."""
+    why = None if nodata is None else _unholdable(nodata, dtype)
+    if why is not None:
+        raise SettingsError(f"--nodata {nodata:g} {why}; give one of their values")
 
 
 def prepare(input_path: str, output: str, options: Options) -> tuple[InputImage, JobPlan]:
@@ -273,11 +283,18 @@ class StageRun:
             self._create()
         return True
 
-    def _metadata(self) -> dict[str, Any]:
+    @functools.cached_property
+    def output_metadata(self) -> dict[str, Any]:
         """The input's metadata, with ``--nodata`` in place of its own nodata tag."""
         meta = dict(self.image.metadata)
         if self.options.nodata is not None:
             meta["nodata"] = self.options.nodata
+        elif "nodata" in meta and _unholdable(meta["nodata"], self.image.dtype):
+            # A tag no pixel can equal would, cast to the pixels' type, match real ones.
+            self.progress.say(f"the input's nodata tag {meta['nodata']:g} "
+                              f"{_unholdable(meta['nodata'], self.image.dtype)}: ignored "
+                              "(give --nodata to set one)")
+            del meta["nodata"]
         return meta
 
     def _create(self) -> None:
@@ -288,7 +305,7 @@ class StageRun:
         self.created_here = True
         create_output(self.store, (image.channels, *grid.out_shape), image.dtype, grid.out_chunk,
                       self.store.rstrip("/").rsplit("/", 1)[-1],
-                      scaled(self._metadata(), self.stage.scale),
+                      scaled(self.output_metadata, self.stage.scale),
                       {"tilewave": {"input": self.manifest.input, "settings": self.manifest.settings}})
         self.manifest.created = True
         self.manifest.save(self.store)
@@ -337,7 +354,7 @@ class StageRun:
         job = TileJob(stage.model, stage.scale, grid, stage.mode, stage.ramp,
                       source, f"{self.store}/0",
                       location.absolute(self.store) if stage.dependent else None,
-                      self.image.path, stage.adaptive, self._metadata().get("nodata"),
+                      self.image.path, stage.adaptive, self.output_metadata.get("nodata"),
                       stage.sampler, pyramid if pyramid.levels else None, self.options.batch)
         ledger = Ledger(self.store)
         already = len(ledger.done())

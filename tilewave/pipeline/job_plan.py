@@ -105,7 +105,8 @@ class StagePlan:
         return {"model": self.model, "scale": self.scale, "mode": self.mode, "tile": g.tile,
                 "halo": g.halo, "overlap": g.overlap, "ramp": self.ramp,
                 **({"adaptive": True} if self.adaptive else {}),
-                **({"nodata": self.nodata} if self.nodata is not None else {}),
+                # As text: NaN is not equal to itself, nor valid JSON.
+                **({"nodata": repr(self.nodata)} if self.nodata is not None else {}),
                 **(self.sampler.as_dict() if self.sampler else {})}
 
 

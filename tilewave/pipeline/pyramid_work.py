@@ -27,6 +27,8 @@ class PyramidSetup:
     read: ReadLevel
     write: WriteLevel
     worker: str = ""
+    #: The value of pixels without data: averaged over the valid ones only.
+    nodata: float | None = None
 
 
 def process_chunk(setup: PyramidSetup, level: int, row: int, col: int) -> TileDone:
@@ -37,7 +39,7 @@ def process_chunk(setup: PyramidSetup, level: int, row: int, col: int) -> TileDo
     try:
         source = setup.read(level - 1, setup.plan.source((level, row, col)))
         y0, y1, x0, x1 = window
-        setup.write(level, y0, x0, downsample_window(source, y1 - y0, x1 - x0))
+        setup.write(level, y0, x0, downsample_window(source, y1 - y0, x1 - x0, setup.nodata))
     except Exception as exc:
         known = user_error(exc)
         if known is not None:

@@ -40,7 +40,7 @@ def read_associated(path: str) -> dict[str, np.ndarray]:
                     pixels = series.asarray()
                     if pixels.dtype == np.uint8 and pixels.ndim == 3 and pixels.shape[2] == 3:
                         found[name] = pixels
-    except (OSError, ValueError, tifffile.TiffFileError):
+    except Exception:  # I/O and every codec's own errors
         return {}  # the pyramid was read already; a damaged extra is not worth failing for
     return found
 

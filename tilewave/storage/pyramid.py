@@ -35,17 +35,36 @@ def _halve(block: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return mean.astype(dtype)
 
 
-def downsample_window(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
+def downsample_window(pixels: np.ndarray, height: int, width: int,
+                      nodata: float | None = None) -> np.ndarray:
     """``height`` x ``width`` pixels averaging 2 x 2 blocks of ``(c, h, w)`` ``pixels``,
     whose last row or column (an image's odd edge) is repeated where ``h`` or ``w`` falls
-    one short of twice the output."""
+    one short of twice the output. With ``nodata``, a block averages its valid pixels
+    only, and is nodata where all four are."""
     c, h, w = pixels.shape
     pad_y, pad_x = 2 * height - h, 2 * width - w
     if pad_y not in (0, 1) or pad_x not in (0, 1):
         raise ValueError(f"{h} x {w} pixels do not halve to {height} x {width}")
     if pad_y or pad_x:
         pixels = np.pad(pixels, ((0, 0), (0, pad_y), (0, pad_x)), mode="edge")
-    return _halve(pixels, pixels.dtype)
+    from ..pipeline.nodata import nodata_mask
+
+    mask = nodata_mask(pixels, nodata)
+    if mask is None or nodata is None:
+        return _halve(pixels, pixels.dtype)
+    return _halve_valid(pixels, mask, nodata)
+
+
+def _halve_valid(block: np.ndarray, mask: np.ndarray, nodata: float) -> np.ndarray:
+    """2 x 2 means over the pixels ``mask`` does not mark; ``nodata`` where it marks all."""
+    c, h, w = block.shape
+    valid = (~mask).reshape(1, h // 2, 2, w // 2, 2).astype(np.float32)
+    values = np.where(mask[None], 0, block).astype(np.float32).reshape(c, h // 2, 2, w // 2, 2)
+    count = valid.sum(axis=(2, 4))
+    mean = (values * valid).sum(axis=(2, 4)) / np.maximum(count, 1)
+    out = _halve(np.repeat(np.repeat(mean, 2, 1), 2, 2), block.dtype)  # round as _halve does
+    out[:, count[0] == 0] = np.asarray(nodata).astype(block.dtype)
+    return out
 
 
 def downsampled(source: zarr.Array) -> da.Array:

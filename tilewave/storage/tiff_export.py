@@ -286,7 +286,9 @@ def _label(name: str, width: int = 480, height: int = 240) -> np.ndarray:
 
 
 def _halved(pixels: np.ndarray) -> np.ndarray:
-    """``(y, x, c)`` pixels averaged over 2 x 2 blocks."""
+    """``(y, x, c)`` pixels averaged over 2 x 2 blocks (as they are where a side is 1)."""
+    if min(pixels.shape[:2]) < 2:
+        return pixels
     h, w = pixels.shape[0] // 2 * 2, pixels.shape[1] // 2 * 2
     blocks = pixels[:h, :w].reshape(h // 2, 2, w // 2, 2, -1).astype(np.float32).mean(axis=(1, 3))
     return np.rint(blocks).astype(pixels.dtype)

@@ -12,12 +12,19 @@ class Stretch:
     view: none for 8-bit images, else from the 0.5th to the 99.5th percentile of a
     sample (the output's smallest level), so that a 16-bit scene is not black."""
 
-    def __init__(self, sample: np.ndarray):
+    def __init__(self, sample: np.ndarray, nodata: float | None = None):
         self.identity = sample.dtype == np.uint8
         values = sample.astype(np.float64)
-        valid = values[np.isfinite(values)]
-        self.low, self.high = ((0.0, 255.0) if self.identity or valid.size == 0
-                               else (float(np.percentile(valid, 0.5)), float(np.percentile(valid, 99.5))))
+        # Unwritten chunks (0) of a running job and nodata are not the image's range.
+        valid = values[np.isfinite(values) & (values != 0)
+                       & (values != (np.nan if nodata is None else nodata))]
+        if self.identity:
+            self.low, self.high = 0.0, 255.0
+        elif valid.size == 0:  # nothing written yet: the type's range
+            top = float(np.iinfo(sample.dtype).max) if sample.dtype.kind in "ui" else 1.0
+            self.low, self.high = 0.0, top
+        else:
+            self.low, self.high = float(np.percentile(valid, 0.5)), float(np.percentile(valid, 99.5))
         if self.high <= self.low:
             self.high = self.low + 1
 

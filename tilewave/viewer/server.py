@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import SettingsError
 from .render import Stretch, png
 from .sources import TILE, Baseline, InputSide, OutputPyramid, TileKey
 
@@ -25,15 +26,11 @@ class Viewer:
 
     def __init__(self, output: str, input_path: str | None = None, baseline: Baseline = "bicubic"):
         self.output = OutputPyramid(output)
-        scale = int(self.output.settings.get("scale") or 0) or None
-        if input_path is not None and scale is None:
-            # An output of a cascade or of another tool: infer the scale from the sizes.
-            from ..storage.inputs import open_input
-
-            scale = max(1, round(self.output.shape[2] / open_input(input_path).width))
-        self.input = InputSide(input_path, scale or 1, baseline) if input_path else None
+        # From the sizes, not the job's settings: a cascade's record holds its last
+        # stage's scale.
+        self.input = InputSide(input_path, self.output.shape[2], baseline) if input_path else None
         smallest = self.output.levels[-1]
-        self.stretch = Stretch(np.asarray(smallest[:, :1024, :1024]))
+        self.stretch = Stretch(np.asarray(smallest[:, :1024, :1024]), self.output.metadata.get("nodata"))
         #: Every path requested, in order (what the page fetched).
         self.requests: list[str] = []
         self._lock = threading.Lock()
@@ -85,15 +82,24 @@ def make_server(viewer: Viewer, port: int = 0) -> ThreadingHTTPServer:
                 status, kind, body = viewer.handle(self.path)
             except Exception as exc:  # a damaged chunk: the page shows the tile as missing
                 status, kind, body = 500, "text/plain", str(exc).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(body)))
-            # A running job changes tiles and progress: never cache them.
-            self.send_header("Cache-Control", "no-store")
-            self.end_headers()
-            self.wfile.write(body)
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                # A running job changes tiles and progress: never cache them.
+                self.send_header("Cache-Control", "no-store")
+                self.end_headers()
+                self.wfile.write(body)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the page moved on (panned, reloaded, closed) before the tile arrived
 
         def log_message(self, format: str, *args: Any) -> None:  # quiet: no line per tile
             pass
 
-    return ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    if not 0 <= port <= 65535:
+        raise SettingsError(f"--port must be between 0 and 65535, not {port}")
+    try:
+        return ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    except OSError as exc:
+        raise SettingsError(f"cannot serve on 127.0.0.1:{port} ({exc.strerror or exc}); choose "
+                            "another --port, or 0 for any free one") from None

@@ -106,11 +106,11 @@ class OutputPyramid:
 class InputSide:
     """The input, read in the output's frame and upscaled to it for comparison."""
 
-    def __init__(self, path: str, scale: int, baseline: Baseline = "bicubic"):
+    def __init__(self, path: str, output_width: int, baseline: Baseline = "bicubic"):
         from ..storage.inputs import lazy_pixels, open_input
 
         self.image = open_input(path)
-        self.scale = scale
+        self.scale = max(1, round(output_width / self.image.width))
         self.baseline = baseline
         self.pixels = lazy_pixels(self.image, 512)
 
@@ -136,8 +136,11 @@ class InputSide:
         out = []
         for band in region:
             img = Image.fromarray(band.astype(np.float32), mode="F")
-            box = ((x0 * ratio - ix0) / step, (y0 * ratio - iy0) / step,
-                   (x1 * ratio - ix0) / step, (y1 * ratio - iy0) / step)
+            rh, rw = band.shape
+            # Clamped: where the output's size is not a whole multiple of the input's, the
+            # last output pixels reach a fraction past the input's edge.
+            box = (min((x0 * ratio - ix0) / step, rw), min((y0 * ratio - iy0) / step, rh),
+                   min((x1 * ratio - ix0) / step, rw), min((y1 * ratio - iy0) / step, rh))
             out.append(np.asarray(img.resize((x1 - x0, y1 - y0), method, box=box)))
         stacked = np.stack(out)
         if np.issubdtype(self.image.dtype, np.integer):

@@ -6,17 +6,26 @@
 
 const state = { cx: 0, cy: 0, z: 1, mode: "side", split: 0.5 };
 const cache = new Map();
+// The last image shown for each tile: drawn until a newer one (a running job's tiles
+// are fetched again as it progresses) has loaded, so the view never blanks.
+const shown = new Map();
+let version = 0;
 let info = null;
 let progress = null;
 const $ = (id) => document.getElementById(id);
 const canvases = { left: $("left"), right: $("right") };
+
+const MODES = ["side", "swipe", "output"];
+const clamp = (v, lo, hi) => Math.min(hi, Math.max(lo, v));
 
 function readHash() {
   const p = new URLSearchParams(location.hash.slice(1));
   for (const key of ["cx", "cy", "z", "split"]) {
     if (p.has(key) && isFinite(parseFloat(p.get(key)))) state[key] = parseFloat(p.get(key));
   }
-  if (p.has("mode")) state.mode = p.get("mode");
+  state.z = clamp(state.z, 1e-4, 64);
+  state.split = clamp(state.split, 0, 1);
+  if (p.has("mode") && MODES.includes(p.get("mode"))) state.mode = p.get("mode");
   return p.has("z");
 }
 
@@ -27,16 +36,20 @@ function writeHash() {
 }
 
 function tile(side, level, row, col) {
-  const url = `/tiles/${side}/${level}/${row}/${col}.png`;
+  const key = `/tiles/${side}/${level}/${row}/${col}.png`;
+  const url = side === "output" && version ? `${key}?v=${version}` : key;
   let img = cache.get(url);
   if (!img) {
     img = new Image();
-    img.onload = () => { img.ready = true; schedule(); };
+    img.onload = () => { img.ready = true; shown.set(key, img); schedule(); };
     img.onerror = () => { img.failed = true; };
     img.src = url;
     cache.set(url, img);
   }
-  return img;
+  // What to draw now (the tile, or the last one shown there, or nothing) and whether
+  // the view still waits for it.
+  if (img.ready) return { img, loading: false };
+  return { img: shown.get(key) || null, loading: !img.failed };
 }
 
 // The coarsest level that still has at least one of its pixels per screen pixel.
@@ -60,11 +73,9 @@ function drawSide(ctx, side, width, height, from, to) {
   ctx.imageSmoothingEnabled = z * f < 1;  // magnified: show the pixels as they are
   for (let r = r0; r <= r1; r++) {
     for (let c = c0; c <= c1; c++) {
-      const img = tile(side, k, r, c);
-      if (!img.ready) {
-        if (!img.failed) missing++;
-        continue;
-      }
+      const { img, loading } = tile(side, k, r, c);
+      if (loading) missing++;
+      if (!img) continue;
       const sx = Math.round((c * T * f - x0) * z), sy = Math.round((r * T * f - y0) * z);
       const ex = Math.round((c * T * f + img.width * f - x0) * z);
       const ey = Math.round((r * T * f + img.height * f - y0) * z);
@@ -221,6 +232,7 @@ async function poll() {
   try {
     const next = await (await fetch("/progress")).json();
     if (progress && next.done.length !== progress.done.length) {
+      version++;  // output tiles are asked for again; the shown ones stay until then
       for (const url of [...cache.keys()]) if (url.startsWith("/tiles/output/")) cache.delete(url);
     }
     progress = next;
