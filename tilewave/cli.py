@@ -101,7 +101,8 @@ def _parser() -> argparse.ArgumentParser:
     sd.add_argument("--prompt", help="what the image shows (default: empty)")
     sd.add_argument("--negative-prompt", help="what it should not show (default: empty)")
     sd.add_argument("--guidance", type=_non_negative_float, help="classifier-free guidance "
-                    "scale (default: 9; runs two passes per step only when the prompts differ)")
+                    "scale (default: 9; above 1 with prompts that differ, the UNet runs on a "
+                    "batch of two)")
     sd.add_argument("--noise-level", type=_non_negative, help="noise added to the low-resolution "
                     "input, 0 to the folder's max_noise_level (default: 20)")
     sd.add_argument("--early-stop", type=_non_negative_float, metavar="TOL",
