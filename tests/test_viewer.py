@@ -175,3 +175,24 @@ def test_the_swipe_shows_the_input_left_of_the_line_and_the_output_right(browser
     # Right of the line, the swipe shows exactly what the output view shows there.
     assert np.array_equal(screen[100:600, 600:900], output[100:600, 600:900])
     assert np.abs(screen[100:600, 100:400] - output[100:600, 100:400]).mean() > 0.5
+
+
+def test_far_out_the_input_side_reads_the_inputs_own_pyramid(tmp_path):
+    import tifffile
+    from conftest import random_image
+
+    full = np.moveaxis(random_image((3, 1100, 1100), "uint8", seed=4), 0, -1)
+    coarse = np.full((550, 550, 3), 77, np.uint8)  # a level unlike the full resolution
+    path = tmp_path / "pyramid.tif"
+    with tifffile.TiffWriter(path) as tw:
+        tw.write(full, tile=(256, 256), photometric="rgb", subifds=1)
+        tw.write(coarse, tile=(256, 256), photometric="rgb", subfiletype=1)
+    tilewave.upscale(path, tmp_path / "out.zarr", scale=2, tile=256, executor="local",
+                     progress=False)
+    viewer = Viewer(str(tmp_path / "out.zarr"), str(path), "nearest")
+    assert len(json.loads(viewer.handle("/info")[2])["levels"]) == 3
+    # Output level 2 shows 2 input pixels per screen pixel: the input's level 1 serves it.
+    assert (_png(viewer, "/tiles/input/2/0/0.png") == 77).all()
+    # Output levels 0 and 1 need the input's full resolution.
+    assert not (_png(viewer, "/tiles/input/1/0/0.png") == 77).all()
+    assert np.array_equal(_png(viewer, "/tiles/input/0/0/0.png")[::2, ::2], full[:128, :128])

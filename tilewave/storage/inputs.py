@@ -607,8 +607,9 @@ def _describe_zarr(path: str, node: Any) -> InputImage:
 # ---------------------------------------------------------------------- pixels
 
 
-def lazy_pixels(image: InputImage, chunk: int) -> Any:
-    """A dask array ``(c, y, x)`` over the input's full-resolution pixels.
+def lazy_pixels(image: InputImage, chunk: int, level: int = 0) -> Any:
+    """A dask array ``(c, y, x)`` over the input's full-resolution pixels (or those of its
+    pyramid ``level``, for TIFF inputs that have one).
 
     TIFF and Zarr inputs are read chunk by chunk as dask computes; PNG and JPEG files are
     not tiled formats and are decoded once, whole (their size is bounded by the formats).
@@ -624,7 +625,7 @@ def lazy_pixels(image: InputImage, chunk: int) -> Any:
     if image.format in ("png", "jpeg"):
         pixels = _decode_whole(image)
         return da.from_array(pixels, chunks=(image.channels, chunk, chunk))
-    return da.from_array(_TiffReader(image.path), chunks=(image.channels, chunk, chunk),
+    return da.from_array(_TiffReader(image.path, level), chunks=(image.channels, chunk, chunk),
                          asarray=True, fancy=False)
 
 
@@ -704,18 +705,21 @@ class _WindowedReader:
 
 
 class _TiffReader:
-    """Reads ``(c, y, x)`` windows of a TIFF's level 0 through tifffile's Zarr view."""
+    """Reads ``(c, y, x)`` windows of a TIFF's ``level`` (0: full resolution) through
+    tifffile's Zarr view."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, level: int = 0):
         import tifffile
 
         self.path = path
+        self.level = level
         # open_input has parsed this file already; what tifffile logs again (an OME-XML
         # it falls back from, say) stays off stderr, as it did there.
         with _tifffile_problems(), location.open_file(path) as fh, tifffile.TiffFile(fh) as tf:
             series = tf.series[0]
-            self._axes, self._index = _tiff_axes(series.axes, series.shape, path)
-            by = _shape_by_letters(series.axes, series.shape)
+            shape = series.levels[level].shape
+            self._axes, self._index = _tiff_axes(series.axes, shape, path)
+            by = _shape_by_letters(series.axes, shape)
             self.dtype = np.dtype(series.dtype)
         self.shape = (by.get("c", 1), by["y"], by["x"])
         self.ndim = 3
@@ -729,7 +733,7 @@ class _TiffReader:
             # A file handle, not a path, so that object-store URLs read the same way; it
             # stays open as long as this reader (one per dask pass).
             self._handle = location.open_file(self.path)
-            store = tifffile.TiffFile(self._handle).aszarr(series=0, level=0)
+            store = tifffile.TiffFile(self._handle).aszarr(series=0, level=self.level)
             self._array = zarr.open_array(store, mode="r")
         return self._array
 

@@ -112,7 +112,24 @@ class InputSide:
         self.image = open_input(path)
         self.scale = max(1, round(output_width / self.image.width))
         self.baseline = baseline
-        self.pixels = lazy_pixels(self.image, 512)
+        # A TIFF's own pyramid (a slide's levels): far out, a view reads a coarse level
+        # rather than the whole of the full resolution.
+        own = self.image.array is None and self.image.format not in ("png", "jpeg")
+        self.levels = list(self.image.levels if own else self.image.levels[:1])
+        self._pixels = {0: lazy_pixels(self.image, 512)}
+        self._lazy = lazy_pixels
+
+    def _level(self, ratio: float) -> tuple[int, float, Any]:
+        """The coarsest input level with at least one pixel per output pixel at
+        ``ratio`` (full-resolution input pixels per output pixel): its index, how much
+        coarser than full resolution it is, and its pixels."""
+        best = 0
+        for j, (_, w) in enumerate(self.levels):
+            if self.image.width / w <= ratio:
+                best = j
+        if best not in self._pixels:
+            self._pixels[best] = self._lazy(self.image, 512, best)
+        return best, self.image.width / self.levels[best][1], self._pixels[best]
 
     def read(self, key: TileKey, output_shape: tuple[int, int]) -> np.ndarray | None:
         """The input under the output tile ``key``, resampled to the tile's size."""
@@ -124,13 +141,15 @@ class InputSide:
         if window is None:
             return None
         y0, y1, x0, x1 = window
-        # Input pixels under the tile, with a pixel more on each side for the resampling.
-        ratio = f / self.scale
-        h, w = self.image.height, self.image.width
+        # Input pixels under the tile, with a pixel more on each side for the resampling,
+        # in the input level that suits the zoom.
+        _, coarser, pixels = self._level(f / self.scale)
+        ratio = f / self.scale / coarser
+        h, w = pixels.shape[1], pixels.shape[2]
         iy0, iy1 = max(0, int(y0 * ratio) - 1), min(h, int(np.ceil(y1 * ratio)) + 1)
         ix0, ix1 = max(0, int(x0 * ratio) - 1), min(w, int(np.ceil(x1 * ratio)) + 1)
         step = max(1, int(ratio))  # far out, every step-th pixel is enough for a view
-        region = np.asarray(self.pixels[:, iy0:iy1:step, ix0:ix1:step])
+        region = np.asarray(pixels[:, iy0:iy1:step, ix0:ix1:step])
         # Resample the region so that output pixel centres map onto it.
         method = Image.Resampling.BICUBIC if self.baseline == "bicubic" else Image.Resampling.NEAREST
         out = []
