@@ -10,7 +10,7 @@ from conftest import shared_file, zarr_input
 
 import tilewave
 from tilewave.cli import main
-from tilewave.pipeline.nodata import fill_nodata, nodata_mask, restore_nodata
+from tilewave.storage.nodata import fill_nodata, nodata_mask, restore_nodata
 
 
 def _scene(size=96, level=7000, corner=True):

@@ -20,10 +20,10 @@ import numpy as np
 from ..errors import BadPixelsError, TileFailedError, UnreadableInputError, first_line, user_error
 from ..models.base import TileModel, TilingMode
 from ..storage.job_state import PersistedContext
+from ..storage.nodata import fill_nodata, nodata_mask, restore_nodata
 from .blend import Ramp
 from .difficulty import assess
 from .directions import OUTBOUND, Direction
-from .nodata import fill_nodata, nodata_mask, restore_nodata
 from .plan import Tile, TileGrid, Window
 from .tile_compute import run_tile
 from .tile_job import TileDone

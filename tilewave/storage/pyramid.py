@@ -23,12 +23,17 @@ import numpy as np
 import zarr
 
 from .ingest import _TqdmCallback
+from .nodata import nodata_mask
 from .ome import FULL_RESOLUTION, SMALLEST, level_shapes, set_levels
 
 
 def _halve(block: np.ndarray, dtype: np.dtype) -> np.ndarray:
     c, h, w = block.shape
-    mean = block.reshape(c, h // 2, 2, w // 2, 2).astype(np.float32).mean(axis=(2, 4))
+    return _rounded(block.reshape(c, h // 2, 2, w // 2, 2).astype(np.float32).mean(axis=(2, 4)), dtype)
+
+
+def _rounded(mean: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Means back in ``dtype``: rounded and clipped for integers."""
     if np.issubdtype(dtype, np.integer):
         info = np.iinfo(dtype)
         return np.clip(np.rint(mean), info.min, info.max).astype(dtype)
@@ -47,8 +52,6 @@ def downsample_window(pixels: np.ndarray, height: int, width: int,
         raise ValueError(f"{h} x {w} pixels do not halve to {height} x {width}")
     if pad_y or pad_x:
         pixels = np.pad(pixels, ((0, 0), (0, pad_y), (0, pad_x)), mode="edge")
-    from ..pipeline.nodata import nodata_mask
-
     mask = nodata_mask(pixels, nodata)
     if mask is None or nodata is None:
         return _halve(pixels, pixels.dtype)
@@ -62,7 +65,7 @@ def _halve_valid(block: np.ndarray, mask: np.ndarray, nodata: float) -> np.ndarr
     values = np.where(mask[None], 0, block).astype(np.float32).reshape(c, h // 2, 2, w // 2, 2)
     count = valid.sum(axis=(2, 4))
     mean = (values * valid).sum(axis=(2, 4)) / np.maximum(count, 1)
-    out = _halve(np.repeat(np.repeat(mean, 2, 1), 2, 2), block.dtype)  # round as _halve does
+    out = _rounded(mean, block.dtype)
     out[:, count[0] == 0] = np.asarray(nodata).astype(block.dtype)
     return out
 

@@ -253,16 +253,20 @@ def _ome_xml(meta: dict[str, Any], name: str, height: int, width: int, channels:
     return '<?xml version="1.0" encoding="UTF-8"?>' + body
 
 
+#: The first line of every slide IFD's description, by which readers know the layout.
+_APERIO = f"Aperio Image Library tilewave {__version__}"
+
+
 def _slide_description(meta: dict[str, Any], name: str, width: int, height: int, tile: int,
                        compression: str, quality: int, base: tuple[int, int] | None = None) -> str:
     """An Aperio-style description: a first line naming the writer, then the geometry and
     ``key = value`` fields separated by ``|``. Level 0 carries the fields; a reduced level
     says which level-0 size it was reduced from, as scanners write it."""
-    head = f"Aperio Image Library tilewave {__version__}\r\n"
+    head = f"{_APERIO}\r\n"
     if base is not None:
         # "\n" alone after the first IFD, as scanners write it: OpenSlide 3 splits at
         # "\r" and "\n" both and reads the name of an associated image on line 2.
-        return f"Aperio Image Library tilewave {__version__}\n{base[0]}x{base[1]} -> {width}x{height} - "
+        return f"{_APERIO}\n{base[0]}x{base[1]} -> {width}x{height} - "
     codec = {"jpeg": f"JPEG/RGB Q={quality}", "none": "uncompressed"}.get(compression, compression)
     fields = [f"{width}x{height} [0,0 {width}x{height}] ({tile}x{tile}) {codec}"]
     if "objective_power" in meta:
@@ -285,24 +289,19 @@ def _label(name: str, width: int = 480, height: int = 240) -> np.ndarray:
     return np.asarray(image)
 
 
-def _halved(pixels: np.ndarray) -> np.ndarray:
-    """``(y, x, c)`` pixels averaged over 2 x 2 blocks (as they are where a side is 1)."""
-    if min(pixels.shape[:2]) < 2:
-        return pixels
-    h, w = pixels.shape[0] // 2 * 2, pixels.shape[1] // 2 * 2
-    blocks = pixels[:h, :w].reshape(h // 2, 2, w // 2, 2, -1).astype(np.float32).mean(axis=(1, 3))
-    return np.rint(blocks).astype(pixels.dtype)
-
-
 def _slide_extras(src: _Source) -> dict[str, np.ndarray]:
     """What a slide TIFF carries besides its levels: the input's label and macro (or a
     label naming it and the smallest level as the overview), and a thumbnail from the
     smallest level, halved so that readers never take it for a level."""
     from .associated import load_associated
+    from .pyramid import downsample_window
 
     kept = load_associated(src.path)
-    smallest = np.moveaxis(np.asarray(src.levels[-1][:]), 0, -1)
-    return {"thumbnail": _halved(smallest),
+    level = np.asarray(src.levels[-1][:])
+    _, h, w = level.shape
+    smallest = np.moveaxis(level, 0, -1)
+    halved = np.moveaxis(downsample_window(level, -(-h // 2), -(-w // 2)), 0, -1)
+    return {"thumbnail": np.ascontiguousarray(halved),
             "label": kept.get("label", _label(src.name)),
             "macro": kept.get("macro", smallest)}
 
@@ -335,7 +334,7 @@ def _write_extra(tw: Any, name: str, pixels: np.ndarray, reduced_from: tuple[int
     h, w = pixels.shape[:2]
     page: dict[str, Any] = {"photometric": "rgb", "metadata": None, "rowsperstrip": 64}
     if reduced_from is not False:
-        head = f"Aperio Image Library tilewave {__version__}\n"
+        head = f"{_APERIO}\n"
         if name == "thumbnail":
             assert isinstance(reduced_from, tuple)
             page["description"] = head + f"{reduced_from[0]}x{reduced_from[1]} -> {w}x{h} - "

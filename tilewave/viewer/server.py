@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import Any
@@ -31,9 +30,6 @@ class Viewer:
         self.input = InputSide(input_path, self.output.shape[2], baseline) if input_path else None
         smallest = self.output.levels[-1]
         self.stretch = Stretch(np.asarray(smallest[:, :1024, :1024]), self.output.metadata.get("nodata"))
-        #: Every path requested, in order (what the page fetched).
-        self.requests: list[str] = []
-        self._lock = threading.Lock()
 
     def info(self) -> dict[str, Any]:
         c, h, w = self.output.shape
@@ -54,8 +50,6 @@ class Viewer:
 
     def handle(self, path: str) -> tuple[int, str, bytes]:
         """``(status, content type, body)`` for a GET of ``path``."""
-        with self._lock:
-            self.requests.append(path)
         route = path.split("?", 1)[0]
         if route in _STATIC:
             name, kind = _STATIC[route]

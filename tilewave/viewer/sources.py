@@ -16,6 +16,7 @@ from typing import Any, Literal, cast
 import numpy as np
 import zarr
 
+from ..storage.inputs import lazy_pixels, open_input
 from ..storage.job_state import Ledger
 from ..storage.ome import read_metadata
 
@@ -107,8 +108,6 @@ class InputSide:
     """The input, read in the output's frame and upscaled to it for comparison."""
 
     def __init__(self, path: str, output_width: int, baseline: Baseline = "bicubic"):
-        from ..storage.inputs import lazy_pixels, open_input
-
         self.image = open_input(path)
         self.scale = max(1, round(output_width / self.image.width))
         self.baseline = baseline
@@ -117,7 +116,6 @@ class InputSide:
         own = self.image.array is None and self.image.format not in ("png", "jpeg")
         self.levels = list(self.image.levels if own else self.image.levels[:1])
         self._pixels = {0: lazy_pixels(self.image, 512)}
-        self._lazy = lazy_pixels
 
     def _level(self, ratio: float) -> tuple[int, float, Any]:
         """The coarsest input level with at least one pixel per output pixel at
@@ -128,7 +126,7 @@ class InputSide:
             if self.image.width / w <= ratio:
                 best = j
         if best not in self._pixels:
-            self._pixels[best] = self._lazy(self.image, 512, best)
+            self._pixels[best] = lazy_pixels(self.image, 512, best)
         return best, self.image.width / self.levels[best][1], self._pixels[best]
 
     def read(self, key: TileKey, output_shape: tuple[int, int]) -> np.ndarray | None:
