@@ -5,7 +5,9 @@ and filled chunk by chunk as the chunks below them are written (:mod:`.pyramid`)
 
 The group's ``tilewave`` attribute holds the job record and ``metadata``: what the output
 inherited from its input (pixel size, objective power, channel names, georeferencing,
-nodata; :mod:`.metadata`), already adjusted for the scale.
+nodata; :mod:`.metadata`), already adjusted for the scale. A georeferenced output also
+carries its CRS and transform where GDAL reads them, and every array's ``fill_value`` is
+the input's nodata (:mod:`.geozarr`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any, cast
 import numpy as np
 import zarr
 
+from . import geozarr
 from .metadata import ome_attributes
 
 FULL_RESOLUTION = "0"
@@ -39,12 +42,14 @@ def create_output(
     writes whole chunks of its own and concurrent workers never share one.
     """
     metadata = metadata or {}
+    dtype = np.dtype(dtype)
     group = zarr.open_group(path, mode="w-", zarr_format=3)
     attrs: dict[str, Any] = {"ome": ome_attributes(name, [FULL_RESOLUTION], DOWNSAMPLE, metadata,
-                                                   shape[0], np.dtype(dtype))}
+                                                   shape[0], dtype)}
     if extra_attributes:
         attrs.update(extra_attributes)
     attrs.setdefault("tilewave", {})["metadata"] = metadata
+    attrs.update(geozarr.group_attributes(metadata))
     group.attrs.update(attrs)
     group.create_array(
         FULL_RESOLUTION,
@@ -52,8 +57,10 @@ def create_output(
         chunks=(shape[0], *chunk),
         dtype=dtype,
         dimension_names=("c", "y", "x"),
-        fill_value=0,
+        fill_value=geozarr.fill_value(metadata, dtype),
+        attributes=geozarr.array_attributes(metadata),
     )
+    geozarr.write_coordinates(group, metadata, shape[1], shape[2])
     return f"{path.rstrip('/')}/{FULL_RESOLUTION}"
 
 
@@ -82,6 +89,11 @@ def set_levels(group: zarr.Group, level_paths: list[str]) -> None:
                                         arr.shape[0], np.dtype(arr.dtype))
 
 
+def level_attributes(group: zarr.Group) -> dict[str, Any]:
+    """The attributes of a pyramid level of ``group``."""
+    return geozarr.array_attributes(read_metadata(group))
+
+
 def create_levels(output: str, shapes: list[tuple[int, int]], chunks: list[tuple[int, int]]) -> list[str]:
     """Create the arrays of levels ``1, 2, ...`` of ``output`` that do not exist yet (a
     resumed job keeps what its levels hold); returns every level's path, finest first."""
@@ -91,8 +103,10 @@ def create_levels(output: str, shapes: list[tuple[int, int]], chunks: list[tuple
     for i, ((h, w), (ch, cw)) in enumerate(zip(shapes[1:], chunks[1:]), start=1):
         paths.append(str(i))
         if str(i) not in group:
-            group.create_array(str(i), shape=(base.shape[0], h, w), chunks=(base.shape[0], ch, cw),
-                               dtype=base.dtype, dimension_names=("c", "y", "x"), fill_value=0)
+            shape = (base.shape[0], h, w)
+            group.create_array(str(i), shape=shape, chunks=(base.shape[0], ch, cw),
+                               dtype=base.dtype, dimension_names=("c", "y", "x"),
+                               fill_value=base.fill_value, attributes=level_attributes(group))
     return paths
 
 

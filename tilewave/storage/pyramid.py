@@ -24,7 +24,7 @@ import zarr
 
 from .ingest import _TqdmCallback
 from .nodata import nodata_mask
-from .ome import FULL_RESOLUTION, SMALLEST, level_shapes, set_levels
+from .ome import FULL_RESOLUTION, SMALLEST, level_attributes, level_shapes, set_levels
 
 
 def _halve(block: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -109,7 +109,8 @@ def build_pyramid(output: str, smallest: int = SMALLEST, progress: bool = True,
             continue
         chunks = (shape[0], min(base.chunks[1], shape[1]), min(base.chunks[2], shape[2]))
         target = group.create_array(path, shape=shape, chunks=chunks, dtype=base.dtype,
-                                    dimension_names=("c", "y", "x"), fill_value=0, overwrite=True)
+                                    dimension_names=("c", "y", "x"), fill_value=base.fill_value,
+                                    attributes=level_attributes(group), overwrite=True)
         pixels = downsampled(source).rechunk(chunks)
         with tqdm(total=pixels.npartitions, unit="chunk", desc=f"pyramid level {i}",
                   disable=not progress, leave=False) as bar:
