@@ -49,6 +49,8 @@ def upscale(
     noise_level: int | None = None,
     early_stop: float | None = None,
     nodata: float | None = None,
+    durable: bool = True,
+    verify: bool = False,
 ) -> Report:
     """Upscale ``input`` into the OME-Zarr image ``output``, out of core.
 
@@ -85,12 +87,19 @@ def upscale(
     ``workers`` is how many tiles compute at once: each node runs one worker process
     with a thread per tile (one process per GPU). ``batch`` tiles of a halo or blend
     model go through the model as one batch (default: 4 on GPUs, 1 on CPUs).
+
+    ``durable`` (the default) flushes each output chunk to disk before the ledger records
+    its tile, so a power loss cannot leave a recorded tile without its pixels. With
+    ``resume``, ``verify`` reads back every recorded tile and pyramid chunk, compares it
+    with the checksum the ledger kept, and runs again what does not match; a resume after
+    a run that did not stop cleanly (killed, crashed, power lost) does this by itself.
     """
     options = Options(model, scale, tile, mode, halo, overlap, ramp, workers, address, executor,
                       resume, overwrite, progress, adaptive, keep_stages, tiff_format,
                       compression, quality, steps=steps, noise=noise, seed=seed, batch=batch,
                       prompt=prompt, negative_prompt=negative_prompt, guidance=guidance,
-                      noise_level=noise_level, early_stop=early_stop, nodata=nodata)
+                      noise_level=noise_level, early_stop=early_stop, nodata=nodata,
+                      durable=durable, verify=verify)
     return run_job(os.fspath(input), os.fspath(output), options)
 
 

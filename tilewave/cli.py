@@ -111,6 +111,14 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--keep-stages", action="store_true",
                     help="keep the stores of intermediate stages (OUTPUT.stage1.zarr, ...)")
     up.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    up.add_argument("--verify", action="store_true",
+                    help="with --resume: read back every tile the interrupted run recorded and "
+                    "run again the damaged or missing ones (done anyway after a run that did not "
+                    "stop cleanly)")
+    up.add_argument("--durable", action=argparse.BooleanOptionalAction, default=True,
+                    help="flush each output chunk to disk before recording its tile, so a power "
+                    "loss cannot undo a recorded tile (default: on; object stores are durable "
+                    "anyway)")
     up.add_argument("--overwrite", action="store_true", help="replace an existing output")
     up.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     up.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -239,6 +247,7 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
         steps=args.steps, noise=args.noise, seed=args.seed, batch=args.batch,
         prompt=args.prompt, negative_prompt=args.negative_prompt, guidance=args.guidance,
         noise_level=args.noise_level, early_stop=args.early_stop, nodata=args.nodata,
+        durable=args.durable, verify=args.verify,
     )
     if args.json:
         print(json.dumps(report.as_dict()))

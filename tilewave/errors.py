@@ -86,6 +86,19 @@ class OutputBusyError(TilewaveError, BlockingIOError):
         return str(self.args[0]) if self.args else ""
 
 
+class LeaseLostError(TilewaveError, RuntimeError):
+    """Another job took over the lease of an object-store output this job was writing."""
+
+    def __init__(self, output: str, holder: str):
+        super().__init__(f"output {output!r} was taken over by another tilewave job ({holder}) "
+                         "after this one failed to renew its lease in time; this job stopped. "
+                         "Let that job finish, or stop it and rerun with --resume")
+        self.output, self.holder = output, holder
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 class OutputExistsError(TilewaveError, FileExistsError):
     """The output exists and neither ``overwrite`` nor ``resume`` was asked for."""
 

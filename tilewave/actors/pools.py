@@ -10,7 +10,8 @@ producing worker and read by the consuming one, never passing through the driver
 from __future__ import annotations
 
 import collections
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol, cast
 
 from ..errors import WorkerLostError
@@ -23,6 +24,8 @@ Index = tuple[int, ...]
 Inbound = Mapping[str, Any]
 #: How long workers may take to be scheduled and load their model.
 STARTUP_TIMEOUT_S = 900
+#: Seconds a call an actor refused while restarting waits before it is submitted again.
+RESTART_POLL_S = 0.5
 
 
 class TilePool(Protocol):
@@ -40,6 +43,11 @@ class TilePool(Protocol):
 
     def in_flight(self) -> int: ...
 
+    @property
+    def retried(self) -> int:
+        """Tiles and chunks submitted again because their worker was lost."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -55,6 +63,10 @@ class InProcessPool:
 
     def submit(self, index: Index, inbound: Inbound) -> None:
         self._queue.append((index, inbound))
+
+    @property
+    def retried(self) -> int:
+        return 0  # a tile in this process fails with it, and is never retried
 
     def in_flight(self) -> int:
         return len(self._queue)
@@ -86,8 +98,10 @@ class RayPool:
         self.processes = len(placements)
         # Each slot has one tile computing and ``queue_depth - 1`` reading or writing.
         self.capacity = self.workers * queue_depth
-        # A restarted actor reloads its model; its unfinished calls are retried. Ray's
-        # type stubs do not model an actor's methods (``.process.remote``): typed Any.
+        # A restarted actor reloads its model. Its unfinished calls fail, and the driver
+        # submits them again (RetryLostTiles: one retry policy, which counts what it
+        # retries) rather than Ray retrying them out of sight. Ray's type stubs do not
+        # model an actor's methods (``.process.remote``): typed Any.
         remote = cast(Any, ray.remote(TileWorker))
 
         def start(place: Placement) -> Any:
@@ -97,15 +111,22 @@ class RayPool:
             gpus = gpus_per_worker
             return remote.options(
                 num_cpus=0 if gpus else place.slots, num_gpus=gpus, max_restarts=3,
-                max_task_retries=3, max_concurrency=place.slots * queue_depth,
+                max_task_retries=0, max_concurrency=place.slots * queue_depth,
                 scheduling_strategy=where,
             ).remote(job, place.slots, 1 if not gpus else None)
 
         self._start_actor = start
+        #: Told of every tile or chunk submitted again after its worker was lost.
+        self.on_retry: Callable[[Index, str], None] | None = None
         self._actors = [start(p) for p in placements]
         self._dispatch = LeastLoaded(len(placements), [p.slots for p in placements])
         self._retry = RetryLostTiles()
         self._pending: dict[Any, tuple[Index, int, Any, Inbound]] = {}
+        #: Calls refused by an actor that was restarting, each with when to try again.
+        self._later: list[tuple[float, Index, Inbound]] = []
+        #: Tiles and chunks lost since they were submitted, and how many such losses.
+        self._unsettled: set[Index] = set()
+        self._retried = 0
         # Surfaces model-loading errors now, as one clear failure, rather than per tile.
         try:
             ray.get([a.describe.remote() for a in self._actors], timeout=STARTUP_TIMEOUT_S)
@@ -117,7 +138,31 @@ class RayPool:
             raise WorkerLostError(f"tile workers failed to start: {_cause(exc)}") from None
 
     def in_flight(self) -> int:
-        return len(self._pending)
+        return len(self._pending) + len(self._later)
+
+    @property
+    def retried(self) -> int:
+        return self._retried
+
+    def _lost(self, index: Index, cause: str) -> None:
+        """Count ``index`` as retried once per loss: a call refused again while its actor
+        restarts is the same retry."""
+        if index not in self._unsettled:
+            self._unsettled.add(index)
+            self._retried += 1
+            if self.on_retry is not None:
+                self.on_retry(index, cause)
+
+    def _submit_due(self) -> None:
+        """Submit the calls put off while an actor restarted, waiting for the first one
+        if nothing else runs."""
+        if self._later and not self._pending:
+            time.sleep(max(0.0, min(t for t, _, _ in self._later) - time.monotonic()))
+        now = time.monotonic()
+        due = [(index, inbound) for t, index, inbound in self._later if t <= now]
+        self._later = [item for item in self._later if item[0] > now]
+        for index, inbound in due:
+            self.submit(index, inbound)
 
     def submit(self, index: Index, inbound: Inbound) -> None:
         k = self._dispatch.pick()
@@ -129,7 +174,9 @@ class RayPool:
     def wait(self) -> list[TileDone]:
         import ray
 
-        ready, _ = ray.wait(list(self._pending), num_returns=1)
+        self._submit_due()
+        ready, _ = ray.wait(list(self._pending), num_returns=1,
+                            timeout=RESTART_POLL_S if self._later else None)
         rest = [r for r in self._pending if r not in ready]
         more = ray.wait(rest, num_returns=len(rest), timeout=0)[0] if rest else []
         out = []
@@ -138,11 +185,19 @@ class RayPool:
             self._dispatch.finished(k)
             try:
                 out.append(ray.get(ref))
+                self._unsettled.discard(index)
             except ray.exceptions.RayTaskError as exc:
                 # The worker raised the user's error already (process_tile): pass it on.
                 raise exc.cause if isinstance(exc.cause, Exception) else exc from None
+            except ray.exceptions.ActorUnavailableError as exc:
+                # The actor is restarting (it reloads its model): the call runs again, but
+                # no attempt was lost. It is put off for a moment rather than spinning on
+                # the refusal.
+                self._lost(index, _cause(exc))
+                self._later.append((time.monotonic() + RESTART_POLL_S, index, inbound))
             except ray.exceptions.RayActorError as exc:
                 self._retry.record_loss(index, _cause(exc))
+                self._lost(index, _cause(exc))
                 if isinstance(exc, ray.exceptions.ActorDiedError) and self._actors[k] is actor:
                     # Out of restarts (or its node is gone for good): a fresh actor takes
                     # its place, wherever the scheduler finds room. All its tiles fail
@@ -157,6 +212,7 @@ class RayPool:
         for ref in list(self._pending):
             ray.cancel(ref, force=False)
         self._pending.clear()
+        self._later.clear()
         for actor in self._actors:
             ray.kill(actor)
         self._actors = []

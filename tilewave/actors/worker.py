@@ -59,7 +59,7 @@ class TileWorker:
         # input into the working copy it reads. Two threads racing here open it twice,
         # read-only, which is harmless.
         reader = functools.cache(lambda: ArrayReader(job.source))
-        writer = ArrayWriter(job.output_array)
+        writer = ArrayWriter(job.output_array, job.durable)
         store = ContextStore(job.contexts_in) if job.contexts_in else None
 
         def keep(producer: tuple[int, int], direction: str, value: Any) -> Any:
@@ -95,7 +95,7 @@ class TileWorker:
 
             levels = range(job.pyramid.levels + 1)
             readers = {k: ArrayReader(ArraySpec(job.level_array(k))) for k in levels[:-1]}
-            writers = {k: ArrayWriter(job.level_array(k)) for k in levels[1:]}
+            writers = {k: ArrayWriter(job.level_array(k), job.durable) for k in levels[1:]}
             self.pyramid = PyramidSetup(job.pyramid, lambda k, w: readers[k].read(*w),
                                         lambda k, y, x, data: writers[k].write(y, x, data),
                                         self.name, job.nodata)

@@ -75,6 +75,13 @@ class Report:
     #: stopped early (``early_stop``) or were easy (``adaptive``).
     steps_run: int = 0
     steps_total: int = 0
+    #: Recorded tiles and pyramid chunks read back before resuming (``verify``, or after
+    #: a run that did not stop cleanly), and how many of them were taken back to run
+    #: again (damaged or missing ones, and what depends on them).
+    verified: int = 0
+    repaired: int = 0
+    #: Tiles and pyramid chunks run again because their worker process or node was lost.
+    retried: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -183,6 +190,9 @@ def _check_nodata(nodata: float | None, dtype: Any) -> None:
 
 def prepare(input_path: str, output: str, options: Options) -> tuple[InputImage, JobPlan]:
     """Everything that can be refused, refused before anything starts or is written."""
+    if options.verify and not options.resume:
+        raise SettingsError("--verify checks what an interrupted run recorded; give it with "
+                            "--resume")
     image = open_input(input_path)
     _check_nodata(options.nodata, image.dtype)
     stages = plan_stages(options.model, options.scale)
@@ -227,6 +237,14 @@ class StageResult:
     pyramid_seconds: float = 0.0
     steps_run: int = 0
     steps_total: int = 0
+    verified: int = 0
+    repaired: int = 0
+    retried: int = 0
+
+
+#: Present in a job's state folder while a run writes it: found by the next run, it says
+#: the last one did not stop cleanly (killed, crashed, power lost).
+RUNNING = "running"
 
 
 class StageRun:
@@ -275,13 +293,19 @@ class StageRun:
                 if self.manifest.complete:
                     return False
                 if self.manifest.created:
-                    self.lock = job_state.JobLock(self.store).acquire()
+                    self._lock()
             else:  # overwrite, checked in prepare()
                 check_replaceable(self.store, "output")
                 location.remove_tree(self.store)
         if not self.manifest.created:
             self._create()
         return True
+
+    def _lock(self) -> None:
+        self.lock = job_state.JobLock(self.store).acquire()
+        if self.lock.took_over:
+            self.progress.say(f"{self.label}the job that held {self.store!r} stopped renewing "
+                              f"its lease ({self.lock.took_over}): taking it over")
 
     @functools.cached_property
     def output_metadata(self) -> dict[str, Any]:
@@ -302,6 +326,9 @@ class StageRun:
         from ..storage.ome import create_output
 
         image, grid = self.image, self.stage.grid
+        # Locked before anything is written: of two jobs creating one output at once, the
+        # second is refused here rather than writing into the first one's.
+        self._lock()
         self.created_here = True
         create_output(self.store, (image.channels, *grid.out_shape), image.dtype, grid.out_chunk,
                       self.store.rstrip("/").rsplit("/", 1)[-1],
@@ -309,7 +336,6 @@ class StageRun:
                       {"tilewave": {"input": self.manifest.input, "settings": self.manifest.settings}})
         self.manifest.created = True
         self.manifest.save(self.store)
-        self.lock = job_state.JobLock(self.store).acquire()
 
     # ingest ----------------------------------------------------------------------
 
@@ -355,8 +381,11 @@ class StageRun:
                       source, f"{self.store}/0",
                       location.absolute(self.store) if stage.dependent else None,
                       self.image.path, stage.adaptive, self.output_metadata.get("nodata"),
-                      stage.sampler, pyramid if pyramid.levels else None, self.options.batch)
+                      stage.sampler, pyramid if pyramid.levels else None, self.options.batch,
+                      self.options.durable)
         ledger = Ledger(self.store)
+        result.verified, result.repaired = self.check_recorded(ledger, pyramid)
+        location.write_bytes(self.running_marker, f"{os.getpid()}\n".encode(), durable=True)
         already = len(ledger.done())
         total = grid.count + pyramid.count
         # The input is copied on a thread while this one starts Ray and the workers
@@ -371,17 +400,53 @@ class StageRun:
                 copying.result()
             self.tiles_started = True
             result.workers, result.processes = pool.workers, pool.processes
+            if hasattr(pool, "on_retry") and not location.is_url(self.store):
+                pool.on_retry = self._log_retry
             contexts = ContextStore(self.store) if stage.dependent else None
             with self.progress.bar(total, already + len(ledger.done_chunks()),
                                    f"{self.label}upscale + pyramid") as bar:
-                stats = run_tiles(grid, pool, ledger, stage.dependent, contexts, bar.update,
-                                  job.pyramid)
+                try:
+                    stats = run_tiles(grid, pool, ledger, stage.dependent, contexts, bar.update,
+                                      job.pyramid, self.lock.check if self.lock else None)
+                finally:
+                    result.retried = pool.retried
         finish_levels(self.store, levels)
         self.manifest.pyramid = levels[1:]
         result.tiles_run, result.tiles_cheap = stats.tiles_run, stats.tiles_cheap
         result.steps_run, result.steps_total = stats.steps_run, stats.steps_total
         result.tile_seconds = stats.seconds - stats.pyramid_tail_seconds
         result.pyramid_seconds = stats.pyramid_tail_seconds
+
+    def _log_retry(self, index: tuple[int, ...], cause: str) -> None:
+        """Note a tile run again after its worker was lost in ``.tilewave/events.log``,
+        which outlives a driver killed before it could report (local outputs)."""
+        what = f"tile {index[:2]}" if len(index) == 2 else f"pyramid chunk {index}"
+        with open(location.join(job_state.state_dir(self.store), "events.log"), "a") as log:
+            log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} retry {what}: {cause}\n")
+
+    @property
+    def running_marker(self) -> str:
+        return location.join(job_state.state_dir(self.store), RUNNING)
+
+    def check_recorded(self, ledger: Any, pyramid: Any) -> tuple[int, int]:
+        """Read back what the ledger lists, if asked or if the last run did not stop
+        cleanly, and take back what must run again; ``(checked, taken back)``."""
+        from .verify import check_recorded
+
+        unclean = location.exists(self.running_marker)
+        recorded = ledger.checksums()
+        if not recorded or not (self.options.verify or unclean):
+            return 0, 0
+        why = "as asked" if self.options.verify else "the last run did not stop cleanly"
+        self.progress.say(f"{self.label}reading back the {len(recorded)} tiles and pyramid chunks "
+                          f"the ledger lists ({why})")
+        with self.progress.bar(len(recorded), 0, f"{self.label}verify") as bar:
+            verdict = check_recorded(self.store, self.stage.grid, pyramid if pyramid.levels else None,
+                                     recorded, self.stage.dependent, bar.update)
+        self.progress.say(self.label + verdict.describe())
+        taken_back = sorted(verdict.rerun_tiles) + sorted(verdict.rerun_chunks)
+        ledger.forget(taken_back)
+        return verdict.checked, len(taken_back)
 
     def leave_behind(self, exc: BaseException) -> None:
         """The one place that decides what a failed stage leaves behind."""
@@ -408,6 +473,8 @@ class StageRun:
             raise
         finally:
             if self.lock is not None:
+                # This process stops here, cleanly: the next run need not check its work.
+                location.remove_file(self.running_marker)
                 self.lock.release()
         return result
 
@@ -532,7 +599,8 @@ def _report(plan: JobPlan, image: InputImage, results: list[StageResult], second
                   sum(r.pyramid_seconds for r in results),
                   next((s.sampler.as_dict() for s in plan.stages if s.sampler), None),
                   max(r.processes for r in results), sum(r.steps_run for r in results),
-                  sum(r.steps_total for r in results))
+                  sum(r.steps_total for r in results), sum(r.verified for r in results),
+                  sum(r.repaired for r in results), sum(r.retried for r in results))
 
 
 def run_job(input_path: str, output: str, options: Options) -> Report:

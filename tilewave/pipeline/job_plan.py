@@ -66,6 +66,11 @@ class Options:
     batch: int | None = None
     #: The value that marks pixels without data (None: the input's nodata tag, if any).
     nodata: float | None = None
+    #: Flush every output chunk to disk before its ledger line (local outputs).
+    durable: bool = True
+    #: On resume, read back every tile and pyramid chunk the ledger lists and run again
+    #: those that do not match (done anyway after a run that did not stop cleanly).
+    verify: bool = False
 
 
 @dataclass(frozen=True)

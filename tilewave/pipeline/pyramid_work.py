@@ -17,8 +17,8 @@ from .tile_job import TileDone
 
 #: Reads ``(c, h, w)`` pixels of a window of a level.
 ReadLevel = Callable[[int, Window], np.ndarray]
-#: Writes ``(c, h, w)`` pixels into a level at ``(y0, x0)``.
-WriteLevel = Callable[[int, int, int, np.ndarray], None]
+#: Writes ``(c, h, w)`` pixels into a level at ``(y0, x0)``; returns their checksum.
+WriteLevel = Callable[[int, int, int, np.ndarray], "int | None"]
 
 
 @dataclass(frozen=True)
@@ -39,11 +39,13 @@ def process_chunk(setup: PyramidSetup, level: int, row: int, col: int) -> TileDo
     try:
         source = setup.read(level - 1, setup.plan.source((level, row, col)))
         y0, y1, x0, x1 = window
-        setup.write(level, y0, x0, downsample_window(source, y1 - y0, x1 - x0, setup.nodata))
+        written = setup.write(level, y0, x0,
+                              downsample_window(source, y1 - y0, x1 - x0, setup.nodata))
     except Exception as exc:
         known = user_error(exc)
         if known is not None:
             raise known from None
         raise PyramidChunkFailedError(level, row, col, window, first_line(exc),
                                       traceback.format_exc()) from None
-    return TileDone(row, col, time.perf_counter() - start, setup.worker, level=level)
+    return TileDone(row, col, time.perf_counter() - start, setup.worker, level=level,
+                    checksum=written)

@@ -68,6 +68,7 @@ def run_tiles(
     contexts: ContextStore | None = None,
     on_tile: Callable[[int], None] | None = None,
     pyramid: PyramidPlan | None = None,
+    guard: Callable[[], None] | None = None,
 ) -> RunStats:
     """Run every tile of ``grid`` that ``ledger`` does not list as done, and every chunk
     of the ``pyramid`` levels, each as soon as the chunks below it exist.
@@ -76,7 +77,8 @@ def run_tiles(
     neighbours, and receives their contexts; contexts of finished tiles whose consumers
     are not done yet are taken from ``contexts`` (the persisted store) on resume.
     Pyramid chunks go first when both are ready: they are cheap, and each done early
-    keeps the tail after the last tile short.
+    keeps the tail after the last tile short. ``guard`` is called before each record and
+    raises if the job may no longer write (its lease on an object store was lost).
     """
     start = time.perf_counter()
     done = ledger.done()
@@ -110,9 +112,11 @@ def run_tiles(
             if not pool.in_flight():  # nothing runs and nothing is ready: a bug, not a hang
                 raise RuntimeError("the tile DAG stalled: no tile or pyramid chunk is ready")
             finished = pool.wait()
+            if guard is not None:
+                guard()
             # The worker wrote the chunk and its contexts before reporting: record first,
             # then hand over and free, so a crash at any point leaves a resumable state.
-            ledger.record([t.index for t in finished])
+            ledger.record([t.index for t in finished], [t.checksum for t in finished])
             for t in finished:
                 if t.level:
                     assert levels is not None
@@ -122,6 +126,12 @@ def run_tiles(
                 if levels is not None:
                     levels.finish_tile(t.row, t.col)
                 for direction, handle in t.outbound.items():
+                    consumer = table.consumer((t.row, t.col), direction)
+                    if consumer is not None and wave.is_done(consumer):
+                        # A tile run again after --verify, whose neighbour is still done.
+                        if contexts is not None:
+                            contexts.remove((t.row, t.col), direction)
+                        continue
                     table.put((t.row, t.col), direction, handle)
                 wave.finish((t.row, t.col))
                 for producer, direction in table.release((t.row, t.col)):

@@ -44,6 +44,8 @@ class TileJob:
     #: Tiles a worker runs through its model as one batch (halo and blend modes); None:
     #: the device's default (:func:`tilewave.actors.device.default_batch`).
     batch: int | None = None
+    #: Flush every output chunk to disk before reporting it written (``--durable``).
+    durable: bool = False
 
     def level_array(self, level: int) -> str:
         """The path of pyramid level ``level``'s array, a sibling of ``output_array``."""
@@ -67,6 +69,9 @@ class TileDone:
     #: A sampler's ``(steps run, steps asked for)`` on this tile (``(0, k)`` for an easy
     #: tile of an adaptive job); None for one-pass models.
     steps: tuple[int, int] | None = None
+    #: CRC-32 of the pixels written (:func:`tilewave.storage.arrays.checksum`), which
+    #: the ledger records for ``--verify``; None where the writer keeps none.
+    checksum: int | None = None
 
     @property
     def index(self) -> Index | tuple[int, int, int]:

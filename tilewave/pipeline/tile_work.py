@@ -31,8 +31,9 @@ from .tile_job import TileDone
 Index = tuple[int, int]
 #: Reads the input pixels of a window ``(y0, y1, x0, x1)`` as ``(c, h, w)``.
 Read = Callable[[Window], np.ndarray]
-#: Writes a tile's ``(c, h, w)`` output at output pixel ``(y0, x0)``.
-Write = Callable[[int, int, np.ndarray], None]
+#: Writes a tile's ``(c, h, w)`` output at output pixel ``(y0, x0)``; returns its
+#: checksum (:func:`tilewave.storage.arrays.checksum`), or None where none is kept.
+Write = Callable[[int, int, np.ndarray], "int | None"]
 #: Keeps one outgoing context of a producer; returns the handle its consumer receives.
 Keep = Callable[[Index, Direction, Any], Any]
 
@@ -107,7 +108,7 @@ def _read(setup: TileSetup, tile: Tile) -> np.ndarray:
 
 
 def _work(setup: TileSetup, tile: Tile, inbound: Mapping[str, Any]
-          ) -> tuple[dict[Direction, Any], bool, tuple[int, int] | None]:
+          ) -> tuple[dict[Direction, Any], bool, tuple[int, int] | None, int | None]:
     grid = setup.grid
     window = _read(setup, tile)
     mask = nodata_mask(window, setup.nodata)
@@ -137,7 +138,7 @@ def _work(setup: TileSetup, tile: Tile, inbound: Mapping[str, Any]
         # Writing it would spill into the neighbours' chunks.
         raise ValueError(f"the model returned {core.shape[1]} x {core.shape[2]} output "
                          f"pixels for a tile of {oy1 - oy0} x {ox1 - ox0}")
-    setup.write(oy0, ox0, core)
+    written = setup.write(oy0, ox0, core)
     handles: dict[Direction, Any] = {}
     if setup.keep is not None:
         # Every consumer inside the grid gets a context, None included, so that on
@@ -146,7 +147,7 @@ def _work(setup: TileSetup, tile: Tile, inbound: Mapping[str, Any]
             if grid.contains(tile.row + dr, tile.col + dc):
                 handles[direction] = setup.keep(tile.index, direction, outbound.get(direction))
     steps = (0, setup.steps) if cheap and setup.steps else info.get("steps")
-    return handles, cheap, steps
+    return handles, cheap, steps, written
 
 
 def process_tile(setup: TileSetup, row: int, col: int,
@@ -161,14 +162,14 @@ def process_tile(setup: TileSetup, row: int, col: int,
     start = time.perf_counter()
     tile = setup.grid[row, col]
     try:
-        outbound, cheap, steps = _work(setup, tile, inbound or {})
+        outbound, cheap, steps, written = _work(setup, tile, inbound or {})
     except Exception as exc:
         known = user_error(exc)
         if known is not None:
             raise known from None
         raise TileFailedError(row, col, tile.core, first_line(exc), traceback.format_exc()) from None
     return TileDone(row, col, time.perf_counter() - start, setup.worker, outbound, cheap,
-                    steps=steps)
+                    steps=steps, checksum=written)
 
 
 def to_cpu(value: Any) -> Any:

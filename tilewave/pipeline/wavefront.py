@@ -66,6 +66,10 @@ class Wavefront:
         """The tiles that wait for ``index``."""
         return self._neighbours(index, OUTBOUND.values())
 
+    def is_done(self, index: Index) -> bool:
+        """Whether ``index`` is finished (in this run or before it)."""
+        return index in self._done
+
     @property
     def remaining(self) -> int:
         """Tiles not finished yet (running, ready or waiting)."""

@@ -8,6 +8,8 @@ map onto that, so Zarr inputs in other layouts are read in place without a copy.
 
 from __future__ import annotations
 
+import os
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,13 +55,56 @@ class ArrayReader:
         return np.transpose(data, [kept.index(a) for a in "cyx"])
 
 
-class ArrayWriter:
-    """Writes ``(c, h, w)`` windows into a ``(c, y, x)`` Zarr array opened for update."""
+def checksum(pixels: np.ndarray) -> int:
+    """CRC-32 of ``pixels`` as a C-ordered array of their dtype: what a tile's ledger line
+    records and :mod:`tilewave.pipeline.verify` compares with what reads back."""
+    return zlib.crc32(np.ascontiguousarray(pixels).data)
 
-    def __init__(self, path: str):
+
+def _fsync(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class ArrayWriter:
+    """Writes ``(c, h, w)`` windows into a ``(c, y, x)`` Zarr array opened for update.
+
+    With ``durable``, a write returns only once the chunk files it wrote, and the
+    folders that name them, are on disk (``fsync``), so that a ledger line recorded
+    after it never outlives the chunk in a power loss. Object stores make a finished
+    put durable anyway, so it changes nothing there.
+    """
+
+    def __init__(self, path: str, durable: bool = False):
         self.path = path
         self.array = zarr.open_array(path, mode="r+")
+        self.durable = durable and "://" not in path
 
-    def write(self, y0: int, x0: int, data: np.ndarray) -> None:
+    def write(self, y0: int, x0: int, data: np.ndarray) -> int:
+        """Write ``data`` at ``(y0, x0)``; returns its :func:`checksum`."""
         _, h, w = data.shape
         self.array[:, y0 : y0 + h, x0 : x0 + w] = data
+        if self.durable:
+            self._sync(y0, y0 + h, x0, x0 + w)
+        return checksum(data)
+
+    def _sync(self, y0: int, y1: int, x0: int, x1: int) -> None:
+        _, ch, cw = self.array.chunks
+        folders = set()
+        for r in range(y0 // ch, -(-y1 // ch)):
+            for c in range(x0 // cw, -(-x1 // cw)):
+                key = self.array.metadata.encode_chunk_key((0, r, c))
+                chunk = os.path.join(self.path, *key.split("/"))
+                if os.path.exists(chunk):  # a chunk equal to the fill value is not stored
+                    _fsync(chunk)
+                # A new chunk's name lives in its folder, and a new folder's in its parent.
+                folder = os.path.dirname(chunk)
+                while len(folder) >= len(self.path):
+                    folders.add(folder)
+                    folder = os.path.dirname(folder)
+        for folder in sorted(folders, key=len, reverse=True):
+            if os.path.isdir(folder):
+                _fsync(folder)

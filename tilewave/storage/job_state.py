@@ -10,7 +10,8 @@
   written by the producing worker, removed once their consumer is in the ledger.
 * ``work.zarr``: the ingested input.
 * ``lock``: held (``flock``) by the driver of the running job, so that a second job
-  cannot resume, overwrite or write into an output that one is writing.
+  cannot resume, overwrite or write into an output that one is writing; on an object
+  store, ``lease.json``, an expiring lease the driver renews (:mod:`.lease`).
 
 When the job completes, its manifest moves into the output group's ``tilewave``
 attribute and the folder is removed, so a finished output is a clean OME-Zarr image.
@@ -44,23 +45,29 @@ def read_manifest(output: str) -> dict[str, Any] | None:
 
 
 class JobLock:
-    """The exclusive advisory lock a running job holds on its output.
+    """The exclusive lock a running job holds on its output.
 
-    ``flock`` locks vanish with the process that held them, so a crashed job never
-    leaves its output locked; they hold across processes of one machine and on shared
-    filesystems that support them (NFSv4, Lustre, CephFS).
+    On a filesystem, an advisory ``flock``: it vanishes with the process that held it, so
+    a crashed job never leaves its output locked, and it holds across processes of one
+    machine and on shared filesystems that support it (NFSv4, Lustre, CephFS). On an
+    object store, an expiring lease (:class:`~tilewave.storage.lease.ObjectLease`) that
+    the job renews while it runs; a crashed job's lease can be taken over once it expires.
     """
 
     def __init__(self, output: str):
         self.output = output
         self.path = os.path.join(state_dir(output), "lock")
         self._fd: int | None = None
+        self.lease: Any = None
 
     def acquire(self) -> JobLock:
         from ..errors import OutputBusyError
 
         if location.is_url(self.output):
-            return self  # object stores have no locks: one job per output is the user's rule
+            from .lease import ObjectLease
+
+            self.lease = ObjectLease(state_dir(self.output)).acquire().start_renewing()
+            return self
         os.makedirs(state_dir(self.output), exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -75,7 +82,21 @@ class JobLock:
         self._fd = fd
         return self
 
+    @property
+    def took_over(self) -> str | None:
+        """Who held the expired lease this job took over, if it did."""
+        record = self.lease.took_over if self.lease is not None else None
+        return record.describe(self.lease.clock()) if record is not None else None
+
+    def check(self) -> None:
+        """Raise if the job lost its lock (an object-store lease taken over)."""
+        if self.lease is not None:
+            self.lease.check()
+
     def release(self) -> None:
+        if self.lease is not None:
+            self.lease.release()
+            self.lease = None
         if self._fd is not None:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
@@ -83,8 +104,17 @@ class JobLock:
 
 
 def check_not_busy(output: str) -> None:
-    """Refuse to touch ``output`` while another job holds its lock."""
-    if not location.is_url(output) and os.path.isdir(state_dir(output)):
+    """Refuse to touch ``output`` while another job holds its lock or live lease."""
+    from ..errors import OutputBusyError
+
+    if location.is_url(output):
+        from .lease import ObjectLease
+
+        lease = ObjectLease(state_dir(output))
+        current = lease.read()
+        if current is not None and lease.live(current):
+            raise OutputBusyError(output, current.describe())
+    elif os.path.isdir(state_dir(output)):
         JobLock(output).acquire().release()
 
 
@@ -94,6 +124,11 @@ class Ledger:
     On a local (or mounted) filesystem it is one file, appended and fsynced. Objects
     cannot be appended to, so on an object store every :meth:`record` writes one new
     object under ``ledger/``, whole or not at all, and :meth:`done` reads them all.
+
+    A line is ``row col`` (a tile) or ``level row col`` (a pyramid chunk), followed by
+    ``c=XXXXXXXX``, the CRC-32 of the pixels written, where the worker reported one. A
+    line ``forget row col`` (or ``forget level row col``) takes an entry back: what
+    ``--verify`` found damaged, to be run again.
     """
 
     def __init__(self, output: str):
@@ -102,17 +137,17 @@ class Ledger:
         self._file: Any = None
         self._batches = 0
         #: What the ledger holds, read once: this object is the ledger's only writer.
-        self._known: set[tuple[int, ...]] | None = None
+        self._known: dict[tuple[int, ...], int | None] | None = None
 
-    def _entries(self) -> set[tuple[int, ...]]:
-        """Every recorded entry; a line torn by a crash is ignored."""
+    def _entries(self) -> dict[tuple[int, ...], int | None]:
+        """Every recorded entry and its checksum; a line torn by a crash is ignored."""
         if self._known is None:
             self._known = self._read()
         return self._known
 
-    def _read(self) -> set[tuple[int, ...]]:
+    def _read(self) -> dict[tuple[int, ...], int | None]:
         if self.remote:
-            names = location.listdir(self.path)
+            names = sorted(location.listdir(self.path))
             self._batches = max(self._batches, len(names))
             text = "".join(location.read_bytes(location.join(self.path, n)).decode() for n in names)
             lines = [line + "\n" for line in text.splitlines()]  # objects are whole or absent
@@ -121,8 +156,17 @@ class Ledger:
                 lines = f.readlines()
         else:
             lines = []
-        return {tuple(int(v) for v in line.split()) for line in lines
-                if line.endswith("\n") and len(line.split()) in (2, 3)}
+        entries: dict[tuple[int, ...], int | None] = {}
+        for line in lines:
+            parsed = _parse(line) if line.endswith("\n") else None
+            if parsed is None:
+                continue
+            entry, crc, forget = parsed
+            if forget:
+                entries.pop(entry, None)
+            else:
+                entries[entry] = crc
+        return entries
 
     def done(self) -> set[Index]:
         """Tiles recorded as finished: ``(row, col)``."""
@@ -132,13 +176,31 @@ class Ledger:
         """Pyramid chunks recorded as finished: ``(level, row, col)``."""
         return {(e[0], e[1], e[2]) for e in self._entries() if len(e) == 3}
 
-    def record(self, entries: Iterable[tuple[int, ...]]) -> None:
-        """Append finished tiles ``(row, col)`` and pyramid chunks ``(level, row, col)``,
-        flushed to disk before returning."""
+    def checksums(self) -> dict[tuple[int, ...], int | None]:
+        """The checksum recorded with each finished tile and chunk (None: none recorded)."""
+        return dict(self._entries())
+
+    def record(self, entries: Iterable[tuple[int, ...]],
+               checksums: Iterable[int | None] | None = None) -> None:
+        """Append finished tiles ``(row, col)`` and pyramid chunks ``(level, row, col)``
+        with the checksums of what was written, flushed to disk before returning."""
         entries = list(entries)
-        lines = "".join(" ".join(map(str, e)) + "\n" for e in entries)
+        crcs = list(checksums) if checksums is not None else [None] * len(entries)
+        lines = "".join(" ".join(map(str, e)) + (f" c={c:08x}" if c is not None else "") + "\n"
+                        for e, c in zip(entries, crcs))
         if self._known is not None:
-            self._known.update(entries)
+            self._known.update(zip(entries, crcs))
+        self._append(lines)
+
+    def forget(self, entries: Iterable[tuple[int, ...]]) -> None:
+        """Take entries back, so that a resumed run does them again."""
+        entries = list(entries)
+        if self._known is not None:
+            for e in entries:
+                self._known.pop(e, None)
+        self._append("".join("forget " + " ".join(map(str, e)) + "\n" for e in entries))
+
+    def _append(self, lines: str) -> None:
         if self.remote:
             if lines:
                 if self._batches == 0:
@@ -169,6 +231,23 @@ class Ledger:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+def _parse(line: str) -> tuple[tuple[int, ...], int | None, bool] | None:
+    """``(entry, checksum, forget)`` of a ledger line, or None if it is not one."""
+    words = line.split()
+    forget = bool(words) and words[0] == "forget"
+    if forget:
+        words = words[1:]
+    crc = None
+    if words and words[-1].startswith("c="):
+        try:
+            crc = int(words.pop()[2:], 16)
+        except ValueError:
+            return None
+    if len(words) not in (2, 3) or not all(w.isdigit() for w in words):
+        return None
+    return tuple(int(w) for w in words), crc, forget
 
 
 @dataclass(frozen=True)
@@ -204,12 +283,5 @@ class ContextStore:
         return PersistedContext(path) if location.exists(path) else None
 
     def remove(self, producer: Index, direction: str) -> None:
-        path = self.path(producer, direction)
-        if location.is_url(path):
-            location.remove_tree(path)
-            return
-        try:
-            os.remove(path)
-        except FileNotFoundError:
-            pass
+        location.remove_file(self.path(producer, direction))
 

@@ -64,6 +64,19 @@ def remove_tree(path: str) -> None:
         fs.rm(key, recursive=True)
 
 
+def remove_file(path: str) -> None:
+    """Remove the file or object ``path``, if it is there."""
+    if not is_url(path):
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            pass
+        return
+    fs, key = filesystem(path)
+    if fs.exists(key):
+        fs.rm(key)
+
+
 def read_bytes(path: str, length: int | None = None) -> bytes:
     if not is_url(path):
         with open(path, "rb") as f:

@@ -17,7 +17,7 @@ from typing import Any, cast
 import numpy as np
 import zarr
 
-from . import geozarr
+from . import geozarr, location
 from .metadata import ome_attributes
 
 FULL_RESOLUTION = "0"
@@ -43,7 +43,10 @@ def create_output(
     """
     metadata = metadata or {}
     dtype = np.dtype(dtype)
-    group = zarr.open_group(path, mode="w-", zarr_format=3)
+    # Not mode "w-": the job's lock (``.tilewave/``) is already there, taken before this.
+    if location.exists(location.join(path, "zarr.json")):
+        raise FileExistsError(f"{path!r} already holds a Zarr group or array")
+    group = zarr.open_group(path, mode="a", zarr_format=3)
     attrs: dict[str, Any] = {"ome": ome_attributes(name, [FULL_RESOLUTION], DOWNSAMPLE, metadata,
                                                    shape[0], dtype)}
     if extra_attributes:
