@@ -1,6 +1,6 @@
 """tilewave on a real multi-node Ray cluster (several raylets on this machine): actors on
-different nodes, a node removed mid-run, input and output on S3 (moto's server), and the
-bytes of a single-node run every time."""
+different nodes, a node removed mid-run, two jobs at once, input and output on S3 (moto's
+server), and the bytes of a single-node run every time."""
 
 from __future__ import annotations
 
@@ -54,6 +54,15 @@ def test_multi_node_runs_equal_the_single_node_run(ray_local, s3, tmp_path):
     assert len(removed) == 1, "no node was removed: the scenario tested nothing"
     np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "remove_node.zarr"), path="0")[:],
                                   expected)
+
+    # Two jobs at once on one cluster and one input: each with its own actors, both
+    # correct; a third on the first one's output is refused while it runs.
+    two = result["two_jobs"]
+    assert two["codes"] == [0, 0, 0], two["errors"]
+    assert len(two["actor_jobs_while_both_ran"]) == 2, two
+    assert "being written by another tilewave job" in two["third"]
+    assert two["first_ran_through_the_refusal"]
+    assert two["equal_to_alone"] == [True, True]
 
     # Actors on two nodes reading from and writing to S3.
     assert result["s3"]["tiles"] == 6 * 8

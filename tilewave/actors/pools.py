@@ -105,9 +105,12 @@ class RayPool:
         remote = cast(Any, ray.remote(TileWorker))
 
         def start(place: Placement) -> Any:
-            # Soft affinity: a restart after its node died goes wherever there is room.
-            where = (NodeAffinitySchedulingStrategy(place.node, soft=True) if place.node
-                     else "DEFAULT")
+            # Soft affinity: a restart after its node died goes wherever there is room. And
+            # a node busy with another job's workers is not waited for (Ray's soft
+            # affinity alone would queue there): the worker spills to one with room.
+            where = (NodeAffinitySchedulingStrategy(place.node, soft=True,
+                                                    _spill_on_unavailable=True)
+                     if place.node else "DEFAULT")
             gpus = gpus_per_worker
             return remote.options(
                 num_cpus=0 if gpus else place.slots, num_gpus=gpus, max_restarts=3,
