@@ -258,6 +258,8 @@ class StageRun:
         self.lock: job_state.JobLock | None = None
         self.created_here = False
         self.tiles_started = False
+        #: This run wrote the marker of a run in progress (RUNNING).
+        self.marked = False
         self.manifest = Manifest(__version__, image.fingerprint(), stage.settings(),
                                  [stage.grid.rows, stage.grid.cols])
 
@@ -386,6 +388,7 @@ class StageRun:
         ledger = Ledger(self.store)
         result.verified, result.repaired = self.check_recorded(ledger, pyramid)
         location.write_bytes(self.running_marker, f"{os.getpid()}\n".encode(), durable=True)
+        self.marked = True
         already = len(ledger.done())
         total = grid.count + pyramid.count
         # The input is copied on a thread while this one starts Ray and the workers
@@ -473,8 +476,10 @@ class StageRun:
             raise
         finally:
             if self.lock is not None:
-                # This process stops here, cleanly: the next run need not check its work.
-                location.remove_file(self.running_marker)
+                # This process stops here, cleanly: the next run need not check its work
+                # (unless it stopped before it finished checking an earlier run's).
+                if self.marked:
+                    location.remove_file(self.running_marker)
                 self.lock.release()
         return result
 
