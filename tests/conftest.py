@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import os
 import pathlib
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -157,3 +161,31 @@ def _restore_model_registry():
     table.clear()
     table.update(saved)
     registry._REGISTRY = table
+
+
+def recorded_tiles(output) -> int:
+    """How many tiles the ledger of ``output`` lists as finished (0 before it exists)."""
+    from tilewave.storage.job_state import Ledger
+
+    return len(Ledger(str(output)).done())
+
+
+def run_until_recorded(args: list[str], output, tiles: int, sig: int = signal.SIGKILL,
+                       timeout: float = 120) -> int:
+    """Start ``tilewave upscale ARGS --quiet`` in a process group of its own and send it
+    ``sig`` once its ledger lists ``tiles`` tiles; returns the tiles recorded by then."""
+    proc = subprocess.Popen([sys.executable, "-m", "tilewave.cli", "upscale", *args, "--quiet"],
+                            start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    deadline = time.monotonic() + timeout
+    try:
+        while recorded_tiles(output) < tiles:
+            if proc.poll() is not None:
+                raise AssertionError(f"the run ended before it was stopped: {proc.stderr.read()!r}")
+            if time.monotonic() > deadline:
+                raise AssertionError("the run made no progress")
+            time.sleep(0.01)
+    finally:
+        os.killpg(proc.pid, sig)
+        proc.wait(timeout=60)
+    return recorded_tiles(output)

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
 import zarr
-from conftest import random_image, zarr_input
+from conftest import random_image, run_until_recorded, zarr_input
 
 import tilewave
 from tilewave.errors import UnreadableInputError
@@ -22,42 +18,12 @@ from tilewave.storage.job_state import Ledger
 pytestmark = pytest.mark.ray
 
 
-
-def _ledger_lines(output):
-    """Tiles the ledger lists (its other lines are pyramid chunks: ``level row col``)."""
-    path = os.path.join(output, ".tilewave", "ledger.log")
-    if not os.path.exists(path):
-        return 0
-    with open(path) as f:
-        return sum(1 for line in f if len([w for w in line.split() if not w.startswith("c=")]) == 2)
-
-
-def _run_and_kill(args, output, after_tiles, timeout=120):
-    """Start `tilewave upscale` with its own local Ray, SIGKILL the whole process group
-    once the ledger lists ``after_tiles`` tiles; returns the tiles recorded."""
-    proc = subprocess.Popen([sys.executable, "-m", "tilewave.cli", "upscale", *args, "--quiet"],
-                            start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-    deadline = time.monotonic() + timeout
-    try:
-        while _ledger_lines(output) < after_tiles:
-            if proc.poll() is not None:
-                raise AssertionError(f"run ended before it was killed: {proc.stderr.read()!r}")
-            if time.monotonic() > deadline:
-                raise AssertionError("run made no progress")
-            time.sleep(0.01)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    return _ledger_lines(output)
-
-
 @pytest.mark.slow
 def test_killed_halo_run_resumes_to_the_same_bytes(ray_local, tmp_path):
     pixels = random_image((3, 777, 1000), "uint8", seed=11)
     src = zarr_input(tmp_path / "in.zarr", pixels)
     out = str(tmp_path / "out.zarr")
-    recorded = _run_and_kill([src, out, "--tile", "32"], out, after_tiles=40)
+    recorded = run_until_recorded([src, out, "--tile", "32"], out, 40)
     assert 40 <= recorded < 32 * 25, "the kill must land mid-run"
     report = tilewave.upscale(src, out, tile=32, resume=True, progress=False)
     assert report.tiles_run == report.tiles - recorded
@@ -77,7 +43,7 @@ def test_killed_blend_run_resumes_to_the_bytes_of_a_clean_run(ray_local, tmp_pat
     tilewave.upscale(src, clean, tile=24, mode="blend", overlap=6, halo=0, executor="local",
                      progress=False)
     out = str(tmp_path / "out.zarr")
-    recorded = _run_and_kill([src, out, *args], out, after_tiles=40)
+    recorded = run_until_recorded([src, out, *args], out, 40)
     assert 40 <= recorded < 13 * 18
     tilewave.upscale(src, out, tile=24, mode="blend", overlap=6, halo=0, resume=True,
                      progress=False)
@@ -89,7 +55,7 @@ def test_killed_context_run_resumes_from_persisted_contexts(ray_local, tmp_path)
     src = zarr_input(tmp_path / "in.zarr", pixels)
     out = str(tmp_path / "out.zarr")
     args = [src, out, "--model", "prefix-sum", "--tile", "16"]
-    recorded = _run_and_kill(args, out, after_tiles=30)
+    recorded = run_until_recorded(args, out, 30)
     total = 19 * 17
     assert 30 <= recorded < total
     contexts = os.listdir(os.path.join(out, ".tilewave", "contexts"))

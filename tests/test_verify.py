@@ -9,12 +9,11 @@ import pathlib
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 import zarr
-from conftest import random_image, zarr_input
+from conftest import random_image, run_until_recorded, zarr_input
 
 import tilewave
 from tilewave.errors import SettingsError
@@ -71,31 +70,6 @@ def test_the_ledger_keeps_checksums_and_takes_entries_back(tmp_path):
 # ------------------------------------------------------------------ real runs
 
 
-def _ledger_entries(output: pathlib.Path) -> int:
-    path = output / ".tilewave" / "ledger.log"
-    return len(path.read_text().splitlines()) if path.exists() else 0
-
-
-def _run_and_stop(args: list[str], output: pathlib.Path, after: int, sig=signal.SIGKILL,
-                  timeout: float = 120) -> None:
-    """`tilewave upscale ... --local`, stopped with ``sig`` once the ledger has ``after``
-    lines."""
-    proc = subprocess.Popen([sys.executable, "-m", "tilewave.cli", "upscale", *args, "--local",
-                             "--quiet"], start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-    deadline = time.monotonic() + timeout
-    try:
-        while _ledger_entries(output) < after:
-            if proc.poll() is not None:
-                raise AssertionError(f"the run ended before it was stopped: {proc.stderr.read()!r}")
-            if time.monotonic() > deadline:
-                raise AssertionError("the run made no progress")
-            time.sleep(0.01)
-    finally:
-        os.killpg(proc.pid, sig)
-        proc.wait(timeout=60)
-
-
 def _chunk(output: pathlib.Path, row: int, col: int) -> pathlib.Path:
     return output / "0" / "c" / "0" / str(row) / str(col)
 
@@ -127,7 +101,7 @@ def test_damaged_chunks_of_recorded_tiles_are_found_and_run_again(tmp_path, mode
     clean, out = tmp_path / "clean.zarr", tmp_path / "out.zarr"
     subprocess.run([sys.executable, "-m", "tilewave.cli", "upscale", common[0], str(clean),
                     *common[1:], "--local", "--quiet"], check=True)
-    _run_and_stop([common[0], str(out), *common[1:]], out, after=60)
+    run_until_recorded([common[0], str(out), *common[1:], "--local"], out, 50)
     done = sorted(Ledger(str(out)).done())
     assert len(done) >= 50, "the run must have recorded tiles to damage"
     victims = [done[1], done[len(done) // 2], done[-5]]
@@ -149,7 +123,7 @@ def test_a_run_killed_mid_way_is_checked_on_resume_without_asking(tmp_path):
     pixels = random_image((3, 640, 640), "uint8", seed=8)
     src = zarr_input(tmp_path / "in.zarr", pixels, chunk=32)
     out = tmp_path / "out.zarr"
-    _run_and_stop([src, str(out), "--model", "span-x2", "--tile", "32"], out, after=40)
+    run_until_recorded([src, str(out), "--model", "span-x2", "--tile", "32", "--local"], out, 40)
     victim = sorted(Ledger(str(out)).done())[3]
     _chunk(out, *victim).unlink()  # what a power loss does to a chunk never flushed
     report = tilewave.upscale(src, str(out), model="span-x2", tile=32, executor="local",
@@ -164,8 +138,8 @@ def test_a_run_stopped_cleanly_is_not_checked_again(tmp_path):
     pixels = random_image((3, 640, 640), "uint8", seed=9)
     src = zarr_input(tmp_path / "in.zarr", pixels, chunk=32)
     out = tmp_path / "out.zarr"
-    _run_and_stop([src, str(out), "--model", "span-x2", "--tile", "32"], out, after=40,
-                  sig=signal.SIGINT)
+    run_until_recorded([src, str(out), "--model", "span-x2", "--tile", "32", "--local"], out, 40,
+                       sig=signal.SIGINT)
     assert not (out / ".tilewave" / "running").exists()
     report = tilewave.upscale(src, str(out), model="span-x2", tile=32, executor="local",
                               progress=False, resume=True)
