@@ -372,7 +372,7 @@ def test_adaptive_sends_glass_to_bicubic_and_counts_the_steps_saved(ray_local, f
 @pytest.mark.ray
 @pytest.mark.slow
 def test_a_killed_run_resumes_to_the_bytes_of_a_clean_run(ray_local, folders, tmp_path):
-    from test_resume import _run_and_kill
+    from conftest import run_until_recorded
 
     src = zarr_input(tmp_path / "in.zarr", _photo(64, 80), chunk=16)
     args = ["--model", folders["full"], "--tile", "16", "--steps", "2", "--seed", "4", "--workers", "1"]
@@ -380,7 +380,7 @@ def test_a_killed_run_resumes_to_the_bytes_of_a_clean_run(ray_local, folders, tm
     clean = tmp_path / "clean.zarr"
     tilewave.upscale(src, clean, progress=False, **options)
     out = str(tmp_path / "out.zarr")
-    recorded = _run_and_kill([src, out, *args], out, after_tiles=6)
+    recorded = run_until_recorded([src, out, *args], out, 6)
     assert 6 <= recorded < 20, "the kill must land mid-run"
     report = tilewave.upscale(src, out, resume=True, progress=False, **options)
     assert report.tiles_run == 20 - recorded

@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 import torch
 import zarr
-from conftest import random_image, tiled_by_hand, zarr_input
-from test_resume import _run_and_kill
+from conftest import random_image, run_until_recorded, tiled_by_hand, zarr_input
 
 import tilewave
 from tilewave.errors import ResumeMismatchError, SettingsError
@@ -223,7 +222,7 @@ def test_killed_run_resumes_to_the_bytes_of_a_clean_run(ray_local, weights, tmp_
     tilewave.upscale(src, clean, progress=False, **options)
     out = str(tmp_path / "out.zarr")
     total = 7 * 9
-    recorded = _run_and_kill([src, out, *args], out, after_tiles=12)
+    recorded = run_until_recorded([src, out, *args], out, 12)
     assert 12 <= recorded < total, "the kill must land mid-run"
     report = tilewave.upscale(src, out, resume=True, progress=False, **options)
     assert report.tiles_run == total - recorded

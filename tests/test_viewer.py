@@ -65,8 +65,7 @@ def test_tiles_are_the_pyramids_pixels_and_the_input_under_them(photo_job):
 
 
 def test_progress_comes_from_the_ledger_of_an_unfinished_job(tmp_path):
-    from conftest import random_image
-    from test_resume import _run_and_kill
+    from conftest import random_image, run_until_recorded
 
     from tilewave.models.ncnn_files import wheel_installed
 
@@ -75,8 +74,8 @@ def test_progress_comes_from_the_ledger_of_an_unfinished_job(tmp_path):
     src = zarr_input(tmp_path / "in.zarr", random_image((3, 640, 640), "uint8"), chunk=32)
     out = str(tmp_path / "out.zarr")
     # Killed a few tiles in: a real unfinished output, with its ledger.
-    recorded = _run_and_kill([src, out, "--tile", "32", "--local", "--model", "span-x2"], out,
-                             after_tiles=3)
+    recorded = run_until_recorded([src, out, "--tile", "32", "--local", "--model", "span-x2"],
+                                  out, 3)
     progress = json.loads(Viewer(out).handle("/progress")[2])
     assert progress["rows"] == progress["cols"] == 20
     assert recorded <= len(progress["done"]) < 400 and not progress["complete"]
