@@ -60,8 +60,11 @@ class Chaos:
     worker_every: float = 4.0
     node_every: float = 25.0
     driver_kills: int = 5
-    #: Seconds a driver session runs before it is killed (uniform in this range).
+    #: Seconds a driver session runs before it is killed (uniform in this range)...
     driver_life: tuple[float, float] = (20.0, 40.0)
+    #: ... or sooner, once it recorded this fraction of the tiles it had left (uniform in
+    #: this range), so that a kill always lands mid-job, however fast the job runs.
+    driver_progress: tuple[float, float] = (0.3, 0.7)
 
 
 @dataclass
@@ -168,6 +171,13 @@ def _swap_node(cluster: Any, nodes: list[Any], rng: random.Random) -> None:
     nodes.append(cluster.add_node(num_cpus=1))
 
 
+def _recorded(out: Path) -> int:
+    """Tiles the ledger of ``out`` lists as done (0 before it exists)."""
+    from tilewave.storage.job_state import Ledger
+
+    return len(Ledger(str(out)).done())
+
+
 def _retries(out: Path) -> int:
     log = out / ".tilewave" / "events.log"
     return sum(" retry " in line for line in log.read_text().splitlines()) if log.exists() else 0
@@ -205,12 +215,15 @@ def soak_mode(mode: str, src: Path, work: Path, cluster: Any, nodes: list[Any], 
                 killing = outcome.driver_kills < chaos.driver_kills
                 kill_at = time.monotonic() + (rng.uniform(*chaos.driver_life) if killing
                                               else float("inf"))
+                recorded = _recorded(out)
+                kill_after = (recorded + rng.uniform(*chaos.driver_progress) * (tiles - recorded)
+                              if killing else float("inf"))
                 while proc.poll() is None:
                     if time.monotonic() >= next_node:
                         _swap_node(cluster, nodes, rng)
                         outcome.node_swaps += 1
                         next_node = time.monotonic() + chaos.node_every
-                    if time.monotonic() >= kill_at:
+                    if time.monotonic() >= kill_at or _recorded(out) >= kill_after:
                         os.killpg(proc.pid, signal.SIGKILL)
                         proc.wait()
                         outcome.driver_kills += 1
@@ -256,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.quick:
         side, width = 448, 512
-        chaos = Chaos(worker_every=3.0, node_every=8.0, driver_kills=1, driver_life=(6.0, 8.0))
+        chaos = Chaos(worker_every=2.0, node_every=8.0, driver_kills=1, driver_life=(60.0, 60.0))
     else:
         side, width = 3072, 2048
         chaos = Chaos()
