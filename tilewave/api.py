@@ -51,6 +51,7 @@ def upscale(
     nodata: float | None = None,
     durable: bool = True,
     verify: bool = False,
+    consistent: bool = False,
 ) -> Report:
     """Upscale ``input`` into the OME-Zarr image ``output``, out of core.
 
@@ -93,13 +94,17 @@ def upscale(
     ``resume``, ``verify`` reads back every recorded tile and pyramid chunk, compares it
     with the checksum the ledger kept, and runs again what does not match; a resume after
     a run that did not stop cleanly (killed, crashed, power lost) does this by itself.
+
+    ``consistent`` corrects every tile after the model so that the mean of each
+    ``scale`` x ``scale`` block of the output equals the input pixel under it, exactly
+    (integers) or to float rounding (float32); see :mod:`tilewave.pipeline.consistency`.
     """
     options = Options(model, scale, tile, mode, halo, overlap, ramp, workers, address, executor,
                       resume, overwrite, progress, adaptive, keep_stages, tiff_format,
                       compression, quality, steps=steps, noise=noise, seed=seed, batch=batch,
                       prompt=prompt, negative_prompt=negative_prompt, guidance=guidance,
                       noise_level=noise_level, early_stop=early_stop, nodata=nodata,
-                      durable=durable, verify=verify)
+                      durable=durable, verify=verify, consistent=consistent)
     return run_job(os.fspath(input), os.fspath(output), options)
 
 

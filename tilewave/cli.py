@@ -86,6 +86,10 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--nodata", type=float, metavar="VALUE",
                     help="the value of pixels without data, in every channel (default: the "
                     "input's nodata tag): the model never sees them and they stay VALUE")
+    up.add_argument("--consistent", action="store_true",
+                    help="correct every tile after the model so that the output's box "
+                    "downsample equals the input exactly (removes a model's brightness "
+                    "offset; works with every model and mode)")
     up.add_argument("--adaptive", action="store_true",
                     help="upscale easy tiles (glass, nodata, flat) with bicubic, the rest with "
                     "the model (halo and blend modes)")
@@ -247,7 +251,7 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
         steps=args.steps, noise=args.noise, seed=args.seed, batch=args.batch,
         prompt=args.prompt, negative_prompt=args.negative_prompt, guidance=args.guidance,
         noise_level=args.noise_level, early_stop=args.early_stop, nodata=args.nodata,
-        durable=args.durable, verify=args.verify,
+        durable=args.durable, verify=args.verify, consistent=args.consistent,
     )
     if args.json:
         print(json.dumps(report.as_dict()))

@@ -47,7 +47,13 @@ class TileWorker:
         # Slots times intra-op threads = the CPUs this worker was given, so that tiles
         # computing side by side do not oversubscribe the cores.
         torch.set_num_threads(threads or max(1, torch.get_num_threads() // slots))
-        model = load_model(job.model, job.scale, job.sampler)
+        if job.guide is not None:
+            from ..pipeline.consistency import BackProjection
+
+            guide = functools.cache(lambda: ArrayReader(job.guide))  # type: ignore[arg-type]
+            model: Any = BackProjection(lambda w: guide().read(*w), job.guide_scale, job.nodata)
+        else:
+            model = load_model(job.model, job.scale, job.sampler)
         if model.descriptor.positional and device.type == "cpu":
             # Its output promises the same bytes for any --workers, and a float reduction
             # split over more threads rounds differently (by about 1e-6, enough to flip a

@@ -82,6 +82,9 @@ class Report:
     repaired: int = 0
     #: Tiles and pyramid chunks run again because their worker process or node was lost.
     retried: int = 0
+    #: The output was made consistent with the input (``--consistent``): its tiles are
+    #: counted in ``tiles``, after the model's.
+    consistent: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -251,8 +254,10 @@ class StageRun:
     """One stage, from its source image into its store, in explicit phases."""
 
     def __init__(self, stage: StagePlan, image: InputImage, options: Options,
-                 progress: Progress, label: str):
+                 progress: Progress, label: str, guide: InputImage | None = None):
         self.stage, self.image, self.options = stage, image, options
+        #: The job's input, which the back-projection stage makes its output consistent with.
+        self.guide = guide
         self.progress, self.label = progress, label
         self.store = stage.output
         self.lock: job_state.JobLock | None = None
@@ -354,14 +359,34 @@ class StageRun:
         done = self.manifest.ingested and location.exists(work)
         return ArraySpec(work, "cyx"), not done
 
-    def copy_input(self, spec: Any) -> None:
-        """Copy the input into the working copy ``spec`` names."""
+    def guide_source(self) -> tuple[Any, bool]:
+        """Where the back-projection stage reads the job's input, and whether it must be
+        copied first: as :meth:`working_source` decides, with tiles ``guide_scale`` times
+        smaller than this stage's."""
+        from ..storage.arrays import ArraySpec
+
+        image, tile = self.guide, self.guide_tile
+        assert image is not None  # a back-projection stage always has its guide
+        if image.array is not None and image.chunks is not None and max(image.chunks) <= 2 * tile:
+            return image.array, False
+        work = location.join(job_state.state_dir(self.store), "guide.zarr")
+        done = self.manifest.ingested and location.exists(work)
+        return ArraySpec(work, "cyx"), not done
+
+    @property
+    def guide_tile(self) -> int:
+        return max(1, self.stage.grid.tile // self.stage.guide_scale)
+
+    def copy_inputs(self, copies: list[tuple[InputImage, Any, int]]) -> None:
+        """Copy each ``(image, spec, chunk)`` into the working copy ``spec`` names."""
         from ..storage.ingest import ingest
 
-        if location.exists(spec.path):  # a copy an earlier, interrupted run did not finish
-            location.remove_tree(spec.path)
-        self.progress.say(f"{self.label}copying the input into tiles of {self.stage.grid.tile} px")
-        ingest(self.image, spec.path, chunk=self.stage.grid.tile, progress=self.progress.enabled)
+        for image, spec, chunk in copies:
+            if location.exists(spec.path):  # a copy an earlier, interrupted run did not finish
+                location.remove_tree(spec.path)
+            what = "the input" if image is self.image or self.guide is None else "the job's input"
+            self.progress.say(f"{self.label}copying {what} into tiles of {chunk} px")
+            ingest(image, spec.path, chunk=chunk, progress=self.progress.enabled)
         self.manifest.ingested = True
         self.manifest.save(self.store)
 
@@ -376,15 +401,21 @@ class StageRun:
         from .tile_job import TileJob
 
         stage, grid = self.stage, self.stage.grid
-        pyramid = PyramidPlan.for_output(grid.out_shape, grid.out_chunk)
+        pyramid = PyramidPlan.for_output(grid.out_shape, grid.out_chunk,
+                                         **({} if stage.pyramid else {"smallest": 1 << 62}))
         levels = create_levels(self.store, list(pyramid.shapes), list(pyramid.chunks))
         source, copy = self.working_source()
+        copies = [(self.image, source, grid.tile)] if copy else []
+        guide = None
+        if stage.consistency and self.guide is not None:
+            guide, copy_guide = self.guide_source()
+            copies += [(self.guide, guide, self.guide_tile)] if copy_guide else []
         job = TileJob(stage.model, stage.scale, grid, stage.mode, stage.ramp,
                       source, f"{self.store}/0",
                       location.absolute(self.store) if stage.dependent else None,
                       self.image.path, stage.adaptive, self.output_metadata.get("nodata"),
                       stage.sampler, pyramid if pyramid.levels else None, self.options.batch,
-                      self.options.durable)
+                      self.options.durable, guide, stage.guide_scale)
         ledger = Ledger(self.store)
         result.verified, result.repaired = self.check_recorded(ledger, pyramid)
         location.write_bytes(self.running_marker, f"{os.getpid()}\n".encode(), durable=True)
@@ -394,7 +425,7 @@ class StageRun:
         # The input is copied on a thread while this one starts Ray and the workers
         # (which open the copy at their first read): Ray's daemons die with the thread
         # that started them, so that must be the one that lives as long as the job.
-        copying = _Background(self.copy_input, source) if copy else None
+        copying = _Background(self.copy_inputs, copies) if copies else None
         with contextlib.ExitStack() as stack:
             if copying is not None:
                 stack.push(copying.settle)
@@ -591,13 +622,14 @@ def _placements(workers: int, gpus: bool, batch: int | None) -> list[Any]:
 
 def _report(plan: JobPlan, image: InputImage, results: list[StageResult], seconds: float,
             output: str) -> Report:
+    models = [s for s in plan.stages if not s.consistency]
     last = plan.stages[-1]
     grid = last.grid
-    model = (last.model if len(plan.stages) == 1
-             else " then ".join(f"{s.model} x{s.scale}" for s in plan.stages))
+    model = (models[0].model if len(models) == 1
+             else " then ".join(f"{s.model} x{s.scale}" for s in models))
     return Report(output, output if plan.export else f"{last.output}/0",
                   (image.channels, *grid.out_shape), str(image.dtype), model, plan.scale,
-                  last.mode, sum(s.grid.count for s in plan.stages),
+                  models[-1].mode, sum(s.grid.count for s in plan.stages),
                   sum(r.tiles_run for r in results), seconds,
                   max(r.workers for r in results), plan.executor,
                   sum(r.tiles_cheap for r in results), sum(r.tile_seconds for r in results),
@@ -605,7 +637,8 @@ def _report(plan: JobPlan, image: InputImage, results: list[StageResult], second
                   next((s.sampler.as_dict() for s in plan.stages if s.sampler), None),
                   max(r.processes for r in results), sum(r.steps_run for r in results),
                   sum(r.steps_total for r in results), sum(r.verified for r in results),
-                  sum(r.repaired for r in results), sum(r.retried for r in results))
+                  sum(r.repaired for r in results), sum(r.retried for r in results),
+                  last.consistency)
 
 
 def run_job(input_path: str, output: str, options: Options) -> Report:
@@ -617,9 +650,12 @@ def run_job(input_path: str, output: str, options: Options) -> Report:
     results = []
     source = image
     try:
+        models = sum(not s.consistency for s in plan.stages)
         for stage in plan.stages:
-            label = f"stage {stage.index + 1} of {len(plan.stages)}: " if len(plan.stages) > 1 else ""
-            results.append(StageRun(stage, source, options, progress, label).run(pools))
+            label = ("consistency with the input: " if stage.consistency else
+                     f"stage {stage.index + 1} of {models}: " if models > 1 else "")
+            results.append(StageRun(stage, source, options, progress, label,
+                                    image if stage.consistency else None).run(pools))
             source = open_input(stage.output) if stage is not plan.stages[-1] else source
     finally:
         pools.close()

@@ -9,13 +9,14 @@ cannot run is refused before anything starts.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from ..errors import SettingsError
 from ..models.base import ModelDescriptor, SamplerSettings, TilingMode
 from .blend import RAMPS, Ramp
 from .cascade import Stage, stage_store
+from .consistency import ITERATIONS, MARGIN, NAME
 from .plan import TileGrid
 
 Executor = Literal["ray", "local"]
@@ -71,6 +72,9 @@ class Options:
     #: On resume, read back every tile and pyramid chunk the ledger lists and run again
     #: those that do not match (done anyway after a run that did not stop cleanly).
     verify: bool = False
+    #: Correct the output so that its box downsample is the input (a last stage,
+    #: :mod:`tilewave.pipeline.consistency`).
+    consistent: bool = False
 
 
 @dataclass(frozen=True)
@@ -99,13 +103,29 @@ class StagePlan:
     sampler: SamplerSettings | None = None
     #: ``--nodata``, where given (the input's own tag is part of the input's fingerprint).
     nodata: float | None = None
+    #: Whether the stage builds its store's pyramid (the last stage only).
+    pyramid: bool = True
+    #: For the back-projection stage of ``--consistent``: the job's scale (its input is
+    #: that much smaller than this stage's), and the settings of the stage it corrects.
+    guide_scale: int = 0
+    corrects: dict[str, Any] | None = None
 
     @property
     def dependent(self) -> bool:
         return depends_on_neighbours(self.mode, self.grid.overlap)
 
+    @property
+    def consistency(self) -> bool:
+        """This is the back-projection stage of ``--consistent``."""
+        return self.guide_scale > 0
+
     def settings(self) -> dict[str, Any]:
-        """The settings a resumed job must repeat (kept in its manifest)."""
+        """The settings a resumed job must repeat (kept in its manifest). The
+        back-projection stage's are those of the stage it corrects, marked consistent, so
+        the final output's record names the model."""
+        if self.corrects is not None:
+            return {**self.corrects, "consistent": {"iterations": ITERATIONS,
+                                                    "scale": self.guide_scale}}
         g = self.grid
         return {"model": self.model, "scale": self.scale, "mode": self.mode, "tile": g.tile,
                 "halo": g.halo, "overlap": g.overlap, "ramp": self.ramp,
@@ -293,9 +313,26 @@ def plan_job(output: str, options: Options, facts: ImageFacts, stages: Sequence[
     output = output.rstrip("/")
     last_store, export = _export_step(output, options)
     planned: list[StagePlan] = []
+    last = len(stages) - (0 if options.consistent else 1)
     for i, (stage, desc) in enumerate(zip(stages, descriptors, strict=True)):
-        store = last_store if i == len(stages) - 1 else stage_store(last_store, i)
-        planned.append(_stage(i, stage, desc, facts, options, store))
+        store = last_store if i == last else stage_store(last_store, i)
+        plan = _stage(i, stage, desc, facts, options, store)
+        planned.append(replace(plan, pyramid=i == last))
         facts = ImageFacts(facts.height * stage.scale, facts.width * stage.scale, facts.channels)
+    if options.consistent:
+        planned.append(_consistency_stage(planned, last_store))
     return JobPlan(output, tuple(planned), export, executor, options.workers, options.address,
                    options.batch)
+
+
+def _consistency_stage(planned: Sequence[StagePlan], output: str) -> StagePlan:
+    """The back-projection stage that makes the model stages' output consistent with the
+    job's input: scale 1, in halo mode over their output, chunked as they chunked it."""
+    before = planned[-1]
+    total = 1
+    for stage in planned:
+        total *= stage.scale
+    height, width = before.grid.out_shape
+    grid = TileGrid(height, width, before.grid.tile * before.scale, 1, MARGIN * total, 0)
+    return StagePlan(len(planned), NAME, 1, "halo", grid, before.ramp, output,
+                     nodata=before.nodata, guide_scale=total, corrects=before.settings())

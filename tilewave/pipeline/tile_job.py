@@ -46,6 +46,10 @@ class TileJob:
     batch: int | None = None
     #: Flush every output chunk to disk before reporting it written (``--durable``).
     durable: bool = False
+    #: The back-projection stage of ``--consistent``: where the job's input is read, and
+    #: how many times smaller it is than this stage's (its ``model`` is then ignored).
+    guide: ArraySpec | None = None
+    guide_scale: int = 0
 
     def level_array(self, level: int) -> str:
         """The path of pyramid level ``level``'s array, a sibling of ``output_array``."""

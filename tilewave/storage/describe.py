@@ -55,7 +55,8 @@ def _job_facts(path: str) -> dict[str, Any]:
         done = rows * cols if job.get("complete") else len(job_state.Ledger(path).done())
         return {
             "written by": (f"tilewave {job['tilewave']}: {s['model']} x{s['scale']}, "
-                           f"{s['mode']} mode, tile {s['tile']}"),
+                           f"{s['mode']} mode, tile {s['tile']}"
+                           + (", consistent with the input" if s.get("consistent") else "")),
             "from": job["input"]["path"],
             "tiles done": f"{done} of {rows * cols}" + ("" if job.get("complete") else
                                                          " (incomplete: rerun with --resume)"),
