@@ -23,6 +23,8 @@ def describe(path: str) -> dict[str, Any]:
         "chunks": f"{image.chunks[1]} x {image.chunks[0]}" if image.chunks else "none (whole file)",
         "levels": [f"{lw} x {lh}" for lh, lw in image.levels],
     }
+    if image.compression is not None:
+        facts["compression"] = image.compression.describe()
     meta = image.metadata
     if "mpp" in meta:
         facts["pixel size"] = f"{meta['mpp'][1]:.6g} x {meta['mpp'][0]:.6g} um"

@@ -27,6 +27,7 @@ import numpy as np
 from ..errors import InputError, InputNotFoundError
 from . import location
 from .arrays import ArraySpec
+from .compression import TIFF_COMPRESSION, Compression, jpeg_compression
 from .metadata import well_formed
 
 SUPPORTED_DTYPES = (np.dtype("uint8"), np.dtype("uint16"), np.dtype("float32"))
@@ -55,6 +56,8 @@ class InputImage:
     metadata: dict[str, Any] = field(default_factory=dict)
     #: Set for Zarr inputs, which workers read in place.
     array: ArraySpec | None = None
+    #: How the pixels are compressed (TIFF family, PNG and JPEG files), with a JPEG's quality.
+    compression: Compression | None = None
 
     @property
     def channels(self) -> int:
@@ -210,6 +213,7 @@ def _open_tiff(path: str) -> InputImage:
             # Damage the header parse did not notice (a file cut short) is caught here,
             # from the pixel blocks' offsets, rather than inside a worker.
             _probe_tiff(tf, series, path)
+            compression = _tiff_compression(tf, page)
     except InputError:
         raise
     except ZeroDivisionError:  # tifffile divides by the sizes while parsing
@@ -218,7 +222,21 @@ def _open_tiff(path: str) -> InputImage:
     except Exception as exc:  # tifffile raises many kinds for damaged files
         raise InputError(f"input {path!r} is not a readable TIFF ({_short(exc)}); check the file") from None
     return InputImage(path, fmt, (c, shape_by_axis["y"], shape_by_axis["x"]), dtype,
-                      (int(chunks[0]), int(chunks[1])), levels, metadata)
+                      (int(chunks[0]), int(chunks[1])), levels, metadata, compression=compression)
+
+
+def _tiff_compression(tf: Any, page: Any) -> Compression:
+    """The page's compression; for JPEG, the quality of its tables (the ``JPEGTables``
+    tag, or the first tile's own) and its colour (the first tile's frame)."""
+    code = int(page.compression)
+    kind = TIFF_COMPRESSION.get(code, f"TIFF compression {code}")
+    if code != 7 or not page.dataoffsets or not page.databytecounts[0]:
+        return Compression(kind=kind)
+    fh = tf.filehandle
+    fh.seek(page.dataoffsets[0])
+    # The frame header and any tables come first in a tile's stream.
+    head = fh.read(min(int(page.databytecounts[0]), 1 << 16))
+    return jpeg_compression(page.jpegtables or head, head, int(page.photometric) == 2)
 
 
 def _shape_by_letters(axes: str, shape: tuple[int, ...]) -> dict[str, int]:
@@ -391,7 +409,8 @@ def _open_png(path: str) -> InputImage:
     if depth < 8 and colour != 3:
         # Bit-packed grey is expanded to uint8 on decoding.
         dtype = np.dtype("uint8")
-    return InputImage(path, "png", (channels, height, width), dtype, None, ((height, width),))
+    return InputImage(path, "png", (channels, height, width), dtype, None, ((height, width),),
+                      compression=Compression(kind="PNG (lossless)"))
 
 
 def _png_chunks_before_pixels(path: str) -> tuple[bytes, set[bytes], int]:
@@ -434,7 +453,7 @@ def _png_chunks_before_pixels(path: str) -> tuple[bytes, set[bytes], int]:
 
 
 def _open_jpeg(path: str) -> InputImage:
-    frame, size = _jpeg_frame(path)
+    frame, size, header = _jpeg_frame(path)
     try:
         with location.open_file(path) as fh, _jpeg_file(fh) as im:
             width, height = im.size
@@ -448,7 +467,10 @@ def _open_jpeg(path: str) -> InputImage:
     if frame in _SEQUENTIAL_HUFFMAN and -(-width // 8) * -(-height // 8) > 8 * size:
         raise InputError(f"input {path!r} is a damaged JPEG: its header gives {width} x {height} "
                          f"pixels, more than its {size} bytes can hold; copy or export the file again")
-    return InputImage(path, "jpeg", (channels, height, width), np.dtype("uint8"), None, ((height, width),))
+    with location.open_file(path) as fh:
+        head = fh.read(header)
+    return InputImage(path, "jpeg", (channels, height, width), np.dtype("uint8"), None, ((height, width),),
+                      compression=jpeg_compression(head, head))
 
 
 #: Start-of-frame markers of sequential Huffman-coded JPEGs (baseline and extended), which
@@ -456,10 +478,11 @@ def _open_jpeg(path: str) -> InputImage:
 _SEQUENTIAL_HUFFMAN = (0xC0, 0xC1)
 
 
-def _jpeg_frame(path: str) -> tuple[int | None, int]:
-    """The start-of-frame marker and the file size, after checking that the header's
-    segments are all there. Only the segment lengths are read; bytes that are not a marker
-    end the walk and are left to the decoder to judge."""
+def _jpeg_frame(path: str) -> tuple[int | None, int, int]:
+    """The start-of-frame marker, the file size and the header's length (to the start of
+    the scan), after checking that the header's segments are all there. Only the segment
+    lengths are read; bytes that are not a marker end the walk and are left to the
+    decoder to judge."""
     frame = None
     pos = 2
     with location.open_file(path) as fh:
@@ -477,7 +500,7 @@ def _jpeg_frame(path: str) -> tuple[int | None, int]:
                 pos += 2
                 continue
             if marker in (0xDA, 0xD9):  # start of scan, end of image
-                return frame, size
+                return frame, size, pos
             if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC) and frame is None:
                 frame = marker
                 if length < 11:  # precision, height, width, count and one component
@@ -487,7 +510,7 @@ def _jpeg_frame(path: str) -> tuple[int | None, int]:
     if pos + 4 > size:
         raise InputError(f"input {path!r} is a truncated JPEG: it ends inside its header; copy the "
                          "complete file again")
-    return frame, size
+    return frame, size, pos
 
 
 def _jpeg_file(fh: Any) -> Any:
