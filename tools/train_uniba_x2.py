@@ -76,9 +76,9 @@ def main() -> None:
             with open(sidecar) as f:
                 previous = json.load(f)
         else:
-            from tilewave.models.uniba import _safetensors_header
+            from tilewave.models.safetensors_header import read_header
 
-            previous = json.loads(_safetensors_header(args.init)["__metadata__"]["record"])
+            previous = json.loads(read_header(args.init)["__metadata__"]["record"])
     record = train(paths, output, settings)
     if previous is not None:
         record["previous"] = previous

@@ -111,10 +111,10 @@ def _parameters(path: str) -> int:
     """Weights in a safetensors file, from its header (0 where that cannot be read)."""
     if not path.endswith(".safetensors"):
         return 0
-    from ..uniba import _safetensors_header
+    from ..safetensors_header import read_header
 
     try:
-        header = _safetensors_header(path)
+        header = read_header(path)
     except (OSError, ValueError):
         return 0
     return sum(math.prod(t["shape"]) for k, t in header.items() if k != "__metadata__")

@@ -12,12 +12,12 @@ import dataclasses
 import json
 import math
 import os
-import struct
 from typing import TYPE_CHECKING, Any
 
 from ...errors import SettingsError
 from ..base import ModelDescriptor, SamplerSettings, SizeRequirements, TileRequest, TileResult
 from ..entry import ModelEntry
+from ..safetensors_header import read_header
 from .config import UniBAConfig
 
 if TYPE_CHECKING:
@@ -27,8 +27,6 @@ if TYPE_CHECKING:
     from .bridge import UniBADiffNet
 
 HERE = os.path.dirname(__file__)
-#: The safetensors format caps its JSON header at 100 MB; a larger length is not a header.
-_MAX_HEADER = 100_000_000
 
 
 #: The bridge model's sampler defaults: deterministic, four steps.
@@ -167,32 +165,10 @@ class UniBADiff(UniBA):
                            noise)
 
 
-def _safetensors_header(path: str) -> dict[str, Any]:
-    """The JSON header of a safetensors file: each tensor's dtype, shape and offsets, and
-    ``__metadata__``. Read by hand because safetensors' reader imports torch for ``pt``.
-
-    The file starts with the header's length (8 bytes, little-endian), then the header.
-    """
-    with open(path, "rb") as f:
-        prefix = f.read(8)
-        if len(prefix) != 8:
-            raise ValueError("shorter than a safetensors header")
-        (size,) = struct.unpack("<Q", prefix)
-        if size > _MAX_HEADER:
-            raise ValueError(f"header length {size} is beyond the format's limit")
-        raw = f.read(size)
-    if len(raw) != size:
-        raise ValueError("truncated header")
-    header = json.loads(raw)
-    if not isinstance(header, dict):
-        raise ValueError("the header is not a JSON object")
-    return header
-
-
 def _read_header(path: str) -> tuple[UniBAConfig, int]:
     """Configuration and parameter count from a weights file, without loading weights."""
     try:
-        header = _safetensors_header(path)
+        header = read_header(path)
         cfg = UniBAConfig(**json.loads((header.get("__metadata__") or {})["config"]))
         parameters = sum(math.prod(t["shape"]) for k, t in header.items() if k != "__metadata__")
     except Exception as exc:  # I/O, JSON and the config raise various kinds
@@ -206,7 +182,7 @@ def _read_header(path: str) -> tuple[UniBAConfig, int]:
 def is_uniba_file(path: str) -> bool:
     """True if ``path`` is a safetensors file written by ``tilewave train``."""
     try:
-        return "config" in (_safetensors_header(path).get("__metadata__") or {})
+        return "config" in (read_header(path).get("__metadata__") or {})
     except Exception:  # not a (readable) safetensors file: let the general loader say why
         return False
 

@@ -23,33 +23,11 @@ import torch
 import torch.nn.functional as F
 
 from ...errors import SettingsError
-from ...storage.inputs import InputImage, lazy_pixels, open_input
+from ...storage.inputs import open_input
+from ...training.crops import CropSource, augment, pick
+from ...training.finetune import lr_factor
 from .arch import UniBAConfig, UniBANet, count_parameters
 from .bridge import NOISE_MAX, UniBADiffNet
-
-#: Images up to this many pixels are decoded once and kept in memory; larger ones are
-#: read crop by crop.
-IN_MEMORY_PIXELS = 64 * 1024 * 1024
-
-
-class CropSource:
-    """Random RGB crops, in unit space, from one image of any supported format."""
-
-    def __init__(self, image: InputImage):
-        self.image = image
-        self.scale = float(np.iinfo(image.dtype).max) if image.dtype.kind == "u" else 1.0
-        pixels = lazy_pixels(image, 1024)
-        self._data = pixels.compute() if image.height * image.width <= IN_MEMORY_PIXELS else pixels
-
-    def crop(self, size: int, rng: random.Random) -> np.ndarray:
-        c, h, w = self.image.shape
-        if h < size or w < size:
-            raise SettingsError(f"training image {self.image.path!r} is smaller than a {size}-pixel crop")
-        y, x = rng.randrange(h - size + 1), rng.randrange(w - size + 1)
-        data = np.asarray(self._data[:, y : y + size, x : x + size], dtype=np.float32) / self.scale
-        if c == 1:
-            data = np.repeat(data, 3, axis=0)
-        return data[:3]
 
 
 def downscale(hr: torch.Tensor, scale: int) -> torch.Tensor:
@@ -75,12 +53,6 @@ class TrainSettings:
     #: Train the multi-step bridge model (``uniba-diff``); without ``init`` it starts
     #: from the shipped one-step weights, its added layers at zero.
     diffusion: bool = False
-
-
-def _lr_factor(progress: float, warmup: float = 0.03) -> float:
-    if progress < warmup:
-        return progress / warmup
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, (progress - warmup) / (1 - warmup)))) * 0.98 + 0.02
 
 
 def save_checkpoint(net: UniBANet, path: str, record: dict[str, Any]) -> None:
@@ -157,8 +129,6 @@ def train(images: Sequence[str], output: str, settings: TrainSettings,
     rng = random.Random(settings.seed)
     torch.manual_seed(settings.seed)
     sources = [CropSource(open_input(p)) for p in images]
-    weights = np.array([min(s.image.height * s.image.width, 2_000_000) for s in sources], float)
-    weights /= weights.sum()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     net = net.to(device).train()
     opt = torch.optim.AdamW(net.parameters(), lr=settings.lr, weight_decay=0.0)
@@ -184,15 +154,8 @@ def train(images: Sequence[str], output: str, settings: TrainSettings,
         if fraction >= 1.0:
             break
         for group in opt.param_groups:
-            group["lr"] = settings.lr * _lr_factor(fraction)
-        crops = []
-        for _ in range(settings.batch):
-            src = sources[int(np.searchsorted(np.cumsum(weights), rng.random()))]
-            c = src.crop(hr_size, rng)
-            c = np.rot90(c, rng.randrange(4), axes=(1, 2))
-            if rng.random() < 0.5:
-                c = c[:, :, ::-1]
-            crops.append(np.ascontiguousarray(c))
+            group["lr"] = settings.lr * lr_factor(fraction)
+        crops = [augment(pick(sources, rng).crop(hr_size, rng), rng) for _ in range(settings.batch)]
         hr = torch.from_numpy(np.stack(crops)).to(device)
         lr_img = downscale(hr, s)
         origin = (rng.randrange(0, 1 << 16) * cfg.patch, rng.randrange(0, 1 << 16) * cfg.patch)
