@@ -14,6 +14,7 @@ Only headers and one tile's first bytes are read.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 #: The JPEG standard's example luminance table (Annex K, Table K.1), in natural order.
@@ -71,40 +72,45 @@ def ijg_table(quality: int, base: tuple[int, ...] = _LUMINANCE) -> list[int]:
     return [min(max((v * scale + 50) // 100, 1), 255) for v in base]
 
 
-def quantisation_tables(stream: bytes) -> dict[int, list[int]]:
-    """The DQT tables of a JPEG stream (or of a TIFF's ``JPEGTables``), by table id, in
-    natural order; the scan's start ends the search."""
-    tables: dict[int, list[int]] = {}
+def _segments(stream: bytes) -> Iterator[tuple[int, bytes]]:
+    """The ``(marker, body)`` of each header segment of a JPEG stream (or of a TIFF's
+    ``JPEGTables``), up to the start of the scan; bytes that are no marker end the walk."""
     pos = 2 if stream[:2] == b"\xff\xd8" else 0
-    while pos + 4 <= len(stream):
-        if stream[pos] != 0xFF:
-            break
+    while pos + 4 <= len(stream) and stream[pos] == 0xFF:
         marker = stream[pos + 1]
-        if marker == 0xFF:
+        if marker == 0xFF:  # fill byte
             pos += 1
             continue
-        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # markers without a segment
             pos += 2
             continue
-        if marker in (0xDA, 0xD9):
-            break
+        if marker in (0xDA, 0xD9):  # start of scan, end of image
+            return
         (length,) = struct.unpack(">H", stream[pos + 2 : pos + 4])
-        if marker == 0xDB:
-            body = stream[pos + 4 : pos + 2 + length]
-            i = 0
-            while i < len(body):
-                precision, table_id = body[i] >> 4, body[i] & 15
-                size = 128 if precision else 64
-                raw = body[i + 1 : i + 1 + size]
-                if len(raw) < size:
-                    break
-                values = (struct.unpack(">64H", raw) if precision else tuple(raw))
-                natural = [0] * 64
-                for k, v in enumerate(values):
-                    natural[_ZIGZAG[k]] = v
-                tables[table_id] = natural
-                i += 1 + size
+        yield marker, stream[pos + 4 : pos + 2 + length]
         pos += 2 + length
+
+
+def quantisation_tables(stream: bytes) -> dict[int, list[int]]:
+    """The DQT tables of a JPEG stream (or of a TIFF's ``JPEGTables``), by table id, in
+    natural order."""
+    tables: dict[int, list[int]] = {}
+    for marker, body in _segments(stream):
+        if marker != 0xDB:
+            continue
+        i = 0
+        while i < len(body):
+            precision, table_id = body[i] >> 4, body[i] & 15
+            size = 128 if precision else 64
+            raw = body[i + 1 : i + 1 + size]
+            if len(raw) < size:
+                break
+            values = struct.unpack(">64H", raw) if precision else tuple(raw)
+            natural = [0] * 64
+            for k, v in enumerate(values):
+                natural[_ZIGZAG[k]] = v
+            tables[table_id] = natural
+            i += 1 + size
     return tables
 
 
@@ -121,17 +127,8 @@ def estimate_quality(luminance: list[int]) -> tuple[int, bool]:
 
 def _sampling(stream: bytes) -> tuple[list[tuple[int, int, int]], bool]:
     """The frame's components ``(id, h, v)`` and whether an Adobe marker says RGB."""
-    pos, adobe_rgb = 2, False
-    while pos + 4 <= len(stream) and stream[pos] == 0xFF:
-        marker = stream[pos + 1]
-        if marker == 0xFF:
-            pos += 1
-            continue
-        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
-            pos += 2
-            continue
-        (length,) = struct.unpack(">H", stream[pos + 2 : pos + 4])
-        body = stream[pos + 4 : pos + 2 + length]
+    adobe_rgb = False
+    for marker, body in _segments(stream):
         if marker == 0xEE and body[:5] == b"Adobe" and len(body) >= 12:
             adobe_rgb = body[11] == 0
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC) and len(body) >= 6:
@@ -139,9 +136,6 @@ def _sampling(stream: bytes) -> tuple[list[tuple[int, int, int]], bool]:
             parts = [(body[6 + 3 * k], body[7 + 3 * k] >> 4, body[7 + 3 * k] & 15)
                      for k in range(count) if 8 + 3 * k < len(body) + 1]
             return parts, adobe_rgb
-        if marker == 0xDA:
-            break
-        pos += 2 + length
     return [], adobe_rgb
 
 
