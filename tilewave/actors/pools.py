@@ -55,6 +55,11 @@ class InProcessPool:
     """Runs tiles one after another in this process."""
 
     def __init__(self, job: TileJob):
+        import torch
+
+        # The worker sets torch's (process-wide) thread count for its model; this process
+        # gets its own back at close(), so later work here computes as it did before.
+        self._threads = torch.get_num_threads()
         self.worker = TileWorker(job)
         self.workers = 1
         self.processes = 0
@@ -78,7 +83,10 @@ class InProcessPool:
         return [self.worker.process(index[0], index[1], inbound)]
 
     def close(self) -> None:
+        import torch
+
         self._queue.clear()
+        torch.set_num_threads(self._threads)
 
 
 class RayPool:

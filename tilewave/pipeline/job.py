@@ -146,7 +146,11 @@ def _check_store(store: str, options: Options) -> None:
     if not location.exists(store):
         check_creatable(store)
     elif options.resume:
-        check_writable(store)
+        previous = Manifest.read(store)
+        if previous is None or not previous.complete:
+            # A finished stage is read, not written: probing it would change its folder's
+            # modification time, which the next stage's record holds as its input's.
+            check_writable(store)
     elif options.overwrite:
         check_replaceable(store, "output")
     else:
