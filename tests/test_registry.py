@@ -177,3 +177,35 @@ def test_uniba_header_reader_reads_config_and_shapes(tmp_path):
     assert is_uniba_file(path)
     cfg, parameters = _read_header(path)
     assert (cfg.scale, cfg.dim, parameters) == (2, 32, 17)
+
+
+@pytest.mark.parametrize("name,init", [("span-x2-scan", "span-x2"), ("uniba-x2-scan", "uniba-x2")])
+def test_the_scan_models_describe_their_weights_and_keep_a_record(name, init):
+    """Shipped with a training record beside them: what they started from, trained and
+    held out; told the input's JPEG quality; listed as made for scans."""
+    from tilewave.models import load_model
+
+    desc = describe_model(name)
+    model = load_model(name)
+    assert desc.conditions == model.descriptor.conditions == ("jpeg_quality",)
+    assert desc.parameters == sum(p.numel() for k, p in model.net.state_dict().items()
+                                  if k != "mean")
+    assert "JPEG" in desc.trained_for and desc.scan_variant is None
+    assert describe_model(init).scan_variant == name
+    folder = "span" if name.startswith("span") else "uniba"
+    path = os.path.join(os.path.dirname(registry.__file__), folder, name.replace("-", "_") + ".json")
+    with open(path) as f:
+        record = json.load(f)
+    assert record["init"].startswith(init) and record["steps"] > 0
+    assert "he_target_image.png" in record["held_out"]
+    assert not set(record["held_out"]) & set(record["images"])
+
+
+def test_models_says_what_each_is_for(capsys):
+    from tilewave.cli import main
+
+    assert main(["models", "--json"]) == 0
+    listed = {r["name"]: r["for"] for r in json.loads(capsys.readouterr().out)}
+    assert "use span-x2-scan" in listed["span-x2"] and "use uniba-x2-scan" in listed["uniba-x2"]
+    assert listed["span-x2-scan"].startswith("scans as they come: JPEG-compressed")
+    assert "not upscaling" in listed["prefix-sum"]

@@ -265,6 +265,8 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
               + (f" in {report.processes} worker process{'es' * (report.processes != 1)}"
                  if report.processes else " in this process")
               + (f"; {report.tiles_cheap} easy tiles took bicubic" if report.tiles_cheap else "")
+              + ("; made consistent with the input (a back-projection pass, its tiles counted)"
+                 if report.consistent else "")
               + ("; sampler " + ", ".join(f"{k.replace('_', ' ')} {_value(v)}"
                                           for k, v in report.sampler.items())
                  if report.sampler else "")
@@ -356,6 +358,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
             "scale": "any" if entry.scales is None else ",".join(map(str, entry.scales)),
             "modes": ",".join(d.modes), "halo": d.halo, "parameters": d.parameters,
             "weights": d.weights, "installed": installed, "description": d.description,
+            "for": _purpose(entry, d),
             **({"sampler": d.sampler.as_dict(), "noise_max": d.noise_max} if d.sampler else {})})
     if args.json:
         print(json.dumps(records, indent=1))
@@ -370,7 +373,24 @@ def _cmd_models(args: argparse.Namespace) -> int:
     widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
     for row in rows:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
+    print("\nwhat each is for:")
+    name_width = max(len(r["name"]) for r in records)
+    for r in records:
+        print(f"  {r['name']:<{name_width}}  {r['for']}")
     return 0
+
+
+def _purpose(entry: Any, d: Any) -> str:
+    """What a model is for, as `tilewave models` says it: what it was trained on, and
+    where a scan-aware model is the better choice."""
+    if entry.diagnostic:
+        return "checking the context scheduler (a closed-form answer), not upscaling"
+    if entry.name == "bicubic":
+        return "any image, any scale: no training, nothing invented; the baseline"
+    text = d.trained_for or d.description
+    if d.scan_variant:
+        text += f"; on JPEG-compressed scans use {d.scan_variant}"
+    return text
 
 
 def _cmd_view(args: argparse.Namespace) -> int:

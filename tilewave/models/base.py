@@ -143,6 +143,14 @@ class ModelDescriptor:
     #: In ``context`` mode the model accepts a neighbour that left no context (an easy
     #: tile of an ``adaptive`` job, upscaled with bicubic) and runs as if it were absent.
     tolerates_missing_contexts: bool = False
+    #: What the model was trained on, for ``tilewave models`` ("" where nothing was).
+    trained_for: str = ""
+    #: For a model trained on clean images only: the scan-aware model to use instead on
+    #: JPEG-compressed inputs (the job names it in one line when it meets one).
+    scan_variant: str | None = None
+    #: What the model is told about its input besides the pixels
+    #: (:mod:`tilewave.models.conditions`): the job passes it to ``with_condition``.
+    conditions: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.scale < 1:

@@ -10,7 +10,8 @@ networks were trained to produce.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import copy
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import nn
@@ -36,6 +37,16 @@ class RGBNetModel(ImageModel):
         self.net_channels = net_channels
         self._alpha = Bicubic(descriptor.scale)
         self._dtype = torch.float32
+        #: The condition channels' values (a conditioned network), None otherwise.
+        self.condition: list[float] | None = None
+
+    def with_condition(self, given: Mapping[str, object]) -> RGBNetModel:
+        """The same network (shared, not copied) told ``given`` about its input."""
+        from .conditions import levels
+
+        told = copy.copy(self)
+        told.condition = levels(self.descriptor.conditions, given)
+        return told
 
     def to(self, device: torch.device, half: bool = False) -> RGBNetModel:
         self._dtype = torch.float16 if half and self.descriptor.supports_half else torch.float32
@@ -43,7 +54,11 @@ class RGBNetModel(ImageModel):
         return self
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
-        return self.call(x.to(self._dtype)).float().clamp(0.0, 1.0)
+        x = x.to(self._dtype)
+        if self.condition is not None:
+            c = torch.tensor(self.condition, dtype=self._dtype, device=x.device)
+            return self.call(x, c.expand(x.shape[0], -1)).float().clamp(0.0, 1.0)  # type: ignore[call-arg]
+        return self.call(x).float().clamp(0.0, 1.0)
 
     def forward_image(self, x: torch.Tensor) -> torch.Tensor:
         channels = x.shape[1]

@@ -208,7 +208,9 @@ def prepare(input_path: str, output: str, options: Options) -> tuple[InputImage,
         if requires:
             require_wheel(requires, stage.model)
     descriptors = [describe_model(s.model, s.scale) for s in stages]
-    facts = ImageFacts(image.height, image.width, image.channels)
+    compression = image.compression
+    facts = ImageFacts(image.height, image.width, image.channels,
+                       compression.quality if compression and compression.lossy_jpeg else None)
     plan = plan_job(output, options, facts, stages, descriptors)
     check_apart(image.path, plan.output)
     if plan.export is not None:
@@ -419,7 +421,7 @@ class StageRun:
                       location.absolute(self.store) if stage.dependent else None,
                       self.image.path, stage.adaptive, self.output_metadata.get("nodata"),
                       stage.sampler, pyramid if pyramid.levels else None, self.options.batch,
-                      self.options.durable, guide, stage.guide_scale)
+                      self.options.durable, guide, stage.guide_scale, stage.condition)
         ledger = Ledger(self.store)
         result.verified, result.repaired = self.check_recorded(ledger, pyramid)
         location.write_bytes(self.running_marker, f"{os.getpid()}\n".encode(), durable=True)
@@ -645,11 +647,30 @@ def _report(plan: JobPlan, image: InputImage, results: list[StageResult], second
                   last.consistency)
 
 
+def scan_hint(image: InputImage, plan: JobPlan) -> str | None:
+    """One line for a JPEG-compressed input met by a model trained on clean images only:
+    the scan-aware model to use instead. None when there is nothing to say."""
+    compression = image.compression
+    first = plan.stages[0]
+    if compression is None or not compression.lossy_jpeg:
+        return None
+    variant = describe_model(first.model, first.scale).scan_variant
+    if variant is None:
+        return None
+    quality = f", quality {compression.quality}" if compression.quality else ""
+    return (f"the input is JPEG-compressed{quality}; {first.model} was trained on clean images "
+            f"and sharpens JPEG blocks into a visible grid: --model {variant} is trained for "
+            "such scans")
+
+
 def run_job(input_path: str, output: str, options: Options) -> Report:
     """Check, then run every stage of the job, then export; see the module's docstring."""
     image, plan = prepare(input_path, output, options)
     started = time.perf_counter()
     progress = Progress(options.progress)
+    hint = scan_hint(image, plan)
+    if hint is not None:
+        progress.say(hint)
     pools = PoolFactory(plan, progress)
     results = []
     source = image

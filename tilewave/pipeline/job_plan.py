@@ -84,6 +84,8 @@ class ImageFacts:
     height: int
     width: int
     channels: int
+    #: The JPEG quality the image was compressed at (None: not JPEG-compressed).
+    jpeg_quality: int | None = None
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,8 @@ class StagePlan:
     nodata: float | None = None
     #: Whether the stage builds its store's pyramid (the last stage only).
     pyramid: bool = True
+    #: What a conditioned model is told about its input (:mod:`tilewave.models.conditions`).
+    condition: dict[str, Any] | None = None
     #: For the back-projection stage of ``--consistent``: the job's scale (its input is
     #: that much smaller than this stage's), and the settings of the stage it corrects.
     guide_scale: int = 0
@@ -132,6 +136,7 @@ class StagePlan:
                 **({"adaptive": True} if self.adaptive else {}),
                 # As text: NaN is not equal to itself, nor valid JSON.
                 **({"nodata": repr(self.nodata)} if self.nodata is not None else {}),
+                **({"condition": self.condition} if self.condition else {}),
                 **(self.sampler.as_dict() if self.sampler else {})}
 
 
@@ -247,8 +252,11 @@ def _stage(index: int, stage: Stage, desc: ModelDescriptor, facts: ImageFacts,
     if options.adaptive and halo < 2:
         raise SettingsError(f"--adaptive needs --halo of at least 2 (bicubic's reach), not {halo}")
     grid = TileGrid(facts.height, facts.width, tile, stage.scale, halo, overlap)
+    condition = ({name: facts.jpeg_quality for name in desc.conditions}
+                 if desc.conditions else None)
     return StagePlan(index, model, stage.scale, mode, grid, options.ramp,
-                     output, options.adaptive, _sampler(desc, options), options.nodata)
+                     output, options.adaptive, _sampler(desc, options), options.nodata,
+                     condition=condition)
 
 
 #: Sampler options, as ``Options`` and :class:`SamplerSettings` name them.
@@ -318,6 +326,7 @@ def plan_job(output: str, options: Options, facts: ImageFacts, stages: Sequence[
         store = last_store if i == last else stage_store(last_store, i)
         plan = _stage(i, stage, desc, facts, options, store)
         planned.append(replace(plan, pyramid=i == last))
+        # A later stage reads the stage before's output, which no JPEG compressed.
         facts = ImageFacts(facts.height * stage.scale, facts.width * stage.scale, facts.channels)
     if options.consistent:
         planned.append(_consistency_stage(planned, last_store))

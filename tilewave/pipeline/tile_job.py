@@ -50,6 +50,8 @@ class TileJob:
     #: how many times smaller it is than this stage's (its ``model`` is then ignored).
     guide: ArraySpec | None = None
     guide_scale: int = 0
+    #: What a conditioned model is told about the stage's input (its JPEG quality).
+    condition: dict[str, Any] | None = None
 
     def level_array(self, level: int) -> str:
         """The path of pyramid level ``level``'s array, a sibling of ``output_array``."""

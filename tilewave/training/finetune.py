@@ -21,7 +21,7 @@ import os
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import torch
@@ -30,6 +30,7 @@ from ..errors import SettingsError
 from .networks import Trainee
 from .pairs import PairSampler
 from .progress import Report, Status
+from .threads import torch_threads
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -89,6 +90,20 @@ class _State:
     good: tuple[Any, Any] | None = None
 
 
+def _plain(value: Any) -> Any:
+    """``value`` with tuples as lists, as a checkpoint read back gives them."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _tuples(value: Any) -> Any:
+    """Lists back to the tuples :meth:`random.Random.setstate` wants."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
 def _diverged(state: _State, value: float, running: float) -> bool:
     """A non-finite loss, or a running loss far above the floor once it has settled."""
     if not math.isfinite(value):
@@ -122,8 +137,15 @@ def finetune(trainee: Trainee, sampler: PairSampler, settings: FinetuneSettings,
     """
     if settings.steps is None and settings.minutes is None:
         raise SettingsError("give --steps or --minutes (or both) to bound the training")
-    if settings.threads:
-        torch.set_num_threads(settings.threads)
+    with torch_threads(settings.threads):
+        return _finetune(trainee, sampler, settings, output, record, checkpoint, validate,
+                         report, identity, monitor)
+
+
+def _finetune(trainee: Trainee, sampler: PairSampler, settings: FinetuneSettings, output: str,
+              record: dict[str, Any], checkpoint: str | None, validate: Validate | None,
+              report: Report | None, identity: dict[str, Any] | None,
+              monitor: Callable[[Trainee], dict[str, float]] | None) -> dict[str, Any]:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     net = trainee.net.to(device).train()
     opt = torch.optim.AdamW(net.parameters(), lr=settings.lr, weight_decay=0.0)
@@ -133,15 +155,20 @@ def finetune(trainee: Trainee, sampler: PairSampler, settings: FinetuneSettings,
     key = {**settings.resumable_fields(), **(identity or {})}
     resumed = False
     if checkpoint and os.path.exists(checkpoint):
-        saved = torch.load(checkpoint, map_location=device, weights_only=False)
-        if saved.get("key") != key:
+        # Tensors and plain values only: a checkpoint is read without running code from it.
+        try:
+            saved = torch.load(checkpoint, map_location=device, weights_only=True)
+        except Exception as exc:
+            raise SettingsError(f"checkpoint {checkpoint!r} cannot be read ({type(exc).__name__}); "
+                                "delete it to start again") from None
+        if saved.get("key") != _plain(key):
             raise SettingsError(f"checkpoint {checkpoint!r} is of a run with other settings; "
                                 "rerun with those, or delete it to start again")
         net.load_state_dict(saved["net"])
         opt.load_state_dict(saved["opt"])
-        rng.setstate(saved["rng"])
+        rng.setstate(_tuples(saved["rng"]))
         torch.set_rng_state(saved["torch_rng"])
-        state = saved["state"]
+        state = _State(**saved["state"])
         resumed = True
     if validate is not None and state.best_score is None:
         state.best_score = state.start_score = _score(trainee, validate)
@@ -151,8 +178,9 @@ def finetune(trainee: Trainee, sampler: PairSampler, settings: FinetuneSettings,
         if checkpoint is None:
             return
         tmp = checkpoint + ".tmp"
-        torch.save({"key": key, "net": net.state_dict(), "opt": opt.state_dict(),
-                    "rng": rng.getstate(), "torch_rng": torch.get_rng_state(), "state": state}, tmp)
+        torch.save({"key": _plain(key), "net": net.state_dict(), "opt": opt.state_dict(),
+                    "rng": rng.getstate(), "torch_rng": torch.get_rng_state(),
+                    "state": {f.name: getattr(state, f.name) for f in fields(state)}}, tmp)
         os.replace(tmp, checkpoint)
 
     budget = settings.minutes * 60 if settings.minutes is not None else None
@@ -182,7 +210,7 @@ def finetune(trainee: Trainee, sampler: PairSampler, settings: FinetuneSettings,
         batch = sampler.batch(settings.batch, rng)
         multiple = trainee.multiple
         origin = (rng.randrange(0, 1 << 14) * multiple, rng.randrange(0, 1 << 14) * multiple)
-        out = trainee.forward(batch.lr.to(device), origin)
+        out = trainee.forward(batch.lr.to(device), origin, batch.condition.to(device))
         error = (out - batch.hr.to(device)).abs().mean(dim=(1, 2, 3))
         loss = (error * batch.weight.to(device)).mean()
         value = float(loss.item())

@@ -25,9 +25,11 @@ class Trainee(Protocol):
     #: The architecture's name in training records (``span``, ``uniba``).
     arch: str
 
-    def forward(self, lr: torch.Tensor, origin: tuple[int, int]) -> torch.Tensor:
+    def forward(self, lr: torch.Tensor, origin: tuple[int, int],
+                condition: torch.Tensor | None = None) -> torch.Tensor:
         """The output of the cores of ``lr``, a ``(n, 3, core + 2m, core + 2m)`` batch
-        whose top-left core pixel lies at ``origin`` in image coordinates."""
+        whose top-left core pixel lies at ``origin`` in image coordinates; ``condition``
+        ``(n, 1)`` holds the inputs' JPEG levels (ignored by unconditioned networks)."""
         ...
 
     def save(self, path: str, record: dict[str, Any]) -> None:
@@ -46,9 +48,11 @@ class SpanTrainee:
     multiple: int = 1
     arch: str = "span"
 
-    def forward(self, lr: torch.Tensor, origin: tuple[int, int]) -> torch.Tensor:
+    def forward(self, lr: torch.Tensor, origin: tuple[int, int],
+                condition: torch.Tensor | None = None) -> torch.Tensor:
         k = self.margin * self.scale
-        return self.net(lr)[..., k:-k, k:-k]
+        out = self.net(lr, condition) if getattr(self.net, "conditions", 0) else self.net(lr)
+        return out[..., k:-k, k:-k]
 
     def save(self, path: str, record: dict[str, Any]) -> None:
         from ..models.span.weights import save_span
@@ -71,8 +75,10 @@ class UniBATrainee:
         self.net, self.cfg = net, cfg
         self.scale, self.margin, self.multiple = cfg.scale, cfg.halo, cfg.block
 
-    def forward(self, lr: torch.Tensor, origin: tuple[int, int]) -> torch.Tensor:
-        out, _ = self.net.forward_tile(lr, origin)  # type: ignore[operator]
+    def forward(self, lr: torch.Tensor, origin: tuple[int, int],
+                condition: torch.Tensor | None = None) -> torch.Tensor:
+        out, _ = self.net.forward_tile(lr, origin, None,  # type: ignore[operator]
+                                       condition if self.cfg.conditions else None)
         return cast(torch.Tensor, out)
 
     def save(self, path: str, record: dict[str, Any]) -> None:
@@ -81,9 +87,10 @@ class UniBATrainee:
         save_checkpoint(self.net, path, record)  # type: ignore[arg-type]
 
 
-def trainee_for(model: str) -> Trainee:
+def trainee_for(model: str, conditions: tuple[str, ...] | None = None) -> Trainee:
     """The network of the registered model or weights file ``model``, ready to train
-    (SPAN and one-step UniBA models)."""
+    (SPAN and one-step UniBA models); with ``conditions``, taking those too (new input
+    channels start at zero weight)."""
     from ..models import load_model
     from ..models.rgb_net import RGBNetModel
     from ..models.span.arch import SpanNet
@@ -91,9 +98,11 @@ def trainee_for(model: str) -> Trainee:
 
     loaded = load_model(model)
     if isinstance(loaded, UniBA) and not hasattr(loaded, "sampler"):
-        return UniBATrainee(loaded.net.train().requires_grad_(True))
+        net = loaded.net if conditions is None else loaded.net.with_conditions(conditions)
+        return UniBATrainee(net.train().requires_grad_(True))
     if isinstance(loaded, RGBNetModel) and isinstance(loaded.net, SpanNet):
-        return SpanTrainee(loaded.net.train().requires_grad_(True), loaded.descriptor.scale)
+        span = loaded.net if conditions is None else loaded.net.with_conditions(len(conditions))
+        return SpanTrainee(span.train().requires_grad_(True), loaded.descriptor.scale)
     raise SettingsError(f"model {model!r} cannot be fine-tuned: tilewave tunes SPAN "
                         "(span-x2, span-x2-scan) and UniBA (uniba-x2, uniba-x2-scan) models "
                         "and weights files of theirs")

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..models.conditions import jpeg_level
 from .crops import CropSource, augment, pick
 from .degradation import Degraded
 
@@ -30,6 +31,9 @@ class Batch:
     hr: torch.Tensor
     #: ``(n,)`` weights of each crop's loss (the inverse of its range's gain).
     weight: torch.Tensor
+    #: ``(n, 1)`` JPEG levels of the inputs (:func:`~tilewave.models.conditions.jpeg_level`),
+    #: for a conditioned network.
+    condition: torch.Tensor
 
 
 class PairSampler:
@@ -40,15 +44,17 @@ class PairSampler:
         self.sources, self.degrade = list(sources), degrade
         self.scale, self.core, self.margin = scale, core, margin
 
-    def pair(self, rng: random.Random) -> tuple[np.ndarray, np.ndarray, float]:
+    def pair(self, rng: random.Random) -> tuple[np.ndarray, np.ndarray, float, float]:
         s, m, core = self.scale, self.margin, self.core
         hr = augment(pick(self.sources, rng).crop((core + 2 * m) * s, rng), rng)
         made = self.degrade(hr, rng)
         target = made.hr[:, m * s : (m + core) * s, m * s : (m + core) * s]
-        return made.lr, np.ascontiguousarray(target), min(1.0 / made.gain, MAX_WEIGHT)
+        return (made.lr, np.ascontiguousarray(target), min(1.0 / made.gain, MAX_WEIGHT),
+                jpeg_level(made.quality))
 
     def batch(self, n: int, rng: random.Random) -> Batch:
         pairs = [self.pair(rng) for _ in range(n)]
         return Batch(torch.from_numpy(np.stack([p[0] for p in pairs])),
                      torch.from_numpy(np.stack([p[1] for p in pairs])),
-                     torch.tensor([p[2] for p in pairs], dtype=torch.float32))
+                     torch.tensor([p[2] for p in pairs], dtype=torch.float32),
+                     torch.tensor([[p[3]] for p in pairs], dtype=torch.float32))

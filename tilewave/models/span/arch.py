@@ -9,6 +9,10 @@ is that folded network, laid out after the ncnn graph:
 
 Each block computes ``c1 -> SiLU -> c2 -> SiLU -> c3 = o`` and returns
 ``(o + input) * (sigmoid(o) - 1/2)``: the parameter-free attention.
+
+A conditioned network (``conditions`` > 0, ``span-x2-scan``) takes, besides the pixels,
+one constant channel per condition (:mod:`tilewave.models.conditions`) into its first
+convolution.
 """
 
 from __future__ import annotations
@@ -46,19 +50,27 @@ class SpanNet(nn.Module):
     mean: torch.Tensor  # a registered buffer
 
     def __init__(self, scale: int, features: int = 48, channels: int = 3, blocks: int = 6,
-                 img_range: float = 255.0):
+                 img_range: float = 255.0, conditions: int = 0):
         super().__init__()
         self.scale = scale
         self.img_range = img_range
+        self.conditions = conditions
         self.register_buffer("mean", torch.zeros(1, channels, 1, 1))
-        self.head = _conv3(channels, features)
+        self.head = _conv3(channels + conditions, features)
         self.blocks = nn.ModuleList(SpanBlock(features) for _ in range(blocks))
         self.tail = _conv3(features, features)
         self.fuse = nn.Conv2d(4 * features, features, 1)
         self.upsample = _conv3(features, channels * scale * scale)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        head = self.head((x - self.mean) * self.img_range)
+    def forward(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        """``x`` ``(n, channels, h, w)`` in [0, 1]; ``condition`` ``(n, conditions)``."""
+        z = (x - self.mean) * self.img_range
+        if self.conditions:
+            if condition is None:
+                condition = torch.zeros(x.shape[0], self.conditions, dtype=x.dtype, device=x.device)
+            maps = condition.to(x.dtype).view(x.shape[0], -1, 1, 1).expand(-1, -1, *x.shape[-2:])
+            z = torch.cat([z, maps * self.img_range], dim=1)
+        head = self.head(z)
         out, first_block = head, None
         for block in self.blocks:
             out, first = block(out)
@@ -73,3 +85,17 @@ class SpanNet(nn.Module):
         for block in cast("Iterable[SpanBlock]", self.blocks):
             convs += [block.c1, block.c2, block.c3]
         return convs + [self.tail, self.fuse, self.upsample]
+
+    def with_conditions(self, conditions: int) -> SpanNet:
+        """This network taking ``conditions`` more input channels, their weights at zero:
+        it computes exactly what it did until training moves them."""
+        if conditions == self.conditions:
+            return self
+        grown = SpanNet(self.scale, self.head.out_channels, self.mean.shape[1], len(self.blocks),
+                        self.img_range, conditions)
+        state = self.state_dict()
+        head = torch.zeros_like(grown.head.weight)
+        head[:, : self.head.in_channels] = state["head.weight"]
+        state["head.weight"] = head
+        grown.load_state_dict(state)
+        return grown.train(self.training)

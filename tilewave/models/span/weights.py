@@ -28,9 +28,12 @@ def save_span(net: SpanNet, path: str, record: dict[str, Any]) -> None:
 
     from safetensors.torch import save_file
 
+    from ..conditions import CONDITIONS
+
     settings = {"scale": net.scale, "features": net.head.out_channels,
-                "channels": net.head.in_channels, "blocks": len(net.blocks),
-                "img_range": float(net.img_range)}
+                "channels": net.mean.shape[1], "blocks": len(net.blocks),
+                "img_range": float(net.img_range),
+                "conditions": list(CONDITIONS[: net.conditions])}
     state = {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}
     tmp = path + ".tmp"
     save_file(state, tmp, metadata={KEY: json.dumps(settings), "record": json.dumps(record)})
@@ -68,6 +71,7 @@ def load_span_file(path: str) -> SpanNet:
 
     settings, _, _ = span_settings(path)
     net = SpanNet(settings["scale"], features=settings["features"], channels=settings["channels"],
-                  blocks=settings["blocks"], img_range=settings["img_range"])
+                  blocks=settings["blocks"], img_range=settings["img_range"],
+                  conditions=len(settings.get("conditions", [])))
     net.load_state_dict(load_file(path))
     return net.eval()

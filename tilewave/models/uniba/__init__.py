@@ -12,11 +12,13 @@ import dataclasses
 import json
 import math
 import os
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ...errors import SettingsError
 from ..base import ModelDescriptor, SamplerSettings, SizeRequirements, TileRequest, TileResult
 from ..entry import ModelEntry
+from ..purposes import CLEAN, SCANS
 from ..safetensors_header import read_header
 from .config import UniBAConfig
 
@@ -36,8 +38,9 @@ SAMPLER_DEFAULTS = SamplerSettings(steps=4, noise=0.0, seed=0)
 NOISE_MAX = 0.1
 
 
-def weights_path(scale: int, diffusion: bool = False) -> str:
-    return os.path.join(HERE, f"uniba_{'diff_' if diffusion else ''}x{scale}.safetensors")
+def weights_path(scale: int, diffusion: bool = False, scan: bool = False) -> str:
+    kind = "diff_" if diffusion else ""
+    return os.path.join(HERE, f"uniba_{kind}x{scale}{'_scan' if scan else ''}.safetensors")
 
 
 def describe(cfg: UniBAConfig, parameters: int = 0) -> ModelDescriptor:
@@ -57,6 +60,7 @@ def describe(cfg: UniBAConfig, parameters: int = 0) -> ModelDescriptor:
         weights=f"tilewave/models/uniba/{os.path.basename(weights_path(cfg.scale))}",
         description=f"UniBA transformer x{cfg.scale}, block attention with KV-cache contexts",
         parameters=parameters,
+        conditions=cfg.conditions,
     )
     if not cfg.diffusion:
         return one_step
@@ -98,6 +102,19 @@ class UniBA:
         net.load_state_dict(load_file(path))
         return cls(net)
 
+    #: The condition channels' values of a conditioned network (None: zeros).
+    condition: list[float] | None = None
+
+    def with_condition(self, given: Mapping[str, object]) -> UniBA:
+        """The same network (shared, not copied) told ``given`` about its input."""
+        import copy
+
+        from ..conditions import levels
+
+        told = copy.copy(self)
+        told.condition = levels(self.descriptor.conditions, given)
+        return told
+
     def to(self, device: torch.device, half: bool = False) -> UniBA:
         self.net.to(device)
         return self
@@ -119,7 +136,12 @@ class UniBA:
 
     def _forward(self, x: torch.Tensor, origin: tuple[int, int], contexts: dict[str, Any]
                  ) -> tuple[torch.Tensor, dict[str, Any]]:
-        return self.net.forward_tile(x, origin, contexts)
+        import torch
+
+        condition = None
+        if self.condition is not None:
+            condition = torch.tensor([self.condition], dtype=x.dtype, device=x.device)
+        return self.net.forward_tile(x, origin, contexts, condition)
 
     def forward_image(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
@@ -187,12 +209,20 @@ def is_uniba_file(path: str) -> bool:
         return False
 
 
-def describe_shipped(scale: int, diffusion: bool = False) -> ModelDescriptor:
+def describe_shipped(scale: int, diffusion: bool = False, scan: bool = False) -> ModelDescriptor:
     """The shipped model's descriptor, read from its file's metadata (no weights loaded)."""
-    path = weights_path(scale, diffusion)
+    path = weights_path(scale, diffusion, scan)
     if not os.path.exists(path):
-        return describe(UniBAConfig(scale=scale, diffusion=diffusion))
-    return describe(*_read_header(path))
+        desc = describe(UniBAConfig(scale=scale, diffusion=diffusion))
+    else:
+        desc = describe(*_read_header(path))
+    if scan:
+        return dataclasses.replace(
+            desc, name=f"uniba-x{scale}-scan", trained_for=SCANS,
+            weights=f"tilewave/models/uniba/{os.path.basename(path)}",
+            description=f"UniBA transformer x{scale} fine-tuned for scans: no sharpened JPEG "
+                        "grid, no range shift")
+    return dataclasses.replace(desc, trained_for=CLEAN, scan_variant=f"uniba-x{scale}-scan")
 
 
 def file_entry(path: str) -> ModelEntry:
@@ -206,12 +236,14 @@ def file_entry(path: str) -> ModelEntry:
                       "UniBA weights file", describe=lambda scale: desc)
 
 
-def load_uniba(scale: int, diffusion: bool = False) -> UniBA:
-    path = weights_path(scale, diffusion)
+def load_uniba(scale: int, diffusion: bool = False, scan: bool = False) -> UniBA:
+    path = weights_path(scale, diffusion, scan)
     if not os.path.exists(path):
-        name = f"uniba-{'diff-' if diffusion else ''}x{scale}"
+        name = f"uniba-{'diff-' if diffusion else ''}x{scale}{'-scan' if scan else ''}"
         raise SettingsError(f"the weights of {name} are missing ({path}); reinstall tilewave")
-    return UniBA.load(path)
+    model = UniBA.load(path)
+    model.descriptor = describe_shipped(scale, diffusion, scan)
+    return model
 
 
 def entries() -> list[ModelEntry]:
@@ -219,4 +251,7 @@ def entries() -> list[ModelEntry]:
                        describe=describe_shipped),
             ModelEntry("uniba-diff-x2", lambda scale: load_uniba(scale, True), (2,), 2,
                        "UniBA bridge sampler x2, multi-step with per-step KV contexts",
-                       describe=lambda scale: describe_shipped(scale, True))]
+                       describe=lambda scale: describe_shipped(scale, True)),
+            ModelEntry("uniba-x2-scan", lambda scale: load_uniba(scale, scan=True), (2,), 2,
+                       "UniBA transformer x2 fine-tuned for JPEG-compressed, noisy and 16-bit scans",
+                       describe=lambda scale: describe_shipped(scale, scan=True))]

@@ -172,7 +172,7 @@ class UniBANet(nn.Module):
         self.cfg = cfg
         c, s, p = cfg.channels, cfg.stem, cfg.patch
         # Unpadded convolutions: a feature never depends on where the window was cut.
-        stem: list[nn.Module] = [nn.Conv2d(c, s, 3)]
+        stem: list[nn.Module] = [nn.Conv2d(c + len(cfg.conditions), s, 3)]
         for _ in range(cfg.stem_layers - 1):
             stem += [nn.GELU(), nn.Conv2d(s, s, 3)]
         self.stem = nn.Sequential(*stem)
@@ -201,6 +201,7 @@ class UniBANet(nn.Module):
         window: torch.Tensor,
         origin: tuple[int, int],
         contexts: dict[str, Any] | None = None,
+        condition: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, Any]]:
         """Upscale the blocks of one tile.
 
@@ -209,23 +210,31 @@ class UniBANet(nn.Module):
         replicated.
         ``origin`` is the tile's top-left pixel in global image coordinates. ``contexts``
         maps ``left``/``top``/``top_left`` to what those neighbours emitted (absent or
-        None outside the image). Returns the ``(N, C, H*s, W*s)`` output and the contexts
-        for ``right``, ``below`` and ``below_right``.
+        None outside the image). ``condition`` ``(N, conditions)`` holds a conditioned
+        network's constant channels (zeros if None). Returns the ``(N, C, H*s, W*s)``
+        output and the contexts for ``right``, ``below`` and ``below_right``.
         """
-        enc = self.encode(window, origin)
+        enc = self.encode(window, origin, condition)
         x, out_ctx = self.transform(enc, enc.tokens, contexts or {})
         return enc.base + self.residual(enc, x), out_ctx
 
-    def encode(self, window: torch.Tensor, origin: tuple[int, int]) -> Encoded:
+    def encode(self, window: torch.Tensor, origin: tuple[int, int],
+               condition: torch.Tensor | None = None) -> Encoded:
         """What a tile computes once from its low-resolution window, whatever follows."""
         cfg = self.cfg
         b, p, n = cfg.block, cfg.patch, cfg.tokens_per_side
         m = cfg.halo
-        _, _, hh, ww = window.shape
+        nw, _, hh, ww = window.shape
         h, w = hh - 2 * m, ww - 2 * m
         nby, nbx = h // b, w // b
         # Centred and scaled pixels (unit-space images sit mostly in 0.2-0.7).
-        feats = self.stem((window - 0.45) * 4.0)  # (N, stem, h + 2b, w + 2b): margin consumed
+        stem_in = (window - 0.45) * 4.0
+        if cfg.conditions:
+            if condition is None:
+                condition = window.new_zeros(nw, len(cfg.conditions))
+            maps = condition.to(window.dtype).view(nw, -1, 1, 1).expand(-1, -1, hh, ww)
+            stem_in = torch.cat([stem_in, maps * 4.0], dim=1)
+        feats = self.stem(stem_in)  # (N, stem, h + 2b, w + 2b): margin consumed
         pixel = feats[..., b : b + h, b : b + w]
         tokens = _blocks(self.embed(pixel), n)  # (N, nby, nbx, T, d)
         lr = self.lr_embed(feats)  # (N, d, (h + 2b)/p, (w + 2b)/p)
@@ -242,6 +251,21 @@ class UniBANet(nn.Module):
         core = window[..., m - 2 : m + h + 2, m - 2 : m + w + 2]  # bicubic needs 2 pixels
         base = bicubic_upscale(core, s)[..., 2 * s : (2 + h) * s, 2 * s : (2 + w) * s]
         return Encoded(pixel, tokens, angles, lr_tokens, lr_angles, base)
+
+    def with_conditions(self, conditions: tuple[str, ...]) -> UniBANet:
+        """This network taking ``conditions`` as more stem input channels, their weights
+        at zero: it computes exactly what it did until training moves them."""
+        from dataclasses import replace
+
+        if conditions == self.cfg.conditions:
+            return self
+        grown = type(self)(replace(self.cfg, conditions=conditions))
+        state = self.state_dict()
+        first = torch.zeros_like(cast(nn.Conv2d, grown.stem[0]).weight)
+        first[:, : self.cfg.channels + len(self.cfg.conditions)] = state["stem.0.weight"]
+        state["stem.0.weight"] = first
+        grown.load_state_dict(state)
+        return grown.train(self.training)
 
     def transform(self, enc: Encoded, x: torch.Tensor, contexts: dict[str, Any],
                   modulation: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, dict[str, Any]]:

@@ -23,6 +23,13 @@ class UniBAConfig:
     stem_layers: int = 4
     #: A multi-step bridge model (``uniba-diff``) rather than one-step regression.
     diffusion: bool = False
+    #: Names of the conditions the stem takes as constant input channels
+    #: (:mod:`tilewave.models.conditions`): ``uniba-x2-scan`` takes the JPEG quality.
+    conditions: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        # JSON gives a list; the frozen configuration keeps a tuple.
+        object.__setattr__(self, "conditions", tuple(self.conditions))
 
     @property
     def tokens_per_side(self) -> int:

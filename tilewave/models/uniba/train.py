@@ -26,6 +26,7 @@ from ...errors import SettingsError
 from ...storage.inputs import open_input
 from ...training.crops import CropSource, augment, pick
 from ...training.finetune import lr_factor
+from ...training.threads import torch_threads
 from .arch import UniBAConfig, UniBANet, count_parameters
 from .bridge import NOISE_MAX, UniBADiffNet
 
@@ -114,8 +115,6 @@ def _bridge_loss(net: UniBADiffNet, lr_img: torch.Tensor, target: torch.Tensor,
 def train(images: Sequence[str], output: str, settings: TrainSettings,
           progress: bool = True) -> dict[str, Any]:
     """Train a UniBA model on ``images`` and write its weights to ``output``."""
-    from tqdm.auto import tqdm
-
     if not images:
         raise SettingsError("give at least one training image")
     if settings.steps is None and settings.minutes is None:
@@ -124,8 +123,15 @@ def train(images: Sequence[str], output: str, settings: TrainSettings,
     cfg = net.cfg
     if settings.crop % cfg.block:
         raise SettingsError(f"--crop must be a multiple of the block size {cfg.block}")
-    if settings.threads:
-        torch.set_num_threads(settings.threads)
+    with torch_threads(settings.threads):
+        return _train(images, output, settings, progress, net, init)
+
+
+def _train(images: Sequence[str], output: str, settings: TrainSettings, progress: bool,
+           net: UniBANet, init: str | None) -> dict[str, Any]:
+    from tqdm.auto import tqdm
+
+    cfg = net.cfg
     rng = random.Random(settings.seed)
     torch.manual_seed(settings.seed)
     sources = [CropSource(open_input(p)) for p in images]
