@@ -37,7 +37,8 @@ def files(tmp_path_factory):
 
 @pytest.mark.parametrize("name", ["--help", "--version", "models", "info png", "info zarr",
                                   "info difficulty", "missing input", "unknown model",
-                                  "output exists", "output under /proc", "too many workers"])
+                                  "output exists", "output under /proc", "too many workers",
+                                  "tune help", "tune a model it cannot", "tune too small"])
 def test_commands_that_need_no_model_import_neither_torch_nor_ray(files, name):
     root, png, store = files
     args = {"--help": ["--help"], "--version": ["--version"], "models": ["models"],
@@ -47,7 +48,11 @@ def test_commands_that_need_no_model_import_neither_torch_nor_ray(files, name):
             "unknown model": ["upscale", png, str(root / "o.zarr"), "--model", "spam-x2"],
             "output exists": ["upscale", png, store],
             "output under /proc": ["upscale", png, "/proc/o.zarr"],
-            "too many workers": ["upscale", png, str(root / "o.zarr"), "--workers", "4096"]}[name]
+            "too many workers": ["upscale", png, str(root / "o.zarr"), "--workers", "4096"],
+            "tune help": ["tune", "--help"],
+            "tune a model it cannot": ["tune", png, "-o", str(root / "t.safetensors"), "--model",
+                                       "realesrgan-x4plus"],
+            "tune too small": ["tune", png, "-o", str(root / "t.safetensors")]}[name]
     modules, done = imported(args, root)
     assert done.returncode in (0, 2), done.stderr[-2000:]
     assert not modules & set(HEAVY), f"{name} imported {sorted(modules & set(HEAVY))}"

@@ -1,7 +1,7 @@
 """tilewave: out-of-core super-resolution for gigapixel images on Ray and Zarr.
 
-Importing the package imports nothing heavy: :func:`upscale`, :func:`ingest_image` and
-:class:`Report` load on first use, so ``import tilewave`` and ``tilewave --help`` are
+Importing the package imports nothing heavy: :func:`upscale`, :func:`tune`,
+:func:`ingest_image` and :class:`Report` load on first use, so ``import tilewave`` and ``tilewave --help`` are
 instant.
 """
 
@@ -13,10 +13,10 @@ from ._lazy import lazy_attributes
 
 __version__ = "0.1.0"
 
-__all__ = ["Report", "__version__", "ingest_image", "upscale"]
+__all__ = ["Report", "__version__", "ingest_image", "tune", "upscale"]
 
 if TYPE_CHECKING:
-    from .api import Report, ingest_image, upscale
+    from .api import Report, ingest_image, tune, upscale
 
 __getattr__ = lazy_attributes(__name__, {"Report": ".api", "ingest_image": ".api",
-                                         "upscale": ".api"})
+                                         "tune": ".api", "upscale": ".api"})

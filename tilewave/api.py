@@ -14,7 +14,7 @@ from .pipeline.job_plan import DEFAULT_TILE, Executor, Options
 from .storage import location
 from .storage.arrays import ArraySpec
 
-__all__ = ["DEFAULT_TILE", "Report", "ingest_image", "upscale"]
+__all__ = ["DEFAULT_TILE", "Report", "ingest_image", "tune", "upscale"]
 
 
 def upscale(
@@ -129,3 +129,56 @@ def ingest_image(input: str | os.PathLike[str], store: str | os.PathLike[str], *
     else:
         check_creatable(store, "store")
     return ingest(image, store, chunk=chunk, progress=progress)
+
+
+def tune(input: str | os.PathLike[str], output: str | os.PathLike[str], *,
+         model: str = "span-x2-scan", minutes: float | None = 10.0, steps: int | None = None,
+         batch: int = 8, lr: float = 5e-5, seed: int = 0, executor: Executor = "ray",
+         address: str | None = None, resume: bool = False, overwrite: bool = False,
+         progress: bool = True, exclude: tuple[int, int, int, int] | None = None) -> dict:
+    """Fine-tune ``model`` on the image ``input`` itself and write the weights to ``output``
+    (a ``.safetensors`` file that ``upscale(model=output)`` runs); returns the training
+    record. See :mod:`tilewave.training.tune` for what it learns from and how it keeps
+    from doing worse than ``model``.
+
+    The budget is ``minutes`` of training or ``steps`` (whichever ends first). It runs on a
+    Ray worker (a GPU if the cluster has one; a local instance unless ``address``), or in
+    this process with ``executor="local"``. A checkpoint beside ``output``
+    (``OUTPUT.ckpt``) lets an interrupted run continue with ``resume``. ``exclude``
+    ``(y0, y1, x0, x1)`` is a region of the input never read, to measure the result on.
+    """
+    from .pipeline.job import Progress, check_apart
+    from .storage.inputs import open_input
+    from .training.tune import TuneSettings, check_input, check_output, check_tunable
+
+    input, output = os.fspath(input), os.fspath(output)
+    if executor not in ("ray", "local"):
+        raise SettingsError(f"executor must be 'ray' or 'local', not {executor!r}")
+    if executor == "local" and address:
+        raise SettingsError("--local tunes in this process; drop --address")
+    if minutes is None and steps is None:
+        raise SettingsError("give --minutes or --steps (or both) to bound the tuning")
+    if minutes is not None and not 0 < minutes < float("inf"):
+        raise SettingsError(f"--minutes must be a positive number, not {minutes:g}")
+    image = open_input(input)
+    check_apart(image.path, output)
+    margin = check_tunable(model)
+    check_input(image, margin)
+    check_output(output, overwrite, resume)
+    settings = TuneSettings(model=model, minutes=minutes, steps=steps, batch=batch, lr=lr,
+                            seed=seed, exclude=exclude)
+    say = Progress(progress).say
+    from .training.progress import progress_bar
+
+    report, close = progress_bar("tune", progress)
+    try:
+        if executor == "local":
+            from .training.tune import tune_weights
+
+            say(f"tuning {model} in this process")
+            return tune_weights(input, output, settings, report)
+        from .actors.tuner import run_on_ray
+
+        return run_on_ray(input, output, settings, address, report, say)
+    finally:
+        close()

@@ -49,6 +49,14 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _positive_float(text: str) -> float:
+    """An argparse type: a finite number above 0."""
+    value = _non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("0 must be more than 0")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tilewave", description="Out-of-core super-resolution for gigapixel images.")
@@ -189,6 +197,30 @@ def _parser() -> argparse.ArgumentParser:
                     help="train a multi-step bridge model like uniba-diff-x2: its added layers "
                     "start at zero, so training starts from the --init model")
     tr.add_argument("--quiet", action="store_true")
+
+    tu = sub.add_parser("tune", help="fine-tune a model on your own scan",
+                        description="Fine-tune a model on INPUT itself (self-supervised: crops "
+                        "of the scan are the targets, their inputs are made the way the scan "
+                        "was, downscaled x2 and re-compressed at its own JPEG quality) and "
+                        "write weights that `tilewave upscale --model OUTPUT` runs. A strip "
+                        "of the scan is held out: the weights that do best on it, the base "
+                        "model's included, are written, so the result is never worse there.")
+    tu.add_argument("input")
+    tu.add_argument("-o", "--output", required=True, help="weights file to write (.safetensors)")
+    tu.add_argument("--model", default="span-x2-scan",
+                    help="model to start from: span-x2-scan (default), span-x2, uniba-x2-scan, "
+                    "uniba-x2, or a weights file tune wrote")
+    tu.add_argument("--minutes", type=_positive_float, default=10.0,
+                    help="training time (default: 10)")
+    tu.add_argument("--steps", type=_positive, help="stop after this many steps (as well)")
+    tu.add_argument("--seed", type=int, default=0)
+    tu.add_argument("--address", help="Ray cluster address (default: start a local instance)")
+    tu.add_argument("--local", action="store_true", help="tune in this process, without Ray")
+    tu.add_argument("--resume", action="store_true",
+                    help="continue an interrupted tune from its checkpoint (OUTPUT.ckpt)")
+    tu.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
+    tu.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    tu.add_argument("--json", action="store_true", help="print the training record as JSON")
 
     vw = sub.add_parser("view", help="look at an output, beside its input, in a browser",
                         description="Serve a page on 127.0.0.1 that shows the OME-Zarr output "
@@ -435,7 +467,25 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"upscale": _cmd_upscale, "ingest": _cmd_ingest, "info": _cmd_info,
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from .api import tune
+
+    record = tune(args.input, args.output, model=args.model, minutes=args.minutes, steps=args.steps,
+                  seed=args.seed, executor="local" if args.local else "ray", address=args.address,
+                  resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+    if args.json:
+        print(json.dumps(record))
+    elif not args.quiet:
+        start, best, gain = record["start_score"], record["best_score"], record["held_out_gain_db"]
+        verdict = (f"{start:.2f} -> {best:.2f} dB ({gain:+.2f} dB)" if gain > 0 else
+                   f"no better than {record['tuned_from']} ({start:.2f} dB): its own weights were written")
+        print(f"wrote {args.output}: {record['tuned_from']} tuned for {record['wall_seconds']:.0f} s "
+              f"({record['steps']} steps); on the held-out strip of the scan {verdict}. "
+              f"Run it with: tilewave upscale {args.input} OUTPUT --model {args.output}")
+    return 0
+
+
+COMMANDS = {"upscale": _cmd_upscale, "tune": _cmd_tune, "ingest": _cmd_ingest, "info": _cmd_info,
             "models": _cmd_models, "export": _cmd_export, "demo": _cmd_demo, "train": _cmd_train,
             "view": _cmd_view}
 
