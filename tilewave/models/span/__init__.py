@@ -89,7 +89,7 @@ def describe_scan(scale: int) -> ModelDescriptor:
         raise SettingsError(f"the weights of span-x2-scan are missing ({SCAN_WEIGHTS}); "
                             "reinstall tilewave")
     return describe_file(SCAN_WEIGHTS, "span-x2-scan",
-                         "SPAN x2 fine-tuned for scans: no sharpened JPEG grid, no range shift")
+                         "SPAN x2 fine-tuned for scans: no sharpened JPEG grid (exact levels: --consistent)")
 
 
 def load_file(path: str, descriptor: ModelDescriptor) -> RGBNetModel:

@@ -221,7 +221,7 @@ def describe_shipped(scale: int, diffusion: bool = False, scan: bool = False) ->
             desc, name=f"uniba-x{scale}-scan", trained_for=SCANS,
             weights=f"tilewave/models/uniba/{os.path.basename(path)}",
             description=f"UniBA transformer x{scale} fine-tuned for scans: no sharpened JPEG "
-                        "grid, no range shift")
+                        "grid (exact levels: --consistent)")
     return dataclasses.replace(desc, trained_for=CLEAN, scan_variant=f"uniba-x{scale}-scan")
 
 
