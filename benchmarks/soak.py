@@ -206,7 +206,8 @@ def soak_mode(mode: str, src: Path, work: Path, cluster: Any, nodes: list[Any], 
             if outcome.sessions > chaos.driver_kills + 10:
                 raise RuntimeError(f"{mode}: the job did not finish in {outcome.sessions} "
                                    f"sessions: {outcome.notes}")
-            extra = ["--resume"] if outcome.sessions else []
+            # A session killed before it made the output left nothing to resume.
+            extra = ["--resume"] if outcome.sessions and os.path.exists(out) else []
             outcome.sessions += 1
             with open(log, "w") as err, open(log.with_suffix(".json"), "w") as report_file:
                 proc = subprocess.Popen(_cli(src, out, args, cluster.address, extra),

@@ -51,6 +51,36 @@ def test_overwrite_never_deletes_a_plain_file(tmp_path):
     assert notes.read_text() == "keep me"
 
 
+@pytest.mark.parametrize("name", ["out.png", "OUT.JPG", "scan.jpeg"])
+def test_an_output_named_as_a_flat_image_is_refused_not_made_a_folder(tmp_path, name):
+    src = zarr_input(tmp_path / "in.zarr", random_image((3, 20, 20), "uint8"))
+    stem = os.path.splitext(name)[0]
+    with pytest.raises(SettingsError, match=rf"names a .* image, which tilewave does not write; "
+                       rf"name it .*{stem}\.zarr \(OME-Zarr\) or .*{stem}\.tif"):
+        tilewave.upscale(src, tmp_path / name, executor="local", progress=False)
+    assert not (tmp_path / name).exists()
+
+
+def test_resume_with_nothing_to_resume_says_so_before_it_starts(tmp_path):
+    src = zarr_input(tmp_path / "in.zarr", random_image((3, 20, 20), "uint8"))
+    for name, model in (("typo.zarr", "bicubic"), ("typo.tif", "bicubic"), ("c.zarr", "bicubic:2,bicubic:2")):
+        with pytest.raises(ResumeMismatchError, match=r"nothing to resume: .* does not exist \(nor "
+                           r"any stage of it\); check the path, or drop --resume"):
+            tilewave.upscale(src, tmp_path / name, model=model, resume=True, executor="local",
+                             progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.zarr"]
+    # A cascade killed in its first stage has only that stage's store: that resumes.
+    out = tmp_path / "c.zarr"
+    tilewave.upscale(src, out, model="bicubic:2,bicubic:2", executor="local", progress=False,
+                     keep_stages=True)
+    import shutil
+
+    shutil.rmtree(out)
+    report = tilewave.upscale(src, out, model="bicubic:2,bicubic:2", resume=True,
+                              executor="local", progress=False)
+    assert report.tiles > 0 and out.exists()
+
+
 def test_context_models_keep_their_own_halo(tmp_path):
     src = zarr_input(tmp_path / "in.zarr", random_image((1, 20, 20), "float32"))
     with pytest.raises(SettingsError, match="drop --halo"):

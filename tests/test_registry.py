@@ -65,6 +65,15 @@ def test_an_unknown_name_suggests_the_closest_and_lists_the_rest():
     assert "\n" not in message
 
 
+def test_an_existing_file_that_is_not_weights_is_named_as_such(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.tif").write_text("not weights")
+    for typed in ("notes.tif", str(tmp_path / "notes.tif")):
+        with pytest.raises(SettingsError, match=r"is a file but not model weights; give weights "
+                           r"\(\.pth, .*\.safetensors\)"):
+            get_entry(typed)
+
+
 def test_an_unknown_name_far_from_all_has_no_suggestion():
     with pytest.raises(UnknownModelError, match="unknown model 'no-such-model'") as info:
         canonical_name("no-such-model")

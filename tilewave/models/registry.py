@@ -91,6 +91,12 @@ def _registered(name: str) -> ModelEntry:
     try:
         return models[normalise(name)]
     except KeyError:
+        if os.path.isfile(name):
+            from .user_weights import EXTENSIONS
+
+            raise SettingsError(f"--model {name!r} is a file but not model weights; give weights "
+                                f"({', '.join(EXTENSIONS)}), a model name (see `tilewave "
+                                "models`) or an upscaler folder") from None
         if os.sep in name or name.startswith("."):
             # A path, not a name: say so rather than suggest names.
             raise SettingsError(f"--model {name!r} does not exist; give a model name (see "

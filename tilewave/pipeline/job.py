@@ -229,6 +229,10 @@ def prepare(input_path: str, output: str, options: Options) -> tuple[InputImage,
                         plan.export.quality, 512, image.dtype, image.channels, image.metadata)
     for planned in plan.stages:
         _check_store(planned.output, options)
+    if options.resume and not any(location.exists(s.output) for s in plan.stages):
+        # A mistyped output would otherwise start a whole new job without a word.
+        raise ResumeMismatchError(f"nothing to resume: {output!r} does not exist (nor any stage "
+                                  "of it); check the path, or drop --resume to start the job")
     _check_cluster(plan)
     return image, plan
 

@@ -8,6 +8,7 @@ cannot run is refused before anything starts.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
@@ -22,6 +23,8 @@ from .plan import TileGrid
 Executor = Literal["ray", "local"]
 DEFAULT_TILE = 256
 TIFF_SUFFIXES = (".tif", ".tiff")
+#: Flat image formats an output is never written as (a gigapixel output does not fit one).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
 
 
 def depends_on_neighbours(mode: str, overlap: int) -> bool:
@@ -190,6 +193,11 @@ def _check_runner(options: Options) -> Executor:
 
 def _export_step(output: str, options: Options) -> tuple[str, ExportStep | None]:
     """Where the last stage writes, and the export that follows it, if any."""
+    if output.lower().rstrip("/").endswith(IMAGE_SUFFIXES):
+        stem, suffix = os.path.splitext(output.rstrip("/"))
+        raise SettingsError(f"output {output!r} names a {suffix[1:].upper()} image, which tilewave "
+                            f"does not write; name it {stem}.zarr (OME-Zarr) or {stem}.tif "
+                            "(pyramidal TIFF)")
     if not output.lower().endswith(TIFF_SUFFIXES):
         if options.tiff_format or options.compression:
             raise SettingsError("--format and --compression apply to a .tif/.tiff output; "
