@@ -211,6 +211,7 @@ def prepare(input_path: str, output: str, options: Options) -> tuple[InputImage,
     compression = image.compression
     facts = ImageFacts(image.height, image.width, image.channels,
                        compression.quality if compression and compression.lossy_jpeg else None)
+    check_apart(image.path, output)  # first: of all refusals, the one that guards the input
     plan = plan_job(output, options, facts, stages, descriptors)
     check_apart(image.path, plan.output)
     if plan.export is not None:
