@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ._lazy import lazy_attributes
+from ._lazy import lazy_attributes, lazy_dir
 
 __version__ = "0.1.0"
 
@@ -18,5 +18,6 @@ __all__ = ["Report", "__version__", "ingest_image", "tune", "upscale"]
 if TYPE_CHECKING:
     from .api import Report, ingest_image, tune, upscale
 
-__getattr__ = lazy_attributes(__name__, {"Report": ".api", "ingest_image": ".api",
-                                         "tune": ".api", "upscale": ".api"})
+_LAZY = {"Report": ".api", "ingest_image": ".api", "tune": ".api", "upscale": ".api"}
+__getattr__ = lazy_attributes(__name__, _LAZY)
+__dir__ = lazy_dir(globals(), _LAZY)

@@ -20,3 +20,13 @@ def lazy_attributes(package: str, where: Mapping[str, str]) -> Callable[[str], A
         return getattr(importlib.import_module(module, package), name)
 
     return __getattr__
+
+
+def lazy_dir(namespace: Mapping[str, Any], where: Mapping[str, str]) -> Callable[[], list[str]]:
+    """A module ``__dir__`` that lists the lazy names beside the loaded ones, so
+    ``dir(tilewave)`` and completion show ``upscale`` before its first use."""
+
+    def __dir__() -> list[str]:
+        return sorted(set(namespace) | set(where))
+
+    return __dir__

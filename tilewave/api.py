@@ -6,53 +6,33 @@ Both are thin: :func:`upscale` gathers its options and hands them to
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
+from dataclasses import fields
+from typing import Any
 
-from .errors import OutputExistsError, SettingsError
+from .errors import OutputExistsError, SettingsError, TilewaveError
+from .options import DEFAULT_TILE, FLAGS_GIVEN, Executor, Options, from_keywords, in_python_terms
 from .pipeline.job import Report, check_replaceable, run_job
-from .pipeline.job_plan import DEFAULT_TILE, Executor, Options
 from .storage import location
 from .storage.arrays import ArraySpec
 
-__all__ = ["DEFAULT_TILE", "Report", "ingest_image", "tune", "upscale"]
+__all__ = ["DEFAULT_TILE", "Options", "Report", "ingest_image", "tune", "upscale"]
 
 
-def upscale(
-    input: str | os.PathLike[str],
-    output: str | os.PathLike[str],
-    *,
-    scale: int | None = None,
-    model: str = "bicubic",
-    tile: int = DEFAULT_TILE,
-    mode: str | None = None,
-    halo: int | None = None,
-    overlap: int | None = None,
-    ramp: str = "cosine",
-    workers: int | None = None,
-    address: str | None = None,
-    resume: bool = False,
-    overwrite: bool = False,
-    executor: Executor = "ray",
-    progress: bool = True,
-    tiff_format: str | None = None,
-    compression: str | None = None,
-    quality: int = 90,
-    adaptive: bool = False,
-    keep_stages: bool = False,
-    steps: int | None = None,
-    noise: float | None = None,
-    seed: int | None = None,
-    batch: int | None = None,
-    prompt: str | None = None,
-    negative_prompt: str | None = None,
-    guidance: float | None = None,
-    noise_level: int | None = None,
-    early_stop: float | None = None,
-    nodata: float | None = None,
-    durable: bool = True,
-    verify: bool = False,
-    consistent: bool = False,
-) -> Report:
+@contextlib.contextmanager
+def _python_terms() -> Iterator[None]:
+    """Errors say ``overwrite=True`` to a caller who passed keywords, not ``--overwrite``."""
+    try:
+        yield
+    except TilewaveError as exc:
+        if not FLAGS_GIVEN.get() and exc.args and isinstance(exc.args[0], str):
+            exc.args = (in_python_terms(exc.args[0]), *exc.args[1:])
+        raise
+
+
+def upscale(input: str | os.PathLike[str], output: str | os.PathLike[str], **options: Any) -> Report:
     """Upscale ``input`` into the OME-Zarr image ``output``, out of core.
 
     ``tile`` is in input pixels; each tile's output (``tile * scale`` square) is one
@@ -99,15 +79,17 @@ def upscale(
     ``scale`` x ``scale`` block of the output equals the input pixel under it, exactly
     (integers) or to float rounding (float32); see :mod:`tilewave.pipeline.consistency`.
     """
-    options = Options(model, scale, tile, mode, halo, overlap, ramp, workers, address, executor,
-                      resume, overwrite, progress, adaptive, keep_stages, tiff_format,
-                      compression, quality, steps=steps, noise=noise, seed=seed, batch=batch,
-                      prompt=prompt, negative_prompt=negative_prompt, guidance=guidance,
-                      noise_level=noise_level, early_stop=early_stop, nodata=nodata,
-                      durable=durable, verify=verify, consistent=consistent)
+    return run_upscale(input, output, from_keywords("upscale", options))
+
+
+@_python_terms()
+def run_upscale(input: str | os.PathLike[str], output: str | os.PathLike[str],
+                options: Options) -> Report:
+    """:func:`upscale` with its options gathered in an :class:`Options`."""
     return run_job(os.fspath(input), os.fspath(output), options)
 
 
+@_python_terms()
 def ingest_image(input: str | os.PathLike[str], store: str | os.PathLike[str], *, chunk: int = 512,
                  overwrite: bool = False, progress: bool = True) -> ArraySpec:
     """Copy ``input`` into a chunked ``(c, y, x)`` Zarr v3 array at ``store``."""
@@ -131,6 +113,7 @@ def ingest_image(input: str | os.PathLike[str], store: str | os.PathLike[str], *
     return ingest(image, store, chunk=chunk, progress=progress)
 
 
+@_python_terms()
 def tune(input: str | os.PathLike[str], output: str | os.PathLike[str], *,
          model: str = "span-x2-scan", minutes: float | None = 10.0, steps: int | None = None,
          batch: int = 8, lr: float = 5e-5, seed: int = 0, executor: Executor = "ray",
@@ -182,3 +165,13 @@ def tune(input: str | os.PathLike[str], output: str | os.PathLike[str], *,
         return run_on_ray(input, output, settings, address, report, say)
     finally:
         close()
+
+
+def _options_doc() -> str:
+    lines = [f"    ``{f.name}`` (default ``{f.default!r}``): {f.metadata['help']}"
+             for f in fields(Options)]
+    return ("\n\n    Keyword options (the fields of :class:`~tilewave.options.Options`, the flags "
+            "of ``tilewave upscale``)::\n\n" + "\n".join(lines) + "\n")
+
+
+upscale.__doc__ = (upscale.__doc__ or "") + _options_doc()

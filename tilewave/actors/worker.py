@@ -56,6 +56,10 @@ class TileWorker:
             model = load_model(job.model, job.scale, job.sampler)
             if job.condition is not None:
                 model = model.with_condition(job.condition)
+            if job.mode != "context" and not model.descriptor.positional:
+                from ..models.bandwise import Bandwise
+
+                model = Bandwise(model)  # any number of bands (a satellite stack)
         if model.descriptor.positional and device.type == "cpu":
             # Its output promises the same bytes for any --workers, and a float reduction
             # split over more threads rounds differently (by about 1e-6, enough to flip a

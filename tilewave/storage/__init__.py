@@ -4,17 +4,19 @@ zarr and dask."""
 
 from __future__ import annotations
 
-from .._lazy import lazy_attributes
+from .._lazy import lazy_attributes, lazy_dir
 
 __all__ = [
     "ArrayReader", "ArraySpec", "ArrayWriter", "ContextStore", "InputImage", "Ledger",
-    "PersistedContext", "SUPPORTED_CHANNELS", "SUPPORTED_DTYPES", "create_output", "ingest",
+    "PersistedContext", "SUPPORTED_DTYPES", "create_output", "ingest",
     "lazy_pixels", "open_input",
 ]
 
-__getattr__ = lazy_attributes(__name__, {
+_LAZY = {
     "ArrayReader": ".arrays", "ArraySpec": ".arrays", "ArrayWriter": ".arrays",
-    "ingest": ".ingest", "SUPPORTED_CHANNELS": ".inputs", "SUPPORTED_DTYPES": ".inputs",
+    "ingest": ".ingest", "SUPPORTED_DTYPES": ".inputs",
     "InputImage": ".inputs", "lazy_pixels": ".inputs", "open_input": ".inputs",
     "ContextStore": ".job_state", "Ledger": ".job_state", "PersistedContext": ".job_state",
-    "create_output": ".ome"})
+    "create_output": ".ome"}
+__getattr__ = lazy_attributes(__name__, _LAZY)
+__dir__ = lazy_dir(globals(), _LAZY)

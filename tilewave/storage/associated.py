@@ -45,6 +45,37 @@ def read_associated(path: str) -> dict[str, np.ndarray]:
     return found
 
 
+def associated_sizes(path: str) -> dict[str, tuple[int, int]]:
+    """The ``(width, height)`` of each associated image of an input (an Aperio SVS slide)
+    or of a tilewave output, by name, without decoding them; empty where there are none."""
+    if location.isdir(path):
+        try:
+            group = zarr.open_group(path, mode="r")
+        except Exception:  # not a Zarr group: a folder of something else has none
+            return {}
+        if GROUP not in group:
+            return {}
+        sub = cast(zarr.Group, group[GROUP])
+        shapes = {name: cast(zarr.Array, sub[name]).shape for name in NAMES if name in sub}
+        return {name: (int(shape[1]), int(shape[0])) for name, shape in shapes.items()}
+    if location.is_url(path) or not path.lower().endswith((".svs", ".tif", ".tiff", ".ndpi")):
+        return {}
+    import tifffile
+
+    found: dict[str, tuple[int, int]] = {}
+    try:
+        with tifffile.TiffFile(path) as tf:
+            if not tf.is_svs:
+                return {}
+            for series in tf.series[1:]:
+                name = (series.name or "").lower()
+                if name in NAMES and name not in found:
+                    found[name] = (int(series.shape[1]), int(series.shape[0]))
+    except Exception:  # as read_associated: a damaged extra is not the image's fault
+        return {}
+    return {name: found[name] for name in NAMES if name in found}
+
+
 def write_associated(store: str, images: dict[str, np.ndarray]) -> None:
     """Keep ``images`` in the output ``store`` (replacing any kept before)."""
     if not images:

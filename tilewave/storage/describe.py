@@ -41,6 +41,11 @@ def describe(path: str) -> dict[str, Any]:
         facts["nodata"] = meta["nodata"]
     if "channel_names" in meta:
         facts["channel names"] = ", ".join(meta["channel_names"])
+    from .associated import associated_sizes
+
+    extras = associated_sizes(path)
+    if extras:
+        facts["associated"] = ", ".join(f"{name} {w} x {h}" for name, (w, h) in extras.items())
     if location.isdir(path):
         facts.update(_job_facts(path))
     return facts

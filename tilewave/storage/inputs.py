@@ -31,7 +31,6 @@ from .compression import TIFF_COMPRESSION, Compression, jpeg_compression
 from .metadata import well_formed
 
 SUPPORTED_DTYPES = (np.dtype("uint8"), np.dtype("uint16"), np.dtype("float32"))
-SUPPORTED_CHANNELS = (1, 3, 4)
 
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -127,11 +126,8 @@ def check_supported(image: InputImage) -> None:
             f"input {image.path!r} has pixel type {image.dtype}; tilewave supports uint8, "
             "uint16 and float32, so convert it to one of those first"
         )
-    if c not in SUPPORTED_CHANNELS:
-        raise InputError(
-            f"input {image.path!r} has {c} channels; tilewave supports 1 (grey), 3 (RGB) "
-            "or 4 (RGBA), so select or add channels first"
-        )
+    if c < 1:
+        raise InputError(f"input {image.path!r} has no channels; it holds no image")
 
 
 # --------------------------------------------------------------------------- TIFF
@@ -194,10 +190,8 @@ def _open_tiff(path: str) -> InputImage:
         with _tifffile_problems() as problems, location.open_file(path) as fh, \
                 tifffile.TiffFile(fh) as tf:
             if problems:
-                raise InputError(
-                    f"input {path!r} is damaged or truncated ({' '.join(problems[0].split())[:120]}); copy the "
-                    "complete file again"
-                )
+                raise InputError(f"input {path!r} is damaged or truncated ({_problem(problems[0])}); "
+                                 "copy the complete file again")
             if not tf.series:
                 raise InputError(f"input {path!r} is a TIFF without images; it holds no image")
             series = tf.series[0]
@@ -214,6 +208,12 @@ def _open_tiff(path: str) -> InputImage:
             # from the pixel blocks' offsets, rather than inside a worker.
             _probe_tiff(tf, series, path)
             compression = _tiff_compression(tf, page)
+            # Pages after the first are found only now; a file cut after its first image
+            # (a slide's thumbnail, label and macro gone) says so here, not in stderr.
+            cut = [m for m in problems if "page offset" in m]
+            if cut:
+                raise InputError(f"input {path!r} is truncated after its first image "
+                                 f"({_problem(cut[0])}); copy the complete file again")
     except InputError:
         raise
     except ZeroDivisionError:  # tifffile divides by the sizes while parsing
@@ -223,6 +223,11 @@ def _open_tiff(path: str) -> InputImage:
         raise InputError(f"input {path!r} is not a readable TIFF ({_short(exc)}); check the file") from None
     return InputImage(path, fmt, (c, shape_by_axis["y"], shape_by_axis["x"]), dtype,
                       (int(chunks[0]), int(chunks[1])), levels, metadata, compression=compression)
+
+
+def _problem(message: str) -> str:
+    """tifffile's message without the object it names (``<tifffile.TiffPages @1275950>``)."""
+    return " ".join(re.sub(r"<tifffile\.\w+ @\d+>", "", message).split())[:120]
 
 
 def _tiff_compression(tf: Any, page: Any) -> Compression:
@@ -290,6 +295,9 @@ def _tiff_metadata(tf: Any, page: Any) -> tuple[dict[str, Any], str]:
             meta["geokeys"] = {k: (v if isinstance(v, str) else [float(x) if k == "GeoDoubleParamsTag"
                                                                   else int(x) for x in v])
                                for k, v in keys.items()}
+    names = _gdal_band_names(page, int(page.samplesperpixel))
+    if names and "channel_names" not in meta:
+        meta["channel_names"] = names
     # GDAL writes its nodata tag into plain TIFFs too.
     nodata = page.tags.get("GDAL_NODATA")
     if nodata is not None:
@@ -341,6 +349,22 @@ def _ome_xml_metadata(xml: str) -> dict[str, Any]:
     if names and all(names):
         meta["channel_names"] = names
     return meta
+
+
+def _gdal_band_names(page: Any, bands: int) -> list[str] | None:
+    """The band descriptions GDAL keeps in its metadata tag (``<Item name="DESCRIPTION"
+    sample="0" role="description">Blue</Item>``), where every band has one."""
+    tag = page.tags.get(42112)  # GDAL_METADATA
+    if tag is None:
+        return None
+    try:
+        root = ElementTree.fromstring(str(tag.value).strip("\x00 "))
+    except ElementTree.ParseError:
+        return None
+    found = {int(item.get("sample", -1)): (item.text or "").strip() for item in root.iter("Item")
+             if item.get("role") == "description" and (item.get("sample") or "").isdigit()}
+    names = [found.get(i, "") for i in range(bands)]
+    return names if bands > 0 and all(names) else None
 
 
 _GEOKEY_TAGS = {34735: "GeoKeyDirectoryTag", 34736: "GeoDoubleParamsTag", 34737: "GeoAsciiParamsTag"}

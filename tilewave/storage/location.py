@@ -14,6 +14,7 @@ import shutil
 from typing import Any
 
 from ..errors import SettingsError
+from ..install import pip_hint
 
 
 def is_url(path: str) -> bool:
@@ -29,7 +30,7 @@ def filesystem(path: str) -> tuple[Any, str]:
     except ImportError as exc:
         protocol = path.split("://", 1)[0]
         raise SettingsError(f"{protocol}:// paths need an extra package ({exc}); for s3:// "
-                            "install it with: pip install 'tilewave[s3]'") from None
+                            f"install it with: {pip_hint('s3')}") from None
 
 
 def absolute(path: str) -> str:

@@ -324,6 +324,13 @@ def _geotiff_tags(meta: dict[str, Any]) -> list[tuple[int, str, int, Any, bool]]
         tags.append((34737, "s", 0, str(keys["GeoAsciiParamsTag"]), True))
     if "nodata" in meta:
         tags.append((42113, "s", 0, f"{meta['nodata']:g}", True))
+    names = meta.get("channel_names") or []
+    if names:  # GDAL's band descriptions, which QGIS and rasterio show
+        from xml.sax.saxutils import escape
+
+        items = "".join(f'<Item name="DESCRIPTION" sample="{i}" role="description">'
+                        f"{escape(str(n))}</Item>" for i, n in enumerate(names))
+        tags.append((42112, "s", 0, f"<GDALMetadata>{items}</GDALMetadata>", True))
     return tags
 
 
@@ -344,6 +351,26 @@ def _write_extra(tw: Any, name: str, pixels: np.ndarray, reduced_from: tuple[int
     # Labels carry text and barcodes: lossless; the others as scanners store them.
     page["compression"] = "lzw" if name == "label" else "jpeg"
     tw.write(pixels, **page)
+
+
+def written_by_tilewave(path: str) -> bool:
+    """Whether the file at ``path`` is a TIFF this module wrote: the first page's
+    description names tilewave in each kind (slide, OME, GeoTIFF). Only such a file is
+    ever replaced by ``overwrite``."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tf:
+            return "tilewave" in (getattr(tf.pages[0], "description", None) or "")
+    except Exception:  # not a TIFF at all, or a damaged one: not ours to replace
+        return False
+
+
+def check_replaceable_file(path: str) -> None:
+    """Refuse to ``overwrite`` a file tilewave did not write (``notes.tif``)."""
+    if os.path.isfile(path) and not written_by_tilewave(path):
+        raise OutputExistsError(f"{path!r} is a file tilewave did not write; it will not "
+                                "replace it, so choose another path")
 
 
 def export_tiff(
@@ -378,6 +405,7 @@ def export_tiff(
         raise OutputExistsError(f"{dest!r} exists; add --overwrite to replace it")
     if os.path.isdir(dest):
         raise OutputExistsError(f"{dest!r} is a folder; give a file name")
+    check_replaceable_file(dest)
 
     codec = None if compression == "none" else compression
     args: dict[str, Any] = {"tile": (tile, tile), "compression": codec, "maxworkers": 2,

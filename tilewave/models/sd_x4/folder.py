@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ...errors import SettingsError, first_line
+from ...install import pip_hint
 
 if TYPE_CHECKING:
     import torch
@@ -34,7 +35,7 @@ SCHEDULERS = {"DDIMScheduler": 0.0, "DDPMScheduler": 1.0}
 _WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin",
             "model.safetensors", "pytorch_model.bin")
 _VARIANT = "fp16"
-EXTRA = "pip install 'tilewave[diffusion]'"
+EXTRA = pip_hint("diffusion")
 
 
 def _missing_extra() -> list[str]:
