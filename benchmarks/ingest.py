@@ -73,7 +73,7 @@ def mosaic_bands(height: int, width: int, rows: int = CHUNK) -> Iterator[np.ndar
         return band
 
     band: np.ndarray | None = None
-    for y, x, block in _astronaut_tiles(height, rows, width):
+    for _y, x, block in _astronaut_tiles(height, rows, width):
         if x == 0:
             if band is not None:
                 yield noisy(band)

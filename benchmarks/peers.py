@@ -178,8 +178,8 @@ def _dask_upscale(input_path: str, output_path: str, model: Any, grid: Any, thre
         row, col = block_info[0]["chunk-location"][1:]  # type: ignore[index]
         written: list[np.ndarray] = []
         # The block is the tile's read window (depth = halo, no boundary padding).
-        setup = TileSetup(grid, "halo", model, lambda _window: block,
-                          lambda _y, _x, core: written.append(core))
+        setup = TileSetup(grid=grid, mode="halo", model=model, read=lambda _window: block,
+                          write=lambda _y, _x, core: written.append(core))
         process_tile(setup, row, col)
         return written[0]
 

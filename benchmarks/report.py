@@ -133,7 +133,7 @@ def plot_throughput(speed: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def targets(memory: dict[str, Any] | None, speed: dict[str, Any] | None) -> list[dict[str, Any]]:
+def targets(memory: dict[str, Any] | None, speed: dict[str, Any] | None) -> list[dict[str, Any]]:  # noqa: C901
     """Each target of the benchmark: what was measured and whether it was met."""
     rows: list[dict[str, Any]] = []
 

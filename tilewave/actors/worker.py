@@ -94,12 +94,12 @@ class TileWorker:
             forward = Batcher(run, self.batch)
         self.name = f"{socket.gethostname()}:{os.getpid()}:{device}"
         self.setup = TileSetup(
-            job.grid, job.mode, model, lambda w: reader().read(*w), writer.write,
-            keep if store is not None else None, job.ramp, device, half,
-            Bicubic(job.scale) if job.adaptive else None, job.nodata,
-            job.input_path or job.source.path, self.name,
-            lambda work: self._computing.submit(work).result(), forward,
-            job.sampler.steps if job.sampler else None)
+            grid=job.grid, mode=job.mode, model=model, read=lambda w: reader().read(*w),
+            write=writer.write, keep=keep if store is not None else None, ramp=job.ramp,
+            device=device, half=half, cheap=Bicubic(job.scale) if job.adaptive else None,
+            nodata=job.nodata, input_name=job.input_path or job.source.path, worker=self.name,
+            compute=lambda work: self._computing.submit(work).result(), forward=forward,
+            steps=job.sampler.steps if job.sampler else None)
 
         self.pyramid = None
         if job.pyramid is not None:

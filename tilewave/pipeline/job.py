@@ -45,7 +45,7 @@ from .cascade import plan_stages
 from .job_plan import ImageFacts, JobPlan, StagePlan, plan_job
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Report:
     """What a call to :func:`tilewave.upscale` did."""
 
@@ -210,8 +210,9 @@ def prepare(input_path: str, output: str, options: Options) -> tuple[InputImage,
             require_wheel(requires, stage.model)
     descriptors = [describe_model(s.model, s.scale) for s in stages]
     compression = image.compression
-    facts = ImageFacts(image.height, image.width, image.channels,
-                       compression.quality if compression and compression.lossy_jpeg else None)
+    facts = ImageFacts(height=image.height, width=image.width, channels=image.channels,
+                       jpeg_quality=(compression.quality if compression and compression.lossy_jpeg
+                                     else None))
     check_apart(image.path, output)  # first: of all refusals, the one that guards the input
     plan = plan_job(output, options, facts, stages, descriptors)
     check_apart(image.path, plan.output)
@@ -424,12 +425,14 @@ class StageRun:
         if stage.consistency and self.guide is not None:
             guide, copy_guide = self.guide_source()
             copies += [(self.guide, guide, self.guide_tile)] if copy_guide else []
-        job = TileJob(stage.model, stage.scale, grid, stage.mode, stage.ramp,
-                      source, f"{self.store}/0",
-                      location.absolute(self.store) if stage.dependent else None,
-                      self.image.path, stage.adaptive, self.output_metadata.get("nodata"),
-                      stage.sampler, pyramid if pyramid.levels else None, self.options.batch,
-                      self.options.durable, guide, stage.guide_scale, stage.condition)
+        job = TileJob(model=stage.model, scale=stage.scale, grid=grid, mode=stage.mode,
+                      ramp=stage.ramp, source=source, output_array=f"{self.store}/0",
+                      contexts_in=location.absolute(self.store) if stage.dependent else None,
+                      input_path=self.image.path, adaptive=stage.adaptive,
+                      nodata=self.output_metadata.get("nodata"), sampler=stage.sampler,
+                      pyramid=pyramid if pyramid.levels else None, batch=self.options.batch,
+                      durable=self.options.durable, guide=guide, guide_scale=stage.guide_scale,
+                      condition=stage.condition)
         ledger = Ledger(self.store)
         result.verified, result.repaired = self.check_recorded(ledger, pyramid)
         location.write_bytes(self.running_marker, f"{os.getpid()}\n".encode(), durable=True)
@@ -641,18 +644,22 @@ def _report(plan: JobPlan, image: InputImage, results: list[StageResult], second
     grid = last.grid
     model = (models[0].model if len(models) == 1
              else " then ".join(f"{s.model} x{s.scale}" for s in models))
-    return Report(output, output if plan.export else f"{last.output}/0",
-                  (image.channels, *grid.out_shape), str(image.dtype), model, plan.scale,
-                  models[-1].mode, sum(s.grid.count for s in plan.stages),
-                  sum(r.tiles_run for r in results), seconds,
-                  max(r.workers for r in results), plan.executor,
-                  sum(r.tiles_cheap for r in results), sum(r.tile_seconds for r in results),
-                  sum(r.pyramid_seconds for r in results),
-                  next((s.sampler.as_dict() for s in plan.stages if s.sampler), None),
-                  max(r.processes for r in results), sum(r.steps_run for r in results),
-                  sum(r.steps_total for r in results), sum(r.verified for r in results),
-                  sum(r.repaired for r in results), sum(r.retried for r in results),
-                  last.consistency)
+    return Report(output=output, array=output if plan.export else f"{last.output}/0",
+                  shape=(image.channels, *grid.out_shape), dtype=str(image.dtype), model=model,
+                  scale=plan.scale, mode=models[-1].mode,
+                  tiles=sum(s.grid.count for s in plan.stages),
+                  tiles_run=sum(r.tiles_run for r in results), seconds=seconds,
+                  workers=max(r.workers for r in results), executor=plan.executor,
+                  tiles_cheap=sum(r.tiles_cheap for r in results),
+                  tile_seconds=sum(r.tile_seconds for r in results),
+                  pyramid_seconds=sum(r.pyramid_seconds for r in results),
+                  sampler=next((s.sampler.as_dict() for s in plan.stages if s.sampler), None),
+                  processes=max(r.processes for r in results),
+                  steps_run=sum(r.steps_run for r in results),
+                  steps_total=sum(r.steps_total for r in results),
+                  verified=sum(r.verified for r in results),
+                  repaired=sum(r.repaired for r in results),
+                  retried=sum(r.retried for r in results), consistent=last.consistency)
 
 
 def scan_hint(image: InputImage, plan: JobPlan) -> str | None:

@@ -32,7 +32,7 @@ def depends_on_neighbours(mode: str, overlap: int) -> bool:
     return mode == "context" or (mode == "blend" and overlap > 0)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ImageFacts:
     """What planning needs to know about the input image."""
 
@@ -43,7 +43,7 @@ class ImageFacts:
     jpeg_quality: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class StagePlan:
     """One out-of-core pass: ``model`` at ``scale`` from the previous stage (or the input)
     into the OME-Zarr store ``output``."""
@@ -95,7 +95,7 @@ class StagePlan:
                 **(self.sampler.as_dict() if self.sampler else {})}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ExportStep:
     """Write the last stage's store as the TIFF ``file``, then remove the store."""
 
@@ -106,7 +106,7 @@ class ExportStep:
     quality: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class JobPlan:
     """Stages to run in order, then an optional export."""
 
@@ -159,8 +159,8 @@ def _export_step(output: str, options: Options) -> tuple[str, ExportStep | None]
         raise SettingsError(f"a TIFF output is written to a local file, not {output!r}; write "
                             "the OME-Zarr output there and `tilewave export` it locally")
     store = output + ".zarr"  # kept until the export succeeds, so --resume works
-    return store, ExportStep(store, output, options.tiff_format, options.compression,
-                             options.quality)
+    return store, ExportStep(store=store, file=output, kind=options.tiff_format,
+                             compression=options.compression, quality=options.quality)
 
 
 def _stage(index: int, stage: Stage, desc: ModelDescriptor, facts: ImageFacts,
@@ -216,9 +216,9 @@ def _stage(index: int, stage: Stage, desc: ModelDescriptor, facts: ImageFacts,
     grid = TileGrid(facts.height, facts.width, tile, stage.scale, halo, overlap)
     condition = ({name: facts.jpeg_quality for name in desc.conditions}
                  if desc.conditions else None)
-    return StagePlan(index, model, stage.scale, mode, grid, options.ramp,
-                     output, options.adaptive, _sampler(desc, options), options.nodata,
-                     condition=condition)
+    return StagePlan(index=index, model=model, scale=stage.scale, mode=mode, grid=grid,
+                     ramp=options.ramp, output=output, adaptive=options.adaptive,
+                     sampler=_sampler(desc, options), nodata=options.nodata, condition=condition)
 
 
 def _flag(name: str) -> str:
@@ -284,11 +284,12 @@ def plan_job(output: str, options: Options, facts: ImageFacts, stages: Sequence[
         plan = _stage(i, stage, desc, facts, options, store)
         planned.append(replace(plan, pyramid=i == last))
         # A later stage reads the stage before's output, which no JPEG compressed.
-        facts = ImageFacts(facts.height * stage.scale, facts.width * stage.scale, facts.channels)
+        facts = ImageFacts(height=facts.height * stage.scale, width=facts.width * stage.scale,
+                           channels=facts.channels)
     if options.consistent:
         planned.append(_consistency_stage(planned, last_store))
-    return JobPlan(output, tuple(planned), export, executor, options.workers, options.address,
-                   options.batch)
+    return JobPlan(output=output, stages=tuple(planned), export=export, executor=executor,
+                   workers=options.workers, address=options.address, batch=options.batch)
 
 
 def _consistency_stage(planned: Sequence[StagePlan], output: str) -> StagePlan:
@@ -300,5 +301,5 @@ def _consistency_stage(planned: Sequence[StagePlan], output: str) -> StagePlan:
         total *= stage.scale
     height, width = before.grid.out_shape
     grid = TileGrid(height, width, before.grid.tile * before.scale, 1, MARGIN * total, 0)
-    return StagePlan(len(planned), NAME, 1, "halo", grid, before.ramp, output,
-                     nodata=before.nodata, guide_scale=total, corrects=before.settings())
+    return StagePlan(index=len(planned), model=NAME, scale=1, mode="halo", grid=grid,
+                     ramp=before.ramp, output=output, nodata=before.nodata, guide_scale=total, corrects=before.settings())

@@ -60,7 +60,7 @@ def _resumed_contexts(grid: TileGrid, done: set[Index], contexts: ContextStore,
                 table.put(producer, direction, persisted)
 
 
-def run_tiles(
+def run_tiles(  # noqa: C901
     grid: TileGrid,
     pool: TilePool,
     ledger: Ledger,

@@ -17,7 +17,7 @@ from .pyramid_plan import PyramidPlan
 Index = tuple[int, int]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TileJob:
     """Everything a worker needs to set itself up: names and paths, no pixels."""
 
@@ -45,7 +45,7 @@ class TileJob:
     #: the device's default (:func:`tilewave.actors.device.default_batch`).
     batch: int | None = None
     #: Flush every output chunk to disk before reporting it written (``--durable``).
-    durable: bool = False
+    durable: bool = True
     #: The back-projection stage of ``--consistent``: where the job's input is read, and
     #: how many times smaller it is than this stage's (its ``model`` is then ignored).
     guide: ArraySpec | None = None

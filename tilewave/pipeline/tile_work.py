@@ -38,7 +38,7 @@ Write = Callable[[int, int, np.ndarray], "int | None"]
 Keep = Callable[[Index, Direction, Any], Any]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TileSetup:
     """A loaded model and where its tiles come from and go."""
 

@@ -373,7 +373,7 @@ def check_replaceable_file(path: str) -> None:
                                 "replace it, so choose another path")
 
 
-def export_tiff(
+def export_tiff(  # noqa: C901
     source: str,
     dest: str,
     *,

@@ -142,7 +142,7 @@ def finetune(trainee: Trainee, sampler: PairSampler, settings: FinetuneSettings,
                          report, identity, monitor)
 
 
-def _finetune(trainee: Trainee, sampler: PairSampler, settings: FinetuneSettings, output: str,
+def _finetune(trainee: Trainee, sampler: PairSampler, settings: FinetuneSettings, output: str,  # noqa: C901
               record: dict[str, Any], checkpoint: str | None, validate: Validate | None,
               report: Report | None, identity: dict[str, Any] | None,
               monitor: Callable[[Trainee], dict[str, float]] | None) -> dict[str, Any]:
