@@ -80,8 +80,8 @@ def tile_loop(model: Any, grid: Any, mode: str, read: Callable[[tuple[int, int, 
     from tilewave.pipeline.wavefront import ContextTable
 
     dependent = depends_on_neighbours(mode, grid.overlap)
-    setup = TileSetup(grid, mode, model, read, write,  # type: ignore[arg-type]
-                      keep=(lambda _tile, _direction, value: value) if dependent else None)
+    setup = TileSetup(grid=grid, mode=mode, model=model, read=read,  # type: ignore[arg-type]
+                      write=write, keep=(lambda _tile, _direction, value: value) if dependent else None)
     table: ContextTable[Any] = ContextTable(grid.rows, grid.cols)
     for tile in grid:  # raster order: every tile's neighbours ran before it
         done = process_tile(setup, tile.row, tile.col, table.inbound(tile.index))

@@ -5,7 +5,7 @@ input and seed.
 
 Jobs run through :func:`tilewave.upscale` in this process (``executor="local"``, one
 tile at a time, one torch thread), so seconds are per tile on one core. Without
-``--model`` a tiny random upscaler is built (:mod:`tilewave.models.sd_x4.tiny`): its
+``--model`` a tiny random upscaler is built (``tools/tiny_sd_x4.py``): its
 seconds say what tilewave's own per-tile work costs around a model, not what the real
 UNet costs, and its "quality cost" is the change in output, not a quality measure.
 

@@ -18,8 +18,7 @@ The tiles run in raster order in this process, through the model's own ``forward
 (given no decoded strips, so that its output is its own decode; the feathering is then
 :func:`tilewave.pipeline.blend.blend_core`, as inside the model); a test checks that the
 result equals a Ray job's. Without ``--model`` a tiny random upscaler is built
-(:mod:`tilewave.models.sd_x4.tiny`): its numbers compare the tiling methods, not image
-quality.
+(``tools/tiny_sd_x4.py``): its numbers compare the tiling methods, not image quality.
 
     python benchmarks/sd_seams.py [--model FOLDER] [--steps 12] [--tile 32] [--image 96]
 """
@@ -30,6 +29,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -122,7 +122,7 @@ def by_hand(model, pixels: np.ndarray, tile: int, mode: str, overlap: int = 0,
         if strips.get("left") is None or strips.get("top") is None:
             strips["top_left"] = None
         strips = {k: v for k, v in strips.items() if v is not None}
-        for name, part in strips.items():
+        for part in strips.values():
             region = own[:, : part.shape[1], : part.shape[2]]
             ghosts.append(float(np.abs(region - part).mean()))
         oy0, oy1, ox0, ox1 = grid.out_window(t.core)
@@ -165,14 +165,15 @@ def sample_image(size: int) -> np.ndarray:
 
 
 #: What a record says of the model when no folder is given.
-TINY = "tiny random upscaler (tilewave.models.sd_x4.tiny, seed 0)"
+TINY = "tiny random upscaler (tools/tiny_sd_x4.py, seed 0)"
 
 
 def upscaler_folder(given: str | None, scratch: str) -> str:
     """``given``, or a tiny random upscaler built in ``scratch``."""
     if given is not None:
         return given
-    from tilewave.models.sd_x4.tiny import build_tiny_upscaler
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    from tiny_sd_x4 import build_tiny_upscaler
 
     return build_tiny_upscaler(os.path.join(scratch, "tiny-upscaler"))
 

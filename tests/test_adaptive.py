@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import zarr
-from conftest import shared_file, zarr_input
+from helpers import shared_file, zarr_input
 
 import tilewave
 from tilewave.errors import SettingsError
@@ -79,7 +79,7 @@ def test_adaptive_run_uses_bicubic_on_easy_tiles_and_the_model_elsewhere(tmp_pat
 
 def test_adaptive_is_refused_in_context_mode(tmp_path):
     src = zarr_input(tmp_path / "in.zarr", np.zeros((3, 32, 32), np.uint8))
-    with pytest.raises(SettingsError, match="--adaptive"):
+    with pytest.raises(SettingsError, match="adaptive=True"):
         tilewave.upscale(src, str(tmp_path / "o.zarr"), model="uniba-x2", adaptive=True,
                          executor="local", progress=False)
 

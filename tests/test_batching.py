@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import zarr
-from conftest import zarr_input
+from helpers import zarr_input
 
 import tilewave
 from tilewave.actors.batching import Batcher

@@ -18,7 +18,7 @@ from tilewave.pipeline.tile_compute import reference_upscale
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import peers
-from conftest import zarr_input
+from helpers import zarr_input
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +66,7 @@ def test_dask_refuses_context_models(photo_store, tmp_path):
         peers.run("dask", photo_store, str(tmp_path / "d.zarr"), "uniba-x2", tile=32)
 
 
+@pytest.mark.subprocess
 def test_memory_cap_turns_into_a_reported_failure(tmp_path):
     import json
     import subprocess

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import zarr
-from conftest import zarr_input
+from helpers import zarr_input
 
 import tilewave
 from tilewave.errors import SettingsError
@@ -69,6 +69,6 @@ def test_mixed_stages_and_an_existing_output(photo_input, tmp_path):
     assert report.scale == 8 and zarr.open_array(str(out), path="0").shape == (3, 512, 640)
     from tilewave.errors import OutputExistsError
 
-    with pytest.raises(OutputExistsError, match="--overwrite"):
+    with pytest.raises(OutputExistsError, match="overwrite=True"):
         tilewave.upscale(src, str(out), model="span-x4,bicubic", tile=32, executor="local",
                          progress=False)

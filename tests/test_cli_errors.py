@@ -25,8 +25,11 @@ import pytest
 import tifffile
 import torch
 import zarr
-from conftest import CodeRunningPayload, random_image
+from helpers import CodeRunningPayload, random_image
 from safetensors.torch import save_file
+
+# Every case runs ``python -m tilewave.cli`` as a user would.
+pytestmark = pytest.mark.subprocess
 
 TIMEOUT_S = 240
 PNG_SHAPE = (3, 70, 90)  # (c, h, w): a 3 x 3 grid of 32-pixel tiles

@@ -11,7 +11,10 @@ import sys
 import imagecodecs
 import numpy as np
 import pytest
-from conftest import random_image, zarr_input
+from helpers import random_image, zarr_input
+
+# Each command runs in a fresh interpreter, whose imports are what is measured.
+pytestmark = pytest.mark.subprocess
 
 HEAVY = ("torch", "ray")
 

@@ -13,9 +13,12 @@ import sys
 import numpy as np
 import pytest
 import zarr
-from conftest import zarr_input
+from helpers import zarr_input
 
 import tilewave
+
+# The scenarios run in a process of their own (cluster_scenarios.py).
+pytestmark = pytest.mark.subprocess
 
 HERE = pathlib.Path(__file__).resolve().parent
 

@@ -12,7 +12,7 @@ import imagecodecs
 import numpy as np
 import pytest
 import tifffile
-from conftest import shared_file
+from helpers import shared_file
 from PIL import Image
 
 import tilewave
@@ -84,6 +84,7 @@ def test_the_aperio_slide_is_jpeg_at_quality_30_in_rgb():
     assert (found.kind, found.quality, found.exact, found.colour) == ("JPEG", 30, True, "RGB")
 
 
+@pytest.mark.subprocess
 def test_info_prints_the_compression(tmp_path):
     path = tmp_path / "in.jpg"
     Image.fromarray(photo()).save(path, quality=77)

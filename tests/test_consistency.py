@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import zarr
-from conftest import random_image, run_until_recorded, shared_file, zarr_input
+from helpers import random_image, run_until_recorded, shared_file, zarr_input
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -178,6 +178,7 @@ def test_the_landsat_scene_through_span_keeps_its_radiometry(tmp_path):
     assert np.array_equal(box(upscaled, 2), crop)
 
 
+@pytest.mark.subprocess
 @pytest.mark.ray
 @pytest.mark.slow
 def test_a_killed_consistent_context_run_resumes_to_the_same_bytes(ray_local, tmp_path):

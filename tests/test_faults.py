@@ -19,7 +19,7 @@ import numpy as np
 import psutil
 import pytest
 import zarr
-from conftest import random_image, zarr_input
+from helpers import random_image, zarr_input
 
 import tilewave
 from tilewave.cli import main
@@ -49,6 +49,7 @@ def small_tmpfs(tmp_path):
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
+@pytest.mark.subprocess
 def test_disk_full_during_the_run_is_one_line_and_resumable(tmp_path, small_tmpfs, capsys):
     pixels = random_image((3, 300, 300), "uint8", seed=4)  # noise: incompressible chunks
     src = zarr_input(tmp_path / "in.zarr", pixels)
@@ -68,6 +69,7 @@ def test_disk_full_during_the_run_is_one_line_and_resumable(tmp_path, small_tmpf
     assert looks_complete(moved)
 
 
+@pytest.mark.subprocess
 def test_read_only_output_location_is_one_line(tmp_path, small_tmpfs, capsys):
     subprocess.run(["mount", "-o", "remount,ro", str(small_tmpfs)], check=True)
     src = zarr_input(tmp_path / "in.zarr", random_image((3, 40, 40), "uint8"))
@@ -112,6 +114,7 @@ def _wait_for_ledger(output: pathlib.Path, lines: int, proc: subprocess.Popen, t
     raise AssertionError("the job made no progress")
 
 
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_a_second_job_on_a_running_output_is_refused(tmp_path):
     pixels = (random_image((3, 320, 320), "uint8", seed=1) // 4 + 60).astype(np.uint8)

@@ -47,7 +47,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import SHARED_DATA, zarr_input
+from helpers import SHARED_DATA, zarr_input
+
+# Every case is a ``python -m tilewave.cli`` process.
+pytestmark = pytest.mark.subprocess
 
 SEED = 20240611
 TIME_LIMIT_S = 60

@@ -123,6 +123,7 @@ def _epsg(info: dict) -> int | None:
     return int(codes[0]) if codes else None
 
 
+@pytest.mark.subprocess
 def test_gdal_reads_the_crs_transform_nodata_and_pixels(gdal, tmp_path):
     src = tmp_path / "scene.tif"
     _geotiff(src, 640, 560, nodata=7)
@@ -147,6 +148,7 @@ def test_gdal_reads_the_crs_transform_nodata_and_pixels(gdal, tmp_path):
     np.testing.assert_array_equal(np.moveaxis(through, -1, 0), group["0"][:])
 
 
+@pytest.mark.subprocess
 def test_gdal_opens_the_whole_output_and_lists_every_level(gdal, tmp_path):
     src = tmp_path / "scene.tif"
     _geotiff(src, 640, 560)
@@ -156,6 +158,7 @@ def test_gdal_opens_the_whole_output_and_lists_every_level(gdal, tmp_path):
     assert {"0", "1"} <= set(re.findall(r'SUBDATASET_\d+_NAME=ZARR:".*":/(\w+)', text))
 
 
+@pytest.mark.subprocess
 def test_gdal_puts_a_pixel_is_point_scene_where_the_input_is(gdal, tmp_path):
     src = tmp_path / "point.tif"
     _geotiff(src, 200, 300, point=True)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import zarr
-from conftest import random_image, zarr_input
+from helpers import random_image, zarr_input
 
 import tilewave
 from tilewave.errors import (
@@ -65,7 +65,7 @@ def test_resume_with_nothing_to_resume_says_so_before_it_starts(tmp_path):
     src = zarr_input(tmp_path / "in.zarr", random_image((3, 20, 20), "uint8"))
     for name, model in (("typo.zarr", "bicubic"), ("typo.tif", "bicubic"), ("c.zarr", "bicubic:2,bicubic:2")):
         with pytest.raises(ResumeMismatchError, match=r"nothing to resume: .* does not exist \(nor "
-                           r"any stage of it\); check the path, or drop --resume"):
+                           r"any stage of it\); check the path, or drop resume=True"):
             tilewave.upscale(src, tmp_path / name, model=model, resume=True, executor="local",
                              progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.zarr"]
@@ -83,7 +83,7 @@ def test_resume_with_nothing_to_resume_says_so_before_it_starts(tmp_path):
 
 def test_context_models_keep_their_own_halo(tmp_path):
     src = zarr_input(tmp_path / "in.zarr", random_image((1, 20, 20), "float32"))
-    with pytest.raises(SettingsError, match="drop --halo"):
+    with pytest.raises(SettingsError, match="drop halo"):
         tilewave.upscale(src, tmp_path / "o.zarr", model="prefix-sum", halo=1, executor="local",
                          progress=False)
     assert not (tmp_path / "o.zarr").exists()
@@ -145,7 +145,7 @@ def test_context_resume_after_a_failed_tile_and_a_lost_context(tmp_path):
     out = tmp_path / "o.zarr"
     chunk, good = _break_chunk(src, "c/0/2/1")  # read by tile (2, 1) only: no halo
     # Tile (2, 1) cannot read its input; the tiles before it are done and keep.
-    with pytest.raises(UnreadableInputError, match=r"y=32:48, x=16:32 .*--resume"):
+    with pytest.raises(UnreadableInputError, match=r"y=32:48, x=16:32 .*resume=True"):
         tilewave.upscale(src, out, model="prefix-sum", tile=16, executor="local", progress=False)
     with open(chunk, "wb") as f:
         f.write(good)
@@ -167,11 +167,12 @@ def test_context_resume_after_a_failed_tile_and_a_lost_context(tmp_path):
 @pytest.mark.ray
 def test_more_workers_than_cpus_is_refused(ray_local, tmp_path):
     src = zarr_input(tmp_path / "in.zarr", random_image((3, 20, 20), "uint8"))
-    with pytest.raises(SettingsError, match="--workers 3 asks for more workers than the cluster's 2 CPUs"):
+    with pytest.raises(SettingsError, match="workers=3 asks for more workers than the cluster's 2 CPUs"):
         tilewave.upscale(src, tmp_path / "o.zarr", workers=3, progress=False)
     assert not (tmp_path / "o.zarr").exists()
 
 
+@pytest.mark.subprocess
 def test_an_unreachable_cluster_is_refused_quickly(tmp_path):
     src = zarr_input(tmp_path / "in.zarr", random_image((3, 20, 20), "uint8"))
     run = subprocess.run([sys.executable, "-m", "tilewave.cli", "upscale", src,
@@ -192,5 +193,5 @@ def test_a_damaged_job_record_cannot_be_resumed(tmp_path, record):
     (out / ".tilewave").mkdir()
     (out / ".tilewave" / "job.json").write_text(record)
     with pytest.raises(ResumeMismatchError, match="cannot be resumed; choose another output or "
-                                                  "pass --overwrite"):
+                                                  "pass overwrite=True"):
         tilewave.upscale(src, out, tile=16, executor="local", progress=False, resume=True)

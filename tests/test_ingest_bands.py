@@ -14,7 +14,7 @@ import struct
 import numpy as np
 import pytest
 import tifffile
-from conftest import random_image, shared_file
+from helpers import random_image, shared_file
 
 from tilewave.errors import InputError
 from tilewave.storage import tiff_bands

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import tifffile
 import zarr
-from conftest import random_image, shared_file
+from helpers import random_image, shared_file
 
 from tilewave.errors import InputError, OutputExistsError
 from tilewave.storage.arrays import ArrayReader, ArraySpec

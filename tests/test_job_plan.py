@@ -17,6 +17,7 @@ CNN = ModelDescriptor("cnn", 2, ("halo", "blend"), halo=10)
 CONTEXT = ModelDescriptor("ctx", 2, ("context",), halo=0, block=8, context_format="k/v")
 UNKNOWN_REACH = ModelDescriptor("user", 4, ("blend", "halo"), halo=32, halo_measured=False)
 GREY_ONLY = ModelDescriptor("grey", 2, ("halo",), halo=4, channels=(1,))
+GREY_CONTEXT = ModelDescriptor("grey", 2, ("context",), block=8, context_format="k/v", channels=(1,))
 FACTS = ImageFacts(height=1000, width=700, channels=3)
 
 
@@ -45,7 +46,7 @@ def test_context_tiles_depend_on_their_neighbours():
 
 
 def test_a_tile_larger_than_the_image_shrinks_to_it():
-    stage = plan(facts=ImageFacts(50, 30, 3), stages=(("ctx", 2),), descriptors=(CONTEXT,),
+    stage = plan(facts=ImageFacts(height=50, width=30, channels=3), stages=(("ctx", 2),), descriptors=(CONTEXT,),
                  tile=512).stages[0]
     assert stage.grid.tile == 56  # the longest side, rounded up to whole blocks
 
@@ -94,8 +95,11 @@ def test_model_specific_refusals():
         plan(stages=(("user", 4),), descriptors=(UNKNOWN_REACH,), mode="halo")
     assert plan(stages=(("user", 4),), descriptors=(UNKNOWN_REACH,), mode="halo",
                 halo=12).stages[0].grid.halo == 12
-    with pytest.raises(SettingsError, match="takes 1 channels but the input has 3"):
-        plan(stages=(("grey", 2),), descriptors=(GREY_ONLY,))
+    # A grey model runs an RGB (or a 7-band) input band by band, in halo or blend mode.
+    assert plan(stages=(("grey", 2),), descriptors=(GREY_ONLY,)).stages[0].mode == "halo"
+    with pytest.raises(SettingsError, match="takes 1 channels but the input has 3, and it runs "
+                                            "band by band only in halo or blend mode"):
+        plan(stages=(("grey", 2),), descriptors=(GREY_CONTEXT,))
 
 
 def test_a_cascade_whose_last_stage_cannot_run_is_refused_before_the_first():
@@ -108,6 +112,7 @@ def test_a_tiff_output_on_object_storage_is_refused():
         plan(output="s3://bucket/slide.tif")
 
 
+@pytest.mark.subprocess
 def test_planning_imports_neither_torch_nor_ray():
     code = ("import sys, tilewave.pipeline.job_plan, tilewave.pipeline.job; "
             "print(sorted(m for m in ('torch', 'ray') if m in sys.modules))")

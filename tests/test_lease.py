@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 import zarr
-from conftest import random_image
+from helpers import random_image
 
 import tilewave
 from tilewave.errors import LeaseLostError, OutputBusyError, SettingsError
@@ -75,6 +75,7 @@ def test_of_two_jobs_taking_over_an_expired_lease_one_wins(s3):
     a.release()
 
 
+@pytest.mark.subprocess
 def test_a_lease_whose_holder_died_on_this_machine_is_free_at_once(s3):
     import json
     import socket
@@ -122,6 +123,7 @@ def _wait_for_records(s3, out: str, proc: subprocess.Popen, batches: int = 3) ->
     raise AssertionError("the job made no progress")
 
 
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_a_second_job_on_a_running_s3_output_is_refused_and_a_crashed_ones_is_taken_over(
         s3, tmp_path, monkeypatch):

@@ -8,6 +8,11 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
+# A fresh interpreter is the only one that has imported nothing yet.
+pytestmark = pytest.mark.subprocess
+
 HEAVY = ("torch", "ray", "spandrel")
 
 DESCRIBE_ALL = """

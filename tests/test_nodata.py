@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tifffile
 import zarr
-from conftest import shared_file, zarr_input
+from helpers import shared_file, zarr_input
 
 import tilewave
 from tilewave.cli import main

@@ -10,7 +10,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import random_image, zarr_input
+from helpers import random_image, zarr_input
 
 from tilewave.errors import SettingsError
 from tilewave.models import describe_model, load_model
@@ -89,7 +89,7 @@ def test_port_matches_ncnn_on_real_photos(name):
 def test_port_matches_ncnn_on_the_he_patch():
     """A real H&E tumour patch, from the data beside the checkout."""
     import imagecodecs
-    from conftest import shared_file
+    from helpers import shared_file
 
     he = imagecodecs.imread(str(shared_file("he_target_image.png")))[300:364, 400:480, :3]
     x = np.ascontiguousarray(he.transpose(2, 0, 1), dtype=np.float32) / 255
@@ -126,7 +126,7 @@ def test_halo_tiling_equals_whole_image(tmp_path, name, shape, tile):
     """Through the real pipeline (in-process pool, Zarr output), on awkward sizes: every
     pixel within one uint8 step of whole-image inference."""
     import zarr
-    from conftest import zarr_input
+    from helpers import zarr_input
 
     import tilewave
     from tilewave.pipeline.tile_compute import reference_upscale
@@ -198,7 +198,8 @@ def test_models_command_says_how_to_install_a_missing_wheel(capsys, monkeypatch)
                         describe=span.describe, requires="no-such-distribution-xyz"))
     assert main(["models"]) == 0
     line = next(row for row in capsys.readouterr().out.splitlines() if row.startswith("span-x2-elsewhere"))
-    assert "no: pip install 'tilewave[pretrained]'" in line
+    # This checkout is an editable install: the hint says so (tests/test_newcomer.py).
+    assert "no: pip install -e '" in line and "[pretrained]'" in line
 
 
 def test_upscale_with_a_missing_wheel_is_refused_before_anything_starts(tmp_path):
@@ -210,7 +211,7 @@ def test_upscale_with_a_missing_wheel_is_refused_before_anything_starts(tmp_path
                         describe=span.describe, requires="no-such-distribution-xyz"))
     src = zarr_input(tmp_path / "in.zarr", random_image((3, 20, 20), "uint8"))
     with pytest.raises(SettingsError, match=r"no-such-distribution-xyz package; install them "
-                                            r"with: pip install 'tilewave\[pretrained\]'"):
+                                            r"with: pip install -e '.*\[pretrained\]'"):
         tilewave.upscale(src, tmp_path / "o.zarr", model="span-x2-elsewhere", progress=False)
     assert not (tmp_path / "o.zarr").exists()
 
@@ -264,7 +265,7 @@ def test_reader_refuses_a_graph_with_other_geometry(tmp_path):
 
 
 def test_missing_wheel_names_the_extra():
-    with pytest.raises(SettingsError, match=r"pip install 'tilewave\[pretrained\]'"):
+    with pytest.raises(SettingsError, match=r"pip install -e '.*\[pretrained\]'"):
         wheel_file("no-such-distribution-xyz", "a/b.param", "span-x9")
 
 
@@ -272,7 +273,7 @@ def test_missing_wheel_names_the_extra():
 def test_span_on_ray_actors_equals_the_local_run(ray_local, tmp_path):
     """The deployment path: each actor reads the ncnn files itself and runs its tiles."""
     import zarr
-    from conftest import zarr_input
+    from helpers import zarr_input
 
     import tilewave
 

@@ -8,7 +8,7 @@ import random
 import numpy as np
 import pytest
 import zarr
-from conftest import random_image, zarr_input
+from helpers import random_image, zarr_input
 
 import tilewave
 from tilewave.pipeline.pyramid_plan import PyramidFront, PyramidPlan

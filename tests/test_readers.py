@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tifffile
 import zarr
-from conftest import shared_file
+from helpers import shared_file
 from PIL import Image
 
 import tilewave
@@ -64,6 +64,7 @@ def slide(tmp_path_factory):
     return {"svs": svs, "zarr": out, "slide": root / "slide.tif", "ome": root / "slide.ome.tif"}
 
 
+@pytest.mark.subprocess
 def test_the_slide_ome_tiff_is_an_ome_tiff_to_bioformats(bioformats, slide):
     info = showinf(bioformats, slide["ome"], "-omexml")
     assert "Checking file format [OME-TIFF]" in info
@@ -73,6 +74,7 @@ def test_the_slide_ome_tiff_is_an_ome_tiff_to_bioformats(bioformats, slide):
     assert 'Name="label image"' in info and 'Name="macro image"' in info
 
 
+@pytest.mark.subprocess
 def test_a_region_read_through_bioformats_equals_the_zarr_level(bioformats, slide, tmp_path):
     crop = tmp_path / "crop.tif"
     bioformats("loci.formats.tools.ImageConverter", "-series", "0", "-crop", "1000,2000,300,200",
@@ -83,6 +85,7 @@ def test_a_region_read_through_bioformats_equals_the_zarr_level(bioformats, slid
                           level)
 
 
+@pytest.mark.subprocess
 def test_the_slide_tiff_has_its_pyramid_objective_and_mpp_in_every_reader(bioformats, slide):
     import openslide
 
@@ -112,6 +115,7 @@ def test_the_inputs_label_and_macro_travel_unscaled(slide):
         assert np.array_equal(tf.series[1].asarray(), kept["label"])
 
 
+@pytest.mark.subprocess
 def test_a_slide_tiff_of_an_input_without_label_still_shows_every_level(bioformats, tmp_path):
     from skimage import data
 
@@ -126,6 +130,7 @@ def test_a_slide_tiff_of_an_input_without_label_still_shows_every_level(bioforma
     assert "Checking file format [Aperio SVS]" in info and re.search(rf"Resolutions = {levels}\b", info)
 
 
+@pytest.mark.subprocess
 def test_a_projected_scenes_ome_tiff_carries_its_pixel_size_in_metres(bioformats, tmp_path):
     scene = shared_file("landsat8_224078_rgb.tif")
     out = tmp_path / "scene.zarr"
@@ -146,6 +151,7 @@ def test_the_ome_xml_is_plain_ascii_with_no_character_references(tmp_path):
     assert 'PhysicalSizeX="0.25"' in xml and "schemaLocation" in xml and 'IFD="1"' in xml
 
 
+@pytest.mark.subprocess
 def test_libvips_opens_the_slide_tiff_with_its_levels_and_associated_images(slide, tmp_path):
     if shutil.which("vipsheader") is None:
         pytest.skip("libvips' tools are not installed")
@@ -160,6 +166,7 @@ def test_libvips_opens_the_slide_tiff_with_its_levels_and_associated_images(slid
     assert Image.open(level).size == (555, 742)
 
 
+@pytest.mark.subprocess
 def test_a_multichannel_ome_tiff_keeps_every_channels_name_and_pixels(bioformats, tmp_path):
     rng = np.random.default_rng(3)
     pixels = (rng.random((4, 96, 80)) * 4000).astype(np.uint16)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tifffile
 import zarr
-from conftest import shared_file
+from helpers import shared_file
 
 import tilewave
 from tilewave.models import load_model

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 import zarr
-from conftest import random_image, run_until_recorded, zarr_input
+from helpers import random_image, run_until_recorded, zarr_input
 
 import tilewave
 from tilewave.errors import UnreadableInputError
@@ -18,6 +18,7 @@ from tilewave.storage.job_state import Ledger
 pytestmark = pytest.mark.ray
 
 
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_killed_halo_run_resumes_to_the_same_bytes(ray_local, tmp_path):
     pixels = random_image((3, 777, 1000), "uint8", seed=11)
@@ -34,6 +35,7 @@ def test_killed_halo_run_resumes_to_the_same_bytes(ray_local, tmp_path):
     assert again.tiles_run == 0
 
 
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_killed_blend_run_resumes_to_the_bytes_of_a_clean_run(ray_local, tmp_path):
     pixels = random_image((3, 300, 420), "uint16", seed=12)
@@ -50,6 +52,7 @@ def test_killed_blend_run_resumes_to_the_bytes_of_a_clean_run(ray_local, tmp_pat
     assert zarr.open_array(f"{out}/0")[:].tobytes() == zarr.open_array(f"{clean}/0")[:].tobytes()
 
 
+@pytest.mark.subprocess
 def test_killed_context_run_resumes_from_persisted_contexts(ray_local, tmp_path):
     pixels = np.random.default_rng(4).integers(0, 4, (1, 300, 260)).astype(np.float32)
     src = zarr_input(tmp_path / "in.zarr", pixels)
@@ -81,7 +84,7 @@ def test_an_unreadable_input_chunk_stops_the_run_and_names_the_tile(ray_local, t
     # tiles (0, 1), (0, 2), (0, 3)... read it too, so any of the tiles touching it may fail first.
     y0, y1, x0, x1 = err.window
     assert y0 < 128 + 2 and y1 > 64 - 2 and x0 < 192 + 2 and x1 > 128 - 2
-    assert f"tile row {err.row}, col {err.col}" in str(err) and "--resume" in str(err)
+    assert f"tile row {err.row}, col {err.col}" in str(err) and "resume=True" in str(err)
     assert err.exit_code == 2
     # The failure may come before any tile finished, and then there is no ledger yet.
     done = Ledger(out).done()

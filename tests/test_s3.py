@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import tifffile
 import zarr
-from conftest import S3_SECRET as SECRET
-from conftest import zarr_input
+from helpers import S3_SECRET as SECRET
+from helpers import zarr_input
 
 import tilewave
 
@@ -50,6 +50,7 @@ def test_tiff_on_s3_to_ome_zarr_on_s3_equals_local_run(s3, tmp_path):
     assert report.output == "s3://tw-bucket/out.zarr"
 
 
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_blend_mode_contexts_and_resume_on_s3(s3, tmp_path):
     """Contexts and the ledger live on S3; a killed run resumes to a clean run's bytes."""
@@ -84,6 +85,7 @@ def test_blend_mode_contexts_and_resume_on_s3(s3, tmp_path):
                                   zarr.open_array(str(clean / "0"))[:])
 
 
+@pytest.mark.subprocess
 def test_credentials_never_leak(s3, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     runs = [

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 import zarr
-from conftest import zarr_input
+from helpers import zarr_input
 from PIL import Image
 
 if any(importlib.util.find_spec(m) is None for m in ("diffusers", "transformers")):
@@ -29,11 +29,12 @@ from tilewave.errors import SettingsError
 from tilewave.models import load_model
 from tilewave.models.base import SamplerSettings, TileRequest
 from tilewave.models.sd_x4 import OVERLAP
-from tilewave.models.sd_x4.tiny import build_tiny_upscaler
 from tilewave.pipeline.tile_compute import from_unit, reference_upscale, to_unit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
 import sd_seams
+from tiny_sd_x4 import build_tiny_upscaler
 
 STEPS = 3
 
@@ -68,6 +69,7 @@ def _output(path):
 # ---------------------------------------------------------------------- the folder
 
 
+@pytest.mark.subprocess
 def test_a_folder_is_described_from_its_json_without_importing_torch(folders):
     code = f"""
         import sys
@@ -177,6 +179,7 @@ def test_a_missing_path_and_the_bare_name_say_what_to_give(tmp_path, capsys):
         assert message in err and len(err.splitlines()) == 1
 
 
+@pytest.mark.subprocess
 def test_without_the_extra_the_error_names_it(folders, tmp_path):
     src = _png(tmp_path / "in.png", _photo(16, 16))
     # The import system's own way of saying a package is not installed.
@@ -191,9 +194,10 @@ def test_without_the_extra_the_error_names_it(folders, tmp_path):
                             text=True, timeout=120)
     err = result.stderr.strip()
     assert result.returncode == 2 and len(err.splitlines()) == 1, err
-    assert "pip install 'tilewave[diffusion]'" in err and "diffusers" in err
+    assert "pip install -e '" in err and "[diffusion]'" in err and "diffusers" in err
 
 
+@pytest.mark.subprocess
 def test_nothing_is_fetched_and_the_hub_is_off(folders):
     code = f"""
         import os, socket
@@ -369,10 +373,11 @@ def test_adaptive_sends_glass_to_bicubic_and_counts_the_steps_saved(ray_local, f
     assert not np.array_equal(out[:, :64, :64], bicubic[:, :64, :64])
 
 
+@pytest.mark.subprocess
 @pytest.mark.ray
 @pytest.mark.slow
 def test_a_killed_run_resumes_to_the_bytes_of_a_clean_run(ray_local, folders, tmp_path):
-    from conftest import run_until_recorded
+    from helpers import run_until_recorded
 
     src = zarr_input(tmp_path / "in.zarr", _photo(64, 80), chunk=16)
     args = ["--model", folders["full"], "--tile", "16", "--steps", "2", "--seed", "4", "--workers", "1"]

@@ -12,6 +12,9 @@ import sys
 
 import pytest
 
+# The soak is benchmarks/soak.py, run as its own process.
+pytestmark = pytest.mark.subprocess
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 

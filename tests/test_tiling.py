@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import zarr
-from conftest import random_image, zarr_input
+from helpers import random_image, zarr_input
 
 import tilewave
 from tilewave.models import load_model

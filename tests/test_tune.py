@@ -89,7 +89,7 @@ def test_an_interrupted_tune_resumes_to_the_same_weights(tmp_path):
         tune_weights(src, str(part), settings, stop_at_three)
     assert os.path.exists(str(part) + ".ckpt") and not part.exists()
     # Started again without --resume, the checkpoint is not silently dropped.
-    with pytest.raises(SettingsError, match="--resume"):
+    with pytest.raises(SettingsError, match="resume=True"):
         tilewave.tune(src, part, model="span-x2-scan", minutes=None, steps=5, executor="local",
                       progress=False)
     record = tune_weights(src, str(part), settings)
@@ -111,6 +111,7 @@ def test_tuning_that_does_worse_writes_the_base_weights(tmp_path):
     assert all(np.array_equal(base[k].numpy(), tuned[k].numpy()) for k in tuned)
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("case", ["model", "small", "exists", "suffix"])
 def test_refusals_are_one_line(tmp_path, case):
     src = scan(tmp_path)
@@ -139,6 +140,7 @@ def _touch(path):
     return path
 
 
+@pytest.mark.subprocess
 @pytest.mark.ray
 @pytest.mark.slow
 def test_tune_runs_on_a_ray_worker_and_its_driver_imports_no_torch(tmp_path):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 import zarr
-from conftest import random_image, tiled_by_hand, zarr_input
+from helpers import random_image, tiled_by_hand, zarr_input
 
 import tilewave
 from tilewave.errors import SettingsError

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import zarr
-from conftest import random_image, run_until_recorded, tiled_by_hand, zarr_input
+from helpers import random_image, run_until_recorded, tiled_by_hand, zarr_input
 
 import tilewave
 from tilewave.errors import ResumeMismatchError, SettingsError
@@ -177,8 +177,8 @@ def test_resume_with_other_sampler_settings_is_refused(weights, tmp_path):
 
 
 @pytest.mark.parametrize("kwargs,message", [
-    ({"model": "bicubic", "steps": 3}, "--steps apply to multi-step models"),
-    ({"model": "uniba-x2", "noise": 0.1, "seed": 2}, "--noise and --seed apply"),
+    ({"model": "bicubic", "steps": 3}, "steps apply to multi-step models"),
+    ({"model": "uniba-x2", "noise": 0.1, "seed": 2}, "noise and seed apply"),
 ])
 def test_sampler_options_on_a_one_pass_model_are_refused(tmp_path, kwargs, message):
     src = zarr_input(tmp_path / "in.zarr", random_image((3, 24, 24), "uint8"))
@@ -211,6 +211,7 @@ def test_training_a_bridge_model_moves_it_off_its_start(tmp_path):
         assert (model.forward_image(x) - load_model("uniba-x2").forward_image(x)).abs().max() > 0
 
 
+@pytest.mark.subprocess
 @pytest.mark.ray
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_bytes_of_a_clean_run(ray_local, weights, tmp_path):

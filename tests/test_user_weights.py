@@ -10,7 +10,7 @@ import zipfile
 import numpy as np
 import pytest
 import torch
-from conftest import CodeRunningPayload
+from helpers import CodeRunningPayload
 
 from tilewave.errors import SettingsError
 from tilewave.models import get_entry, load_model
@@ -56,6 +56,7 @@ def esrgan_files(tmp_path_factory) -> dict[str, pathlib.Path]:
 
 
 @needs_pretrained
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["pth", "safetensors"])
 def test_user_weights_run_like_the_registered_model(esrgan_files, kind):
     entry = get_entry(str(esrgan_files[kind]))
@@ -71,7 +72,7 @@ def test_user_weights_run_like_the_registered_model(esrgan_files, kind):
 @needs_pretrained
 def test_user_weights_upscale_end_to_end(esrgan_files, tmp_path):
     import zarr
-    from conftest import zarr_input
+    from helpers import zarr_input
 
     import tilewave
 
@@ -178,7 +179,7 @@ def test_one_channel_network_runs_on_each_channel(tmp_path):
 
 
 def test_halo_mode_needs_an_explicit_halo_for_user_weights(tmp_path):
-    from conftest import zarr_input
+    from helpers import zarr_input
     from safetensors.torch import save_file
 
     import tilewave
@@ -187,7 +188,7 @@ def test_halo_mode_needs_an_explicit_halo_for_user_weights(tmp_path):
     save_file(compact_state_dict(3, 2), str(path))
     pixels = np.random.default_rng(0).integers(0, 256, (3, 40, 30)).astype(np.uint8)
     src = zarr_input(tmp_path / "in.zarr", pixels)
-    with pytest.raises(SettingsError, match="--mode halo needs --halo"):
+    with pytest.raises(SettingsError, match="mode=.halo. needs halo"):
         tilewave.upscale(src, str(tmp_path / "a.zarr"), model=str(path), mode="halo",
                          executor="local", progress=False)
     report = tilewave.upscale(src, str(tmp_path / "b.zarr"), model=str(path), mode="halo",
@@ -196,7 +197,7 @@ def test_halo_mode_needs_an_explicit_halo_for_user_weights(tmp_path):
 
 
 def test_relative_weights_path_reaches_workers_as_absolute(tmp_path, monkeypatch):
-    from conftest import zarr_input
+    from helpers import zarr_input
     from safetensors.torch import save_file
 
     import tilewave
@@ -210,6 +211,7 @@ def test_relative_weights_path_reaches_workers_as_absolute(tmp_path, monkeypatch
     assert report.model == str(tmp_path / "rel.safetensors")
 
 
+@pytest.mark.subprocess
 def test_spandrel_import_leaves_torchvision_as_it_was():
     """In a fresh interpreter: spandrel loads, and no placeholder stays in sys.modules."""
     import subprocess

@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 import zarr
-from conftest import random_image, run_until_recorded, zarr_input
+from helpers import random_image, run_until_recorded, zarr_input
 
 import tilewave
 from tilewave.errors import SettingsError
@@ -89,6 +89,7 @@ def _same(a: pathlib.Path, b: pathlib.Path) -> None:
         assert ga[key][:].tobytes() == gb[key][:].tobytes(), f"array {key} differs"
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("model, args, pixels", [
     ("span-x2", [], random_image((3, 700, 600), "uint8", seed=3)),
     ("prefix-sum", [], np.random.default_rng(5).integers(0, 4, (1, 640, 512)).astype(np.float32)),
@@ -119,6 +120,7 @@ def test_damaged_chunks_of_recorded_tiles_are_found_and_run_again(tmp_path, mode
     _same(out, clean)
 
 
+@pytest.mark.subprocess
 def test_a_run_killed_mid_way_is_checked_on_resume_without_asking(tmp_path):
     pixels = random_image((3, 640, 640), "uint8", seed=8)
     src = zarr_input(tmp_path / "in.zarr", pixels, chunk=32)
@@ -134,6 +136,7 @@ def test_a_run_killed_mid_way_is_checked_on_resume_without_asking(tmp_path):
     _same(out, clean)
 
 
+@pytest.mark.subprocess
 def test_a_run_stopped_cleanly_is_not_checked_again(tmp_path):
     pixels = random_image((3, 640, 640), "uint8", seed=9)
     src = zarr_input(tmp_path / "in.zarr", pixels, chunk=32)
@@ -148,7 +151,7 @@ def test_a_run_stopped_cleanly_is_not_checked_again(tmp_path):
 
 def test_verify_without_resume_is_refused(tmp_path):
     src = zarr_input(tmp_path / "in.zarr", random_image((3, 64, 64), "uint8"))
-    with pytest.raises(SettingsError, match="give it with --resume"):
+    with pytest.raises(SettingsError, match="give it with resume=True"):
         tilewave.upscale(src, str(tmp_path / "out.zarr"), verify=True, executor="local",
                          progress=False)
 

@@ -12,7 +12,7 @@ import threading
 import numpy as np
 import pytest
 import zarr
-from conftest import zarr_input
+from helpers import zarr_input
 from PIL import Image
 
 import tilewave
@@ -64,8 +64,9 @@ def test_tiles_are_the_pyramids_pixels_and_the_input_under_them(photo_job):
     assert info["width"] == info["height"] == 2048 and info["input"] and info["tile"] == TILE
 
 
+@pytest.mark.subprocess
 def test_progress_comes_from_the_ledger_of_an_unfinished_job(tmp_path):
-    from conftest import random_image, run_until_recorded
+    from helpers import random_image, run_until_recorded
 
     from tilewave.models.ncnn_files import wheel_installed
 
@@ -90,7 +91,7 @@ def test_a_missing_output_and_a_port_out_of_range_are_one_line(tmp_path, capsys,
 
 
 def test_input_tiles_at_the_edge_of_an_odd_size_are_served(tmp_path):
-    from conftest import random_image
+    from helpers import random_image
 
     src = zarr_input(tmp_path / "in.zarr", random_image((3, 251, 250), "uint8"), chunk=64)
     # x5: level 1 is 628 rows, 251.2 input rows, a fraction past the input's edge.
@@ -134,6 +135,7 @@ def _screen(page) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(page.screenshot())).convert("RGB"))
 
 
+@pytest.mark.subprocess
 def test_the_page_shows_the_outputs_pixels_where_the_view_says(browser, served, photo_job):
     viewer, url = served
     # One screen pixel per output pixel; the canvas's top-left is output (x 1000, y 1500).
@@ -146,6 +148,7 @@ def test_the_page_shows_the_outputs_pixels_where_the_view_says(browser, served, 
     page.close()
 
 
+@pytest.mark.subprocess
 def test_panning_fetches_new_tiles_and_both_sides_stay_locked(browser, served):
     viewer, url = served
     page, requested = _open(browser, url, "cx=600&cy=600&z=1&mode=side")
@@ -163,6 +166,7 @@ def test_panning_fetches_new_tiles_and_both_sides_stay_locked(browser, served):
     page.close()
 
 
+@pytest.mark.subprocess
 def test_the_swipe_shows_the_input_left_of_the_line_and_the_output_right(browser, served):
     viewer, url = served
     page, _ = _open(browser, url, "cx=1024&cy=1024&z=0.5&mode=swipe&split=0.5")
@@ -178,7 +182,7 @@ def test_the_swipe_shows_the_input_left_of_the_line_and_the_output_right(browser
 
 def test_far_out_the_input_side_reads_the_inputs_own_pyramid(tmp_path):
     import tifffile
-    from conftest import random_image
+    from helpers import random_image
 
     full = np.moveaxis(random_image((3, 1100, 1100), "uint8", seed=4), 0, -1)
     coarse = np.full((550, 550, 3), 77, np.uint8)  # a level unlike the full resolution

@@ -36,9 +36,9 @@ def _photo(data, name: str) -> np.ndarray:
 
 def main() -> None:
     from skimage import data
+    from uniba_evaluate import evaluate
 
     from tilewave.models.uniba import UniBA, weights_path
-    from tilewave.models.uniba.evaluate import evaluate
     from tilewave.models.uniba.train import TrainSettings, train
 
     ap = argparse.ArgumentParser(description=__doc__)

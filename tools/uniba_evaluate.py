@@ -1,6 +1,6 @@
 """Quality of an upscaling model against ground truth: PSNR and SSIM (scikit-image),
 on RGB images downscaled by the model's scale and upscaled back, borders of ``scale``
-pixels cropped."""
+pixels cropped. ``train_uniba_x2.py`` reports it for the weights it trains."""
 
 from __future__ import annotations
 
@@ -9,15 +9,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..base import TileModel
-from .train import downscale
+from tilewave.models.base import TileModel
+from tilewave.models.uniba.train import downscale
 
 
 def evaluate(model: TileModel, images: dict[str, np.ndarray]) -> dict[str, Any]:
     """``images`` maps names to ``(3, h, w)`` unit-space float32 ground truth."""
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-    from ..bicubic import bicubic_upscale
+    from tilewave.models.bicubic import bicubic_upscale
 
     s = model.descriptor.scale
     rows = {}

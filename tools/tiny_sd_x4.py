@@ -1,15 +1,18 @@
-"""A tiny, randomly initialised upscaler folder with the real one's structure: for tests,
-benchmarks and trying the machinery where no weights are at hand.
+"""A tiny, randomly initialised Stable Diffusion x4 upscaler folder with the real one's
+structure: for tests, benchmarks and trying the machinery where no weights are at hand.
 
 It is built in code from small configurations (a UNet taking 4 latent + 3 image channels
 with a class-embedded noise level, a VAE shrinking by 4, a CLIP text encoder with a
 handwritten tokenizer vocabulary, DDIM and DDPM schedulers as the real folder's) and
 written with ``save_pretrained``, so it is loaded by path exactly as a user's folder is.
 Its output means nothing as an image; what it checks is how tiles are sampled.
+
+    python tools/tiny_sd_x4.py FOLDER     # then: tilewave upscale IN OUT --model FOLDER
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import string
@@ -27,7 +30,7 @@ _TOKENS = 16
 def _tokenizer(folder: str) -> Any:
     """A CLIP tokenizer whose vocabulary is the characters of :data:`_ALPHABET`, alone and
     ending a word, with no merges: every word is spelt out."""
-    from .folder import import_libraries
+    from tilewave.models.sd_x4.folder import import_libraries
 
     CLIPTokenizer = import_libraries()[1].CLIPTokenizer
     vocab: dict[str, int] = {}
@@ -56,7 +59,7 @@ def build_tiny_upscaler(folder: str, *, seed: int = 0, text_encoder: bool = True
     """
     import torch
 
-    from .folder import import_libraries
+    from tilewave.models.sd_x4.folder import import_libraries
 
     diffusers, transformers = import_libraries()
     CLIPTextConfig, CLIPTextModel = transformers.CLIPTextConfig, transformers.CLIPTextModel
@@ -101,3 +104,19 @@ def build_tiny_upscaler(folder: str, *, seed: int = 0, text_encoder: bool = True
         scheduler=main, max_noise_level=max_noise_level)
     pipe.save_pretrained(folder, safe_serialization=True)
     return folder
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("folder", help="where to write the upscaler (created)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-text-encoder", action="store_true",
+                    help="leave the text encoder and tokenizer out")
+    ap.add_argument("--scheduler", default="DDIMScheduler", choices=["DDIMScheduler", "DDPMScheduler"])
+    args = ap.parse_args()
+    print(build_tiny_upscaler(args.folder, seed=args.seed, text_encoder=not args.no_text_encoder,
+                              scheduler=args.scheduler))
+
+
+if __name__ == "__main__":
+    main()
