@@ -14,7 +14,9 @@ from typing import Any
 
 from .errors import OutputExistsError, SettingsError, TilewaveError
 from .options import DEFAULT_TILE, FLAGS_GIVEN, Executor, Options, from_keywords, in_python_terms
-from .pipeline.job import Report, check_replaceable, run_job
+from .pipeline.job import run_job
+from .pipeline.prepare import check_replaceable
+from .pipeline.report import Report
 from .storage import location
 from .storage.arrays import ArraySpec
 
@@ -93,7 +95,7 @@ def run_upscale(input: str | os.PathLike[str], output: str | os.PathLike[str],
 def ingest_image(input: str | os.PathLike[str], store: str | os.PathLike[str], *, chunk: int = 512,
                  overwrite: bool = False, progress: bool = True) -> ArraySpec:
     """Copy ``input`` into a chunked ``(c, y, x)`` Zarr v3 array at ``store``."""
-    from .pipeline.job import check_apart
+    from .pipeline.prepare import check_apart
     from .storage.ingest import ingest
     from .storage.inputs import open_input
     from .storage.writable import check_creatable
@@ -130,7 +132,8 @@ def tune(input: str | os.PathLike[str], output: str | os.PathLike[str], *,
     (``OUTPUT.ckpt``) lets an interrupted run continue with ``resume``. ``exclude``
     ``(y0, y1, x0, x1)`` is a region of the input never read, to measure the result on.
     """
-    from .pipeline.job import Progress, check_apart
+    from .pipeline.prepare import check_apart
+    from .pipeline.report import Progress
     from .storage.inputs import open_input
     from .training.tune import TuneSettings, check_input, check_output, check_tunable
 

@@ -11,44 +11,20 @@ from __future__ import annotations
 
 import collections
 import time
-from collections.abc import Callable, Mapping
-from typing import Any, Protocol, cast
+from collections.abc import Callable
+from typing import Any, cast
 
 from ..errors import WorkerLostError
+from ..pipeline.indices import WorkIndex
+from ..pipeline.pool import Inbound, TilePool
 from ..pipeline.scheduling import LeastLoaded, Placement, RetryLostTiles
 from ..pipeline.tile_job import TileDone, TileJob
 from .worker import TileWorker
 
-#: ``(row, col)`` of a tile, or ``(level, row, col)`` of a pyramid chunk.
-Index = tuple[int, ...]
-Inbound = Mapping[str, Any]
 #: How long workers may take to be scheduled and load their model.
 STARTUP_TIMEOUT_S = 900
 #: Seconds a call an actor refused while restarting waits before it is submitted again.
 RESTART_POLL_S = 0.5
-
-
-class TilePool(Protocol):
-    #: Tiles computing at once, and the worker processes they run in.
-    workers: int
-    processes: int
-    #: How many tiles may be submitted and not yet completed.
-    capacity: int
-
-    def submit(self, index: Index, inbound: Inbound) -> None: ...
-
-    def wait(self) -> list[TileDone]:
-        """Block until at least one submitted tile finished; raise if one failed."""
-        ...
-
-    def in_flight(self) -> int: ...
-
-    @property
-    def retried(self) -> int:
-        """Tiles and chunks submitted again because their worker was lost."""
-        ...
-
-    def close(self) -> None: ...
 
 
 class InProcessPool:
@@ -64,9 +40,11 @@ class InProcessPool:
         self.workers = 1
         self.processes = 0
         self.capacity = 1
-        self._queue: collections.deque[tuple[Index, Inbound]] = collections.deque()
+        # A tile in this process fails with it, and is never retried.
+        self.on_retry: Callable[[WorkIndex, str], None] | None = None
+        self._queue: collections.deque[tuple[WorkIndex, Inbound]] = collections.deque()
 
-    def submit(self, index: Index, inbound: Inbound) -> None:
+    def submit(self, index: WorkIndex, inbound: Inbound) -> None:
         self._queue.append((index, inbound))
 
     @property
@@ -128,15 +106,15 @@ class RayPool:
 
         self._start_actor = start
         #: Told of every tile or chunk submitted again after its worker was lost.
-        self.on_retry: Callable[[Index, str], None] | None = None
+        self.on_retry: Callable[[WorkIndex, str], None] | None = None
         self._actors = [start(p) for p in placements]
         self._dispatch = LeastLoaded(len(placements), [p.slots for p in placements])
         self._retry = RetryLostTiles()
-        self._pending: dict[Any, tuple[Index, int, Any, Inbound]] = {}
+        self._pending: dict[Any, tuple[WorkIndex, int, Any, Inbound]] = {}
         #: Calls refused by an actor that was restarting, each with when to try again.
-        self._later: list[tuple[float, Index, Inbound]] = []
+        self._later: list[tuple[float, WorkIndex, Inbound]] = []
         #: Tiles and chunks lost since they were submitted, and how many such losses.
-        self._unsettled: set[Index] = set()
+        self._unsettled: set[WorkIndex] = set()
         self._retried = 0
         # Surfaces model-loading errors now, as one clear failure, rather than per tile.
         try:
@@ -155,7 +133,7 @@ class RayPool:
     def retried(self) -> int:
         return self._retried
 
-    def _lost(self, index: Index, cause: str) -> None:
+    def _lost(self, index: WorkIndex, cause: str) -> None:
         """Count ``index`` as retried once per loss: a call refused again while its actor
         restarts is the same retry."""
         if index not in self._unsettled:
@@ -175,7 +153,7 @@ class RayPool:
         for index, inbound in due:
             self.submit(index, inbound)
 
-    def submit(self, index: Index, inbound: Inbound) -> None:
+    def submit(self, index: WorkIndex, inbound: Inbound) -> None:
         k = self._dispatch.pick()
         actor = self._actors[k]
         ref = (actor.downsample.remote(*index) if len(index) == 3
@@ -232,3 +210,6 @@ class RayPool:
 def _cause(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[-1][:300] if text else type(exc).__name__
+
+
+__all__ = ["InProcessPool", "RayPool", "TilePool"]

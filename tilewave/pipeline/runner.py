@@ -15,36 +15,30 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ResumeMismatchError
 from ..storage.job_state import ContextStore, Ledger
 from .directions import OUTBOUND
+from .indices import TileIndex
 from .plan import TileGrid
 from .pyramid_plan import PyramidFront, PyramidPlan
+from .report import Counts
 from .scheduling import RowsAhead
 from .wavefront import ContextTable, Wavefront
 
-if TYPE_CHECKING:  # the pools import the pipeline; the loop needs only their interface
-    from ..actors.pools import TilePool
-
-Index = tuple[int, int]
+if TYPE_CHECKING:
+    from .pool import TilePool
 
 
-@dataclass
-class RunStats:
-    """What one pass of the driver loop did."""
 
-    tiles_run: int
-    seconds: float
-    peak_contexts: int
-    peak_in_flight: int
-    #: Tiles that took the cheap path (adaptive jobs).
-    tiles_cheap: int = 0
-    #: Pyramid chunks computed, and the seconds from the last tile to the last chunk.
+@dataclass(kw_only=True)
+class RunStats(Counts):
+    """What one pass of the driver loop did: its counters, and how it went."""
+
+    seconds: float = 0.0
+    peak_contexts: int = 0
+    peak_in_flight: int = 0
+    #: Pyramid chunks computed.
     chunks_run: int = 0
-    pyramid_tail_seconds: float = 0.0
-    #: Sampler steps the tiles ran, of those asked for (early stops and easy tiles save some).
-    steps_run: int = 0
-    steps_total: int = 0
 
 
-def _resumed_contexts(grid: TileGrid, done: set[Index], contexts: ContextStore,
+def _resumed_contexts(grid: TileGrid, done: set[TileIndex], contexts: ContextStore,
                       table: ContextTable[Any]) -> None:
     """Put back the persisted contexts that finished tiles left for unfinished ones."""
     for producer in done:
@@ -148,5 +142,8 @@ def run_tiles(  # noqa: C901
     finally:
         ledger.close()
     end = time.perf_counter()
-    return RunStats(tiles_run, end - start, table.peak, peak_in_flight, tiles_cheap, chunks_run,
-                    end - (last_tile or end), steps_run, steps_total)
+    tail = end - (last_tile or end)  # the pyramid chunks left after the last tile
+    return RunStats(tiles_run=tiles_run, tiles_cheap=tiles_cheap, steps_run=steps_run,
+                    steps_total=steps_total, tile_seconds=end - start - tail, pyramid_seconds=tail,
+                    seconds=end - start, peak_contexts=table.peak, peak_in_flight=peak_in_flight,
+                    chunks_run=chunks_run)

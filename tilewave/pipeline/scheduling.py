@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 
 from ..errors import WorkerLostError
 
-Index = tuple[int, int]
 #: Tiles a GPU worker runs through its model at once (``--batch``) unless told otherwise.
 GPU_BATCH = 4
 

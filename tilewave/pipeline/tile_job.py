@@ -11,10 +11,9 @@ from ..models.base import SamplerSettings, TilingMode
 from ..storage.arrays import ArraySpec
 from .blend import Ramp
 from .directions import Direction
+from .indices import TileIndex
 from .plan import TileGrid
 from .pyramid_plan import PyramidPlan
-
-Index = tuple[int, int]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,6 +79,6 @@ class TileDone:
     checksum: int | None = None
 
     @property
-    def index(self) -> Index | tuple[int, int, int]:
+    def index(self) -> TileIndex | tuple[int, int, int]:
         """``(row, col)`` of a tile, ``(level, row, col)`` of a pyramid chunk."""
         return (self.row, self.col) if self.level == 0 else (self.level, self.row, self.col)

@@ -24,18 +24,18 @@ from ..storage.nodata import fill_nodata, nodata_mask, restore_nodata
 from .blend import Ramp
 from .difficulty import assess
 from .directions import OUTBOUND, Direction
+from .indices import TileIndex
 from .plan import Tile, TileGrid, Window
 from .tile_compute import run_tile
 from .tile_job import TileDone
 
-Index = tuple[int, int]
 #: Reads the input pixels of a window ``(y0, y1, x0, x1)`` as ``(c, h, w)``.
 Read = Callable[[Window], np.ndarray]
 #: Writes a tile's ``(c, h, w)`` output at output pixel ``(y0, x0)``; returns its
 #: checksum (:func:`tilewave.storage.arrays.checksum`), or None where none is kept.
 Write = Callable[[int, int, np.ndarray], "int | None"]
 #: Keeps one outgoing context of a producer; returns the handle its consumer receives.
-Keep = Callable[[Index, Direction, Any], Any]
+Keep = Callable[[TileIndex, Direction, Any], Any]
 
 
 @dataclass(frozen=True, kw_only=True)

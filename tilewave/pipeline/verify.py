@@ -25,10 +25,10 @@ from dataclasses import dataclass
 import zarr
 
 from ..storage.arrays import ArrayReader, ArraySpec, checksum
+from .indices import TileIndex
 from .plan import TileGrid
 from .pyramid_plan import Chunk, PyramidPlan
 
-Index = tuple[int, int]
 Entry = tuple[int, ...]
 
 
@@ -37,9 +37,9 @@ class Verdict:
     """What a check found and what must run again."""
 
     checked: int
-    damaged_tiles: frozenset[Index]
+    damaged_tiles: frozenset[TileIndex]
     damaged_chunks: frozenset[Chunk]
-    rerun_tiles: frozenset[Index]
+    rerun_tiles: frozenset[TileIndex]
     rerun_chunks: frozenset[Chunk]
 
     @property
@@ -55,9 +55,9 @@ class Verdict:
                 "pyramid chunks again")
 
 
-def to_rerun(damaged_tiles: Iterable[Index], damaged_chunks: Iterable[Chunk],
-             done_tiles: set[Index], done_chunks: set[Chunk], dependent: bool,
-             pyramid: PyramidPlan | None) -> tuple[set[Index], set[Chunk]]:
+def to_rerun(damaged_tiles: Iterable[TileIndex], damaged_chunks: Iterable[Chunk],
+             done_tiles: set[TileIndex], done_chunks: set[Chunk], dependent: bool,
+             pyramid: PyramidPlan | None) -> tuple[set[TileIndex], set[Chunk]]:
     """The recorded tiles and chunks to take back, given the damaged ones."""
     damaged = set(damaged_tiles)
     tiles = set(damaged)

@@ -14,9 +14,9 @@ from collections.abc import Iterable
 from typing import Generic, TypeVar
 
 from .directions import ARRIVES_AS, INBOUND, OUTBOUND, Direction
+from .indices import TileIndex
 from .scheduling import RowsAhead
 
-Index = tuple[int, int]
 V = TypeVar("V")
 
 
@@ -27,19 +27,19 @@ class Wavefront:
     :class:`~tilewave.pipeline.scheduling.RowsAhead`).
     """
 
-    def __init__(self, rows: int, cols: int, dependent: bool, done: Iterable[Index] = (),
+    def __init__(self, rows: int, cols: int, dependent: bool, done: Iterable[TileIndex] = (),
                  rows_ahead: int | None = None):
         self.rows, self.cols, self.dependent = rows, cols, dependent
         self.window = RowsAhead(rows_ahead)
-        self._done: set[Index] = set(done)
+        self._done: set[TileIndex] = set(done)
         self._unfinished = [cols] * rows
         for r, _ in self._done:
             self._unfinished[r] -= 1
         self._first_row = 0
         self._advance_first_row()
-        self._started: set[Index] = set()
-        self._ready: list[Index] = []
-        self._waiting: dict[Index, int] = {}
+        self._started: set[TileIndex] = set()
+        self._ready: list[TileIndex] = []
+        self._waiting: dict[TileIndex, int] = {}
         for r in range(rows):
             for c in range(cols):
                 if (r, c) in self._done:
@@ -51,22 +51,22 @@ class Wavefront:
                     self._ready.append((r, c))
         heapq.heapify(self._ready)
 
-    def _neighbours(self, index: Index, offsets: Iterable[tuple[int, int]]) -> list[Index]:
+    def _neighbours(self, index: TileIndex, offsets: Iterable[tuple[int, int]]) -> list[TileIndex]:
         if not self.dependent:
             return []
         r, c = index
         near = [(r + dr, c + dc) for dr, dc in offsets]
         return [(y, x) for y, x in near if 0 <= y < self.rows and 0 <= x < self.cols]
 
-    def dependencies(self, index: Index) -> list[Index]:
+    def dependencies(self, index: TileIndex) -> list[TileIndex]:
         """The tiles ``index`` must wait for."""
         return self._neighbours(index, INBOUND.values())
 
-    def dependants(self, index: Index) -> list[Index]:
+    def dependants(self, index: TileIndex) -> list[TileIndex]:
         """The tiles that wait for ``index``."""
         return self._neighbours(index, OUTBOUND.values())
 
-    def is_done(self, index: Index) -> bool:
+    def is_done(self, index: TileIndex) -> bool:
         """Whether ``index`` is finished (in this run or before it)."""
         return index in self._done
 
@@ -88,7 +88,7 @@ class Wavefront:
             return False
         return self.window.allows(self._ready[0][0], self._first_row)
 
-    def pop_ready(self) -> Index | None:
+    def pop_ready(self) -> TileIndex | None:
         """The next tile to start, or None if every unfinished tile waits, runs, or lies
         too far below the first unfinished row."""
         if not self.has_ready():
@@ -97,7 +97,7 @@ class Wavefront:
         self._started.add(index)
         return index
 
-    def finish(self, index: Index) -> list[Index]:
+    def finish(self, index: TileIndex) -> list[TileIndex]:
         """Record ``index`` as finished; returns the tiles that became ready."""
         if index not in self._started:
             raise ValueError(f"tile {index} finished without being started")
@@ -125,15 +125,15 @@ class ContextTable(Generic[V]):
 
     def __init__(self, rows: int, cols: int):
         self.rows, self.cols = rows, cols
-        self._live: dict[tuple[Index, Direction], V] = {}
+        self._live: dict[tuple[TileIndex, Direction], V] = {}
         self.peak = 0
 
-    def consumer(self, producer: Index, direction: Direction) -> Index | None:
+    def consumer(self, producer: TileIndex, direction: Direction) -> TileIndex | None:
         dr, dc = OUTBOUND[direction]
         r, c = producer[0] + dr, producer[1] + dc
         return (r, c) if 0 <= r < self.rows and 0 <= c < self.cols else None
 
-    def put(self, producer: Index, direction: Direction, value: V) -> bool:
+    def put(self, producer: TileIndex, direction: Direction, value: V) -> bool:
         """Keep ``value`` for the consumer in ``direction``; False (and nothing kept) when
         that neighbour lies outside the grid."""
         if self.consumer(producer, direction) is None:
@@ -142,7 +142,7 @@ class ContextTable(Generic[V]):
         self.peak = max(self.peak, len(self._live))
         return True
 
-    def inbound(self, consumer: Index) -> dict[Direction, V | None]:
+    def inbound(self, consumer: TileIndex) -> dict[Direction, V | None]:
         """The contexts ``consumer`` receives, by inbound name (None where absent)."""
         r, c = consumer
         out: dict[Direction, V | None] = {}
@@ -151,7 +151,7 @@ class ContextTable(Generic[V]):
             out[name] = self._live.get(((r - dr, c - dc), direction))
         return out
 
-    def release(self, consumer: Index) -> list[tuple[Index, Direction]]:
+    def release(self, consumer: TileIndex) -> list[tuple[TileIndex, Direction]]:
         """Drop the contexts ``consumer`` received; returns their keys."""
         r, c = consumer
         freed = []
