@@ -9,11 +9,18 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
-from dataclasses import fields
 from typing import Any
 
 from .errors import OutputExistsError, SettingsError, TilewaveError
-from .options import DEFAULT_TILE, FLAGS_GIVEN, Executor, Options, from_keywords, in_python_terms
+from .options import (
+    DEFAULT_TILE,
+    FLAGS_GIVEN,
+    Executor,
+    Options,
+    from_keywords,
+    in_python_terms,
+    option_fields,
+)
 from .pipeline.job import run_job
 from .pipeline.prepare import check_replaceable
 from .pipeline.report import Report
@@ -172,7 +179,7 @@ def tune(input: str | os.PathLike[str], output: str | os.PathLike[str], *,
 
 def _options_doc() -> str:
     lines = [f"    ``{f.name}`` (default ``{f.default!r}``): {f.metadata['help']}"
-             for f in fields(Options)]
+             for f in option_fields()]
     return ("\n\n    Keyword options (the fields of :class:`~tilewave.options.Options`, the flags "
             "of ``tilewave upscale``)::\n\n" + "\n".join(lines) + "\n")
 

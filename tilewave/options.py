@@ -88,6 +88,37 @@ def option(default: Any, help: str, *, flag: str | None = None, group: str | Non
 
 
 @dataclass(frozen=True, kw_only=True)
+class SamplerOptions:
+    """How a multi-step model samples, as the user gave it (None: the model's default);
+    the plan resolves it against the model's defaults into a
+    :class:`~tilewave.models.base.SamplerSettings`. Flags and keywords are flat
+    (``--steps``, ``steps=``)."""
+
+    steps: int | None = option(None, "sampler steps (default: the model's: 4 for "
+                               "uniba-diff-x2, 25 for sd-x4)", group="sampling", type=positive)
+    noise: float | None = option(
+        None, "sampler noise in unit pixel values, 0 = deterministic (default: 0; at most the "
+        "model's trained limit, 0.1)", group="sampling", type=non_negative_float,
+        metavar="SIGMA")
+    seed: int | None = option(None, "noise seed (default: 0); noise is keyed by position, so "
+                              "tiling, workers and --resume do not change it", group="sampling",
+                              type=int)
+    prompt: str | None = option(None, "what the image shows (default: empty)", group="sd")
+    negative_prompt: str | None = option(None, "what it should not show (default: empty)",
+                                         group="sd")
+    guidance: float | None = option(
+        None, "classifier-free guidance scale (default: 9; above 1 with prompts that differ, "
+        "the UNet runs on a batch of two)", group="sd", type=non_negative_float)
+    noise_level: int | None = option(
+        None, "noise added to the low-resolution input, 0 to the folder's max_noise_level "
+        "(default: 20)", group="sd", type=non_negative)
+    early_stop: float | None = option(
+        None, "a tile stops sampling once its estimate changes by less than TOL (relative) in "
+        "one step, e.g. 0.01 (default: 0, never)", group="sd", type=non_negative_float,
+        metavar="TOL")
+
+
+@dataclass(frozen=True, kw_only=True)
 class Options:
     """What the user asked for: the keyword arguments of :func:`tilewave.upscale` and the
     flags of ``tilewave upscale`` (in the order ``--help`` lists them)."""
@@ -127,30 +158,9 @@ class Options:
         "model and mode)")
     adaptive: bool = option(False, "upscale easy tiles (glass, nodata, flat) with bicubic, the "
                             "rest with the model (halo and blend modes)")
-    # Sampler settings of multi-step models (None: the model's default); the plan gathers
-    # them into one SamplerSettings (sampler_given).
-    steps: int | None = option(None, "sampler steps (default: the model's: 4 for "
-                               "uniba-diff-x2, 25 for sd-x4)", group="sampling", type=positive)
-    noise: float | None = option(
-        None, "sampler noise in unit pixel values, 0 = deterministic (default: 0; at most the "
-        "model's trained limit, 0.1)", group="sampling", type=non_negative_float,
-        metavar="SIGMA")
-    seed: int | None = option(None, "noise seed (default: 0); noise is keyed by position, so "
-                              "tiling, workers and --resume do not change it", group="sampling",
-                              type=int)
-    prompt: str | None = option(None, "what the image shows (default: empty)", group="sd")
-    negative_prompt: str | None = option(None, "what it should not show (default: empty)",
-                                         group="sd")
-    guidance: float | None = option(
-        None, "classifier-free guidance scale (default: 9; above 1 with prompts that differ, "
-        "the UNet runs on a batch of two)", group="sd", type=non_negative_float)
-    noise_level: int | None = option(
-        None, "noise added to the low-resolution input, 0 to the folder's max_noise_level "
-        "(default: 20)", group="sd", type=non_negative)
-    early_stop: float | None = option(
-        None, "a tile stops sampling once its estimate changes by less than TOL (relative) in "
-        "one step, e.g. 0.01 (default: 0, never)", group="sd", type=non_negative_float,
-        metavar="TOL")
+    #: Sampler settings of multi-step models (None: the model's default).
+    sampler: SamplerOptions = field(default_factory=SamplerOptions,
+                                    metadata={"nested": True})
     keep_stages: bool = option(False, "keep the stores of intermediate stages "
                                "(OUTPUT.stage1.zarr, ...)")
     resume: bool = option(False, "continue an interrupted run")
@@ -175,15 +185,22 @@ class Options:
     quality: int = option(90, "JPEG quality (default: 90)", group="tiff", type=positive)
 
 
-#: The sampler settings among the options, as :class:`~tilewave.models.base.SamplerSettings`
-#: names them.
-SAMPLER_OPTIONS = ("steps", "noise", "seed", "prompt", "negative_prompt", "guidance",
-                   "noise_level", "early_stop")
+#: The sampler settings, as :class:`~tilewave.models.base.SamplerSettings` names them.
+SAMPLER_OPTIONS = tuple(f.name for f in fields(SamplerOptions))
 
 
 def sampler_given(options: Options) -> dict[str, Any]:
     """The sampler settings the user gave (those not None), by name."""
-    return {k: getattr(options, k) for k in SAMPLER_OPTIONS if getattr(options, k) is not None}
+    return {k: getattr(options.sampler, k) for k in SAMPLER_OPTIONS
+            if getattr(options.sampler, k) is not None}
+
+
+def option_fields() -> list[Field[Any]]:
+    """Every option, the sampler's in its place, flat: one per flag and keyword."""
+    flat: list[Field[Any]] = []
+    for f in fields(Options):
+        flat.extend(fields(SamplerOptions) if f.metadata.get("nested") else [f])
+    return flat
 
 
 def flag_of(f: Field[Any]) -> str:
@@ -197,7 +214,7 @@ def add_arguments(parser: argparse.ArgumentParser, names: tuple[str, ...] | None
     declaration order, each into its group (unless not ``grouped``); ``dest`` is the
     field's name."""
     groups: dict[str, Any] = {}
-    for f in fields(Options):
+    for f in option_fields():
         if names is not None and f.name not in names:
             continue
         kwargs = dict(f.metadata["argparse"])
@@ -215,19 +232,29 @@ def add_arguments(parser: argparse.ArgumentParser, names: tuple[str, ...] | None
 
 def from_arguments(args: argparse.Namespace) -> Options:
     """The :class:`Options` a parsed ``tilewave upscale`` command line asks for."""
-    return Options(**{f.name: getattr(args, f.name) for f in fields(Options)})
+    return _gather({f.name: getattr(args, f.name) for f in option_fields()})
+
+
+def _gather(flat: dict[str, Any]) -> Options:
+    sampler = {k: flat.pop(k) for k in SAMPLER_OPTIONS if k in flat}
+    if sampler:
+        flat["sampler"] = SamplerOptions(**sampler)
+    return Options(**flat)
 
 
 def from_keywords(where: str, keywords: dict[str, Any]) -> Options:
-    """The :class:`Options` of an API call's keywords; an unknown one is refused in one line
-    naming the nearest known one."""
-    known = [f.name for f in fields(Options)]
+    """The :class:`Options` of an API call's keywords (the sampler's flat, or a
+    ``sampler=SamplerOptions(...)``); an unknown one is refused in one line naming the
+    nearest known one."""
+    known = [f.name for f in option_fields()] + ["sampler"]
     for name in keywords:
         if name not in known:
             near = difflib.get_close_matches(name, known, n=1)
             hint = f"; did you mean {near[0]!r}?" if near else f"; it takes {', '.join(known)}"
             raise TypeError(f"{where}() got an unknown option {name!r}{hint}")
-    return Options(**keywords)
+    if "sampler" in keywords and any(k in keywords for k in SAMPLER_OPTIONS):
+        raise TypeError(f"{where}() got sampler= and sampler settings by name; give one of them")
+    return _gather(dict(keywords))
 
 
 _FLAG = re.compile(r"--(no-)?([a-z][a-z0-9-]*)(?: ([\w.+-]+))?")
@@ -239,7 +266,7 @@ def in_python_terms(message: str) -> str:
     ``overwrite=True``, ``--workers 5`` as ``workers=5``, ``--mode halo`` as
     ``mode='halo'``, ``--local`` as ``executor='local'``, ``--steps`` (a value to give)
     as ``steps``."""
-    by_flag = {flag_of(f): f for f in fields(Options)}
+    by_flag = {flag_of(f): f for f in option_fields()}
 
     def keyword(match: re.Match[str]) -> str:
         negated, name, word = match.group(1), match.group(2), match.group(3)

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import SettingsError
 from ..models.base import ModelDescriptor, SamplerSettings, TilingMode, runs_bandwise
-from ..options import SAMPLER_OPTIONS, Executor, Options
+from ..options import SAMPLER_OPTIONS, Executor, Options, sampler_given
 from .blend import RAMPS, Ramp
 from .cascade import Stage, stage_store
 from .consistency import ITERATIONS, MARGIN, NAME
@@ -230,15 +230,14 @@ def _sampler(desc: ModelDescriptor, options: Options) -> SamplerSettings | None:
     if desc.sampler is None:
         return None
     defaults = desc.sampler.as_dict()
-    foreign = [_flag(k) for k in SAMPLER_OPTIONS
-               if getattr(options, k) is not None and k not in defaults]
+    given = sampler_given(options)
+    foreign = [_flag(k) for k in given if k not in defaults]
     if foreign:
         takes = ", ".join(_flag(k) for k in defaults)
         raise SettingsError(f"model {desc.name!r} has no {' or '.join(foreign)}; it takes "
                             f"{takes}: drop the others")
     sampler = SamplerSettings(**{**{k: None for k in SAMPLER_OPTIONS}, **defaults,
-                                 **{k: getattr(options, k) for k in defaults
-                                    if getattr(options, k) is not None}})
+                                 **{k: v for k, v in given.items() if k in defaults}})
     if sampler.steps < 1:
         raise SettingsError(f"--steps must be at least 1, got {sampler.steps}")
     if desc.steps_max and sampler.steps > desc.steps_max:
@@ -258,7 +257,7 @@ def _sampler(desc: ModelDescriptor, options: Options) -> SamplerSettings | None:
 
 
 def _check_sampler_options(options: Options, descriptors: Sequence[ModelDescriptor]) -> None:
-    given = [_flag(k) for k in SAMPLER_OPTIONS if getattr(options, k) is not None]
+    given = [_flag(k) for k in sampler_given(options)]
     if given and all(d.sampler is None for d in descriptors):
         names = ", ".join(d.name for d in descriptors)
         raise SettingsError(f"{' and '.join(given)} apply to multi-step models (such as "
