@@ -169,9 +169,6 @@ def _error_cases(root: pathlib.Path) -> dict[str, Run]:
     case("complex64", write_tiff(root / "complex64" / "in.tif",
                                  (rng.random((40, 50)) + 1j).astype(np.complex64)))
     case("bool", write_tiff(root / "bool" / "in.tif", rng.random((40, 50)) > 0.5))
-    case("two_channels", write_tiff(root / "two_channels" / "in.tif",
-                                    rng.integers(0, 255, (40, 50, 2), dtype=np.uint8),
-                                    photometric="minisblack", planarconfig="contig"))
     case("z_stack", write_tiff(root / "z_stack" / "in.tif",
                                rng.integers(0, 255, (5, 40, 50), dtype=np.uint8),
                                photometric="minisblack", metadata={"axes": "ZYX"}))
@@ -329,7 +326,6 @@ INPUT_ERRORS = {
     "int32": ("pixel type int32", "uint8, uint16 and float32"),
     "complex64": ("pixel type complex64", "uint8, uint16 and float32"),
     "bool": ("pixel type bool", "uint8, uint16 and float32"),
-    "two_channels": ("has 2 channels", "1 (grey), 3 (RGB) or 4 (RGBA)"),
     "z_stack": ("5 planes", "'Z'", "single plane"),
     "absurd_size": ("in.tif", "damaged or truncated"),
     "zero_size": ("in.tif", "no pixels"),
