@@ -21,7 +21,7 @@ import tifffile
 import torch
 
 from tilewave.models import load_model
-from tilewave.pipeline.tile_compute import reference_upscale
+from tilewave.pipeline.upscale_window import reference_upscale
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "landsat8_224078_rgb.tif"
 OUT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks"

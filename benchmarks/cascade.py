@@ -29,7 +29,7 @@ def main() -> None:
     import torch
 
     from tilewave.models import load_model
-    from tilewave.pipeline.tile_compute import reference_upscale
+    from tilewave.pipeline.upscale_window import reference_upscale
 
     models = {"bicubic:4": load_model("bicubic", 4), "span-x4": load_model("span-x4"),
               "span-x2": load_model("span-x2")}

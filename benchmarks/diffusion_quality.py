@@ -106,7 +106,7 @@ def figure(outputs: dict[str, dict[str, np.ndarray]], truths: dict[str, np.ndarr
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tilewave.pipeline.tile_compute import reference_upscale
+    from tilewave.pipeline.upscale_window import reference_upscale
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json-out", type=Path, default=REPO / "docs" / "benchmarks" / "diffusion_quality.json")

@@ -53,7 +53,7 @@ def time_verify(out: Path, tile: int) -> tuple[float, int]:
     """Seconds to read back and checksum every tile and chunk of the finished ``out``."""
     import zarr
 
-    from tilewave.pipeline.plan import TileGrid
+    from tilewave.pipeline.grid import TileGrid
     from tilewave.pipeline.pyramid_plan import PyramidPlan
     from tilewave.pipeline.verify import check_recorded
     from tilewave.storage.arrays import checksum

@@ -55,7 +55,7 @@ OUT_OF_MEMORY = 3
 
 def _grid_and_model(model_name: str, shape: tuple[int, int, int], tile: int, scale: int | None):
     from tilewave.models.registry import describe_model, load_model
-    from tilewave.pipeline.plan import TileGrid
+    from tilewave.pipeline.grid import TileGrid
 
     desc = describe_model(model_name, scale)
     model = load_model(model_name, desc.scale)
@@ -122,7 +122,7 @@ def _run(method: str, input_path: str, output_path: str, model_name: str, tile: 
     t1 = time.perf_counter()
     write_s = 0.0
     if method == "whole":
-        from tilewave.pipeline.tile_compute import reference_upscale
+        from tilewave.pipeline.upscale_window import reference_upscale
 
         pixels = reader.read(0, reader.shape[1], 0, reader.shape[2])
         result = reference_upscale(model, pixels)

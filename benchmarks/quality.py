@@ -84,7 +84,7 @@ def ground_truths() -> list[tuple[str, str, np.ndarray]]:
 def degrade(hr: np.ndarray, scale: int) -> np.ndarray:
     """Antialiased bicubic downscaling, in the image's dtype."""
     from tilewave.models.uniba.train import downscale
-    from tilewave.pipeline.tile_compute import from_unit, to_unit
+    from tilewave.pipeline.upscale_window import from_unit, to_unit
 
     return from_unit(downscale(to_unit(hr), scale)[0].numpy(), hr.dtype)
 
@@ -102,7 +102,7 @@ def seam_check(name: str, image: np.ndarray, tile: int = 48) -> dict[str, float 
 
     import tilewave
     from tilewave.models import load_model
-    from tilewave.pipeline.tile_compute import reference_upscale
+    from tilewave.pipeline.upscale_window import reference_upscale
     with tempfile.TemporaryDirectory() as tmp:
         src = zarr.create_array(f"{tmp}/in.zarr", shape=image.shape, dtype=image.dtype,
                                 chunks=(image.shape[0], 64, 64), dimension_names=("c", "y", "x"))
@@ -128,7 +128,7 @@ def figure(names: list[str], path: str) -> None:
     from PIL import Image, ImageDraw
 
     from tilewave.models import describe_model, load_model
-    from tilewave.pipeline.tile_compute import reference_upscale
+    from tilewave.pipeline.upscale_window import reference_upscale
 
     name, top, left = FIGURE_CROP
     hr = _skimage(name)[top : top + FIGURE_SIZE, left : left + FIGURE_SIZE].transpose(2, 0, 1)
@@ -158,7 +158,7 @@ def figure(names: list[str], path: str) -> None:
 
 def main() -> None:
     from tilewave.models import available_models, describe_model, load_model
-    from tilewave.pipeline.tile_compute import reference_upscale
+    from tilewave.pipeline.upscale_window import reference_upscale
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="*", help="model names (default: every registered upscaler)")

@@ -131,7 +131,7 @@ def ground_truths() -> list[tuple[str, np.ndarray]]:
 
 
 def low_resolution(hr: np.ndarray, quality: int | None, chroma: str | None) -> np.ndarray:
-    from tilewave.pipeline.tile_compute import from_unit, to_unit
+    from tilewave.pipeline.upscale_window import from_unit, to_unit
     from tilewave.training.degradation import bicubic_downscale, jpeg_roundtrip
 
     lr = bicubic_downscale(to_unit(hr)[0].numpy(), 2)
@@ -183,7 +183,7 @@ class Upscaler:
     def __call__(self, lr: np.ndarray, quality: int | None = None) -> np.ndarray:
         """The output for ``lr``; a conditioned model is told its JPEG ``quality``, as a
         job reads it from the input file."""
-        from tilewave.pipeline.tile_compute import reference_upscale
+        from tilewave.pipeline.upscale_window import reference_upscale
 
         model = self.model
         if model.descriptor.conditions:

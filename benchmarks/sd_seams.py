@@ -40,8 +40,8 @@ import torch
 from tilewave.models import load_model
 from tilewave.models.base import SamplerSettings, TileRequest
 from tilewave.pipeline.blend import blend_core, split_prediction
-from tilewave.pipeline.plan import TileGrid
-from tilewave.pipeline.tile_compute import to_unit
+from tilewave.pipeline.grid import TileGrid
+from tilewave.pipeline.upscale_window import to_unit
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks"
 

@@ -45,7 +45,7 @@ def measure(model: str, path: Path, hr: np.ndarray) -> dict[str, float]:
     from skimage.metrics import peak_signal_noise_ratio
 
     from tilewave.models import load_model
-    from tilewave.pipeline.tile_compute import from_unit, reference_upscale, to_unit
+    from tilewave.pipeline.upscale_window import from_unit, reference_upscale, to_unit
     from tilewave.storage.inputs import open_input
     from tilewave.training.tune import OwnDegradation
 

@@ -55,8 +55,8 @@ def tiled_by_hand(model, pixels: np.ndarray, tile: int, edit_inbound=None) -> np
     """Run a context-mode ``model`` over every tile in raster order, handing contexts from
     tile to tile by hand, and assemble the output. ``edit_inbound(inbound)`` may change a
     tile's inbound contexts (to withhold one) before it runs."""
-    from tilewave.pipeline.plan import TileGrid
-    from tilewave.pipeline.tile_compute import run_tile
+    from tilewave.pipeline.grid import TileGrid
+    from tilewave.pipeline.upscale_window import run_tile
 
     _, h, w = pixels.shape
     grid = TileGrid(h, w, tile, model.descriptor.scale, halo=model.descriptor.halo)

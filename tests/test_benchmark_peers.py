@@ -14,7 +14,7 @@ from skimage import data
 from tilewave import api
 from tilewave.models.ncnn_files import wheel_installed
 from tilewave.models.registry import load_model
-from tilewave.pipeline.tile_compute import reference_upscale
+from tilewave.pipeline.upscale_window import reference_upscale
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import peers

@@ -160,7 +160,7 @@ def test_killed_worker_process_is_restarted_and_its_tiles_retried(ray_local, tmp
     from skimage import data
 
     from tilewave.models import load_model
-    from tilewave.pipeline.tile_compute import reference_upscale
+    from tilewave.pipeline.upscale_window import reference_upscale
 
     if model == "span-x2":
         pixels = np.ascontiguousarray(data.coffee()[100:300, 150:410].transpose(2, 0, 1))

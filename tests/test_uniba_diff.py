@@ -25,8 +25,8 @@ from tilewave.models.uniba.bridge import NOISE_MAX as NET_NOISE_MAX
 from tilewave.models.uniba.bridge import UniBADiffNet
 from tilewave.models.uniba.train import TrainSettings, save_checkpoint, train
 from tilewave.pipeline import reference_upscale
-from tilewave.pipeline.plan import TileGrid
-from tilewave.pipeline.tile_compute import run_tile
+from tilewave.pipeline.grid import TileGrid
+from tilewave.pipeline.upscale_window import run_tile
 
 SHIPPED = os.path.exists(weights_path(2, diffusion=True))
 

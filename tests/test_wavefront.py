@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tilewave.errors import SettingsError
-from tilewave.pipeline.plan import TileGrid
+from tilewave.pipeline.grid import TileGrid
 from tilewave.pipeline.wavefront import ContextTable, Wavefront
 
 

@@ -10,9 +10,9 @@ from typing import Any
 
 from ..errors import SettingsError
 from ..pipeline.job_plan import JobPlan
+from ..pipeline.messages import TileJob
 from ..pipeline.pool import TilePool
 from ..pipeline.report import Progress
-from ..pipeline.tile_job import TileJob
 
 
 class PoolFactory:

@@ -2,7 +2,7 @@
 that runs the same :class:`TileWorker` serially (for ``--local``, tests and debugging).
 
 A pool only moves references: the driver submits tile coordinates and context handles
-and gets back :class:`~tilewave.pipeline.tile_job.TileDone` reports, which carry handles
+and gets back :class:`~tilewave.pipeline.messages.TileDone` reports, which carry handles
 to the contexts the tile left. Contexts live in the job's context store, written by the
 producing worker and read by the consuming one, never passing through the driver.
 """
@@ -16,9 +16,9 @@ from typing import Any, cast
 
 from ..errors import WorkerLostError
 from ..pipeline.indices import WorkIndex
+from ..pipeline.messages import TileDone, TileJob
 from ..pipeline.pool import Inbound, TilePool
 from ..pipeline.scheduling import LeastLoaded, Placement, RetryLostTiles
-from ..pipeline.tile_job import TileDone, TileJob
 from .worker import TileWorker
 
 #: How long workers may take to be scheduled and load their model.

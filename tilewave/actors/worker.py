@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from ..pipeline.tile_job import TileDone, TileJob
+from ..pipeline.messages import TileDone, TileJob
 
 
 class TileWorker:

@@ -12,8 +12,8 @@ __all__ = [
 ]
 
 _LAZY = {
-    "RAMPS": ".blend", "Ramp": ".blend", "Tile": ".plan", "TileGrid": ".plan",
-    "RunStats": ".runner", "run_tiles": ".runner", "reference_upscale": ".tile_compute",
-    "run_tile": ".tile_compute", "ContextTable": ".wavefront", "Wavefront": ".wavefront"}
+    "RAMPS": ".blend", "Ramp": ".blend", "Tile": ".grid", "TileGrid": ".grid",
+    "RunStats": ".runner", "run_tiles": ".runner", "reference_upscale": ".upscale_window",
+    "run_tile": ".upscale_window", "ContextTable": ".wavefront", "Wavefront": ".wavefront"}
 __getattr__ = lazy_attributes(__name__, _LAZY)
 __dir__ = lazy_dir(globals(), _LAZY)

@@ -17,7 +17,7 @@ from typing import Literal
 import numpy as np
 
 from .directions import Direction
-from .plan import Tile
+from .grid import Tile
 
 Ramp = Literal["linear", "cosine"]
 RAMPS: tuple[Ramp, ...] = ("linear", "cosine")

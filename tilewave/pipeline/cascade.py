@@ -73,7 +73,7 @@ def _scales_text(entry: ModelEntry) -> str:
     return f"scale {', '.join(map(str, entry.scales))}"
 
 
-def _stage(text: str) -> Stage:
+def _parse_stage(text: str) -> Stage:
     """One stage of a comma list, its scale checked against what the model runs at."""
     name, scale = _split_stage(text)
     entry = get_entry(name)
@@ -89,7 +89,7 @@ def _describe(stages: list[Stage]) -> str:
 
 
 def _explicit_stages(parts: list[str], scale: int | None) -> list[Stage]:
-    stages = [_stage(p) for p in parts]
+    stages = [_parse_stage(p) for p in parts]
     total = math.prod(s.scale for s in stages)
     if scale is not None and scale != total:
         raise SettingsError(f"the stages {_describe(stages)} upscale x{total}, not x{scale}; "

@@ -130,7 +130,7 @@ def back_project(output: np.ndarray, source: np.ndarray, scale: int,
 def reference_consistent(model: Any, pixels: np.ndarray) -> np.ndarray:
     """Whole-image upscaling of ``(c, h, w)`` pixels with ``--consistent``: what a tiled
     job must equal (the model's output, in the input's dtype, then corrected)."""
-    from .tile_compute import reference_upscale
+    from .upscale_window import reference_upscale
 
     return back_project(reference_upscale(model, pixels), pixels, model.descriptor.scale)
 
@@ -158,7 +158,7 @@ class BackProjection:
         import torch
 
         from ..storage.nodata import fill_nodata, nodata_mask
-        from .tile_compute import from_unit, unit_scale
+        from .upscale_window import from_unit, unit_scale
 
         s = self.scale
         y0, y1, x0, x1 = request.window

@@ -19,7 +19,7 @@ from ..options import SAMPLER_OPTIONS, Executor, Options, sampler_given
 from .blend import RAMPS, Ramp
 from .cascade import Stage, stage_store
 from .consistency import ITERATIONS, MARGIN, NAME
-from .plan import TileGrid
+from .grid import TileGrid
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 #: Flat image formats an output is never written as (a gigapixel output does not fit one).
@@ -163,7 +163,7 @@ def _export_step(output: str, options: Options) -> tuple[str, ExportStep | None]
                              compression=options.compression, quality=options.quality)
 
 
-def _stage(index: int, stage: Stage, desc: ModelDescriptor, facts: ImageFacts,
+def _plan_stage(index: int, stage: Stage, desc: ModelDescriptor, facts: ImageFacts,
            options: Options, output: str) -> StagePlan:
     """Check ``options`` against one stage's model and image, and cut its grid."""
     model = stage.model
@@ -280,7 +280,7 @@ def plan_job(output: str, options: Options, facts: ImageFacts, stages: Sequence[
     last = len(stages) - (0 if options.consistent else 1)
     for i, (stage, desc) in enumerate(zip(stages, descriptors, strict=True)):
         store = last_store if i == last else stage_store(last_store, i)
-        plan = _stage(i, stage, desc, facts, options, store)
+        plan = _plan_stage(i, stage, desc, facts, options, store)
         planned.append(replace(plan, pyramid=i == last))
         # A later stage reads the stage before's output, which no JPEG compressed.
         facts = ImageFacts(height=facts.height * stage.scale, width=facts.width * stage.scale,

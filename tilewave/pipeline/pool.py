@@ -9,7 +9,7 @@ from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from .indices import WorkIndex
-from .tile_job import TileDone, TileJob
+from .messages import TileDone, TileJob
 
 #: The contexts a tile receives, by direction.
 Inbound = Mapping[str, Any]

@@ -12,8 +12,8 @@ import numpy as np
 
 from ..errors import PyramidChunkFailedError, first_line, user_error
 from ..storage.pyramid import downsample_window
+from .messages import TileDone
 from .pyramid_plan import PyramidPlan, Window
-from .tile_job import TileDone
 
 #: Reads ``(c, h, w)`` pixels of a window of a level.
 ReadLevel = Callable[[int, Window], np.ndarray]

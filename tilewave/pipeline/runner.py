@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ResumeMismatchError
 from ..storage.job_state import ContextStore, Ledger
 from .directions import OUTBOUND
+from .grid import TileGrid
 from .indices import TileIndex
-from .plan import TileGrid
 from .pyramid_plan import PyramidFront, PyramidPlan
 from .report import Counts
 from .scheduling import RowsAhead

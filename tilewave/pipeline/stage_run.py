@@ -173,13 +173,13 @@ class StageRun:
 
     # run, pyramid, finish -----------------------------------------------------------
 
-    def run_tiles(self, pools: PoolLauncher) -> Counts:
+    def compute(self, pools: PoolLauncher) -> Counts:
         """Run the tiles and, as their chunks appear, the pyramid levels above them."""
         from ..storage.job_state import ContextStore, Ledger
         from ..storage.ome import create_levels, finish_levels
+        from .messages import TileJob
         from .pyramid_plan import PyramidPlan
         from .runner import run_tiles
-        from .tile_job import TileJob
 
         stage, grid = self.stage, self.stage.grid
         pyramid = PyramidPlan.for_output(grid.out_shape, grid.out_chunk,
@@ -200,7 +200,7 @@ class StageRun:
                       durable=self.options.durable, guide=guide, guide_scale=stage.guide_scale,
                       condition=stage.condition)
         ledger = Ledger(self.store)
-        verified, repaired = self.check_recorded(ledger, pyramid)
+        verified, repaired = self.read_back(ledger, pyramid)
         location.write_bytes(self.running_marker, f"{os.getpid()}\n".encode(), durable=True)
         self.marked = True
         already = len(ledger.done())
@@ -240,7 +240,7 @@ class StageRun:
     def running_marker(self) -> str:
         return location.join(job_state.state_dir(self.store), RUNNING)
 
-    def check_recorded(self, ledger: Any, pyramid: Any) -> tuple[int, int]:
+    def read_back(self, ledger: Any, pyramid: Any) -> tuple[int, int]:
         """Read back what the ledger lists, if asked or if the last run did not stop
         cleanly, and take back what must run again; ``(checked, taken back)``."""
         from .verify import check_recorded
@@ -277,7 +277,7 @@ class StageRun:
         try:
             if not self.lock_and_open():
                 return Counts()
-            result = self.run_tiles(pools)
+            result = self.compute(pools)
             self.manifest.finish(self.store)
         except BaseException as exc:
             self.leave_behind(exc)

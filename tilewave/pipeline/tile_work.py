@@ -24,10 +24,10 @@ from ..storage.nodata import fill_nodata, nodata_mask, restore_nodata
 from .blend import Ramp
 from .difficulty import assess
 from .directions import OUTBOUND, Direction
+from .grid import Tile, TileGrid, Window
 from .indices import TileIndex
-from .plan import Tile, TileGrid, Window
-from .tile_compute import run_tile
-from .tile_job import TileDone
+from .messages import TileDone
+from .upscale_window import run_tile
 
 #: Reads the input pixels of a window ``(y0, y1, x0, x1)`` as ``(c, h, w)``.
 Read = Callable[[Window], np.ndarray]

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import zarr
 
 from ..storage.arrays import ArrayReader, ArraySpec, checksum
+from .grid import TileGrid
 from .indices import TileIndex
-from .plan import TileGrid
 from .pyramid_plan import Chunk, PyramidPlan
 
 Entry = tuple[int, ...]

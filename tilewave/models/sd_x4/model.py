@@ -21,7 +21,7 @@ import torch
 
 from ...pipeline.blend import blend_core, split_prediction
 from ...pipeline.directions import Direction
-from ...pipeline.plan import Tile
+from ...pipeline.grid import Tile
 from ..base import ModelDescriptor, SamplerSettings, TileRequest, TileResult
 from . import OVERLAP
 from .folder import FolderFacts, Parts, load_parts

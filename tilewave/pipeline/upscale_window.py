@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from ..models.base import TileModel, TileRequest, TilingMode
 from .blend import Ramp, blend_core, split_prediction
-from .plan import Tile, TileGrid
+from .grid import Tile, TileGrid
 
 
 def unit_scale(dtype: np.dtype) -> float:

@@ -11,8 +11,8 @@ from ..models.base import SamplerSettings, TilingMode
 from ..storage.arrays import ArraySpec
 from .blend import Ramp
 from .directions import Direction
+from .grid import TileGrid
 from .indices import TileIndex
-from .plan import TileGrid
 from .pyramid_plan import PyramidPlan
 
 
