@@ -81,7 +81,7 @@ def monitor_set() -> list[tuple[np.ndarray, dict[str, tuple[np.ndarray, np.ndarr
 
     from tilewave.models import load_model
     from tilewave.models.conditions import jpeg_level
-    from tilewave.pipeline.tile_compute import reference_upscale
+    from tilewave.pipeline.upscale_window import reference_upscale
 
     bicubic = load_model("bicubic", 2)
     found = []
@@ -106,7 +106,7 @@ def monitor(crops: list) -> Any:
     sys.path.insert(0, str(REPO / "benchmarks"))
     from realism import blockiness  # type: ignore[import-not-found]
 
-    from tilewave.pipeline.tile_compute import from_unit, to_unit
+    from tilewave.pipeline.upscale_window import from_unit, to_unit
 
     def measure(trainee: Any) -> dict[str, float]:
         m = trainee.margin
