@@ -1,6 +1,7 @@
 """Satellite stacks of any number of bands: a 7-band 16-bit GeoTIFF built from the Landsat
 scene's measurements runs through models made for one or three channels band by band,
-keeping its band names, nodata, georeferencing and 16-bit values."""
+keeping its band names, nodata, georeferencing and 16-bit values (where ../shared/data
+has no scene, a scikit-image photo stretched to 16 bits stands in for it)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 import tifffile
 import zarr
-from helpers import shared_file
+from helpers import SHARED_DATA as SHARED
 
 import tilewave
 from tilewave.errors import SettingsError
@@ -19,15 +20,32 @@ NAMES = ["Red", "Green", "Blue", "Red-Green", "Green-Blue", "Red x0.8", "Blue x1
 NODATA = 0
 
 
+#: The Landsat scene's GeoTIFF keys (WGS 84 / UTM zone 21N), for the stand-in scene.
+UTM21N = ((1, 1, 0, 7, 1024, 0, 1, 1, 1025, 0, 1, 1, 1026, 34737, 22, 0, 2049, 34737, 7, 22,
+           2054, 0, 1, 9102, 3072, 0, 1, 32621, 3076, 0, 1, 9001), "WGS 84 / UTM zone 21N|WGS 84|")
+
+
+def _scene(y0: int, x0: int, size: tuple[int, int]) -> tuple[np.ndarray, tuple[int, ...], str]:
+    """``(3, h, w)`` 16-bit measurements and the scene's GeoTIFF keys: the Landsat scene
+    where ../shared/data has it, else a scikit-image photo stretched to 16 bits in its place
+    (so a fresh clone tests the same code)."""
+    path = SHARED / "landsat8_224078_rgb.tif"
+    if path.exists():
+        with tifffile.TiffFile(path) as tf:
+            page = tf.pages[0]
+            rgb = page.asarray()[y0 : y0 + size[0], x0 : x0 + size[1]].transpose(2, 0, 1)
+            return rgb, page.tags["GeoKeyDirectoryTag"].value, page.tags["GeoAsciiParamsTag"].value
+    from skimage import data
+
+    photo = data.astronaut()[y0 // 4 : y0 // 4 + size[0], x0 // 4 : x0 // 4 + size[1]]
+    return (photo.transpose(2, 0, 1).astype(np.uint16) * 40 + 6000), *UTM21N
+
+
 def seven_band_geotiff(path, y0=600, x0=800, size=(72, 88)) -> np.ndarray:
     """Write a crop of the Landsat scene as 7 bands (its 3 and 4 derived from them, as
     indices are) with GDAL's band descriptions and nodata tags; returns the (7, h, w) bands."""
-    src = shared_file("landsat8_224078_rgb.tif")
-    with tifffile.TiffFile(src) as tf:
-        page = tf.pages[0]
-        rgb = page.asarray()[y0 : y0 + size[0], x0 : x0 + size[1]].transpose(2, 0, 1).astype(np.float64)
-        geokeys = page.tags["GeoKeyDirectoryTag"].value
-        ascii_ = page.tags["GeoAsciiParamsTag"].value
+    scene, geokeys, ascii_ = _scene(y0, x0, size)
+    rgb = scene.astype(np.float64)
     r, g, b = rgb
     bands = np.stack([r, g, b, (r + g) / 2, (g + b) / 2, r * 0.8, np.minimum(b * 1.2, 65535)])
     bands = np.rint(bands).astype(np.uint16)
