@@ -173,7 +173,7 @@ def _swap_node(cluster: Any, nodes: list[Any], rng: random.Random) -> None:
 
 def _recorded(out: Path) -> int:
     """Tiles the ledger of ``out`` lists as done (0 before it exists)."""
-    from tilewave.storage.job_state import Ledger
+    from tilewave.storage.ledger import Ledger
 
     return len(Ledger(str(out)).done())
 

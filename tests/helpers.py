@@ -88,7 +88,7 @@ class CodeRunningPayload:
 
 def recorded_tiles(output) -> int:
     """How many tiles the ledger of ``output`` lists as finished (0 before it exists)."""
-    from tilewave.storage.job_state import Ledger
+    from tilewave.storage.ledger import Ledger
 
     return len(Ledger(str(output)).done())
 

@@ -22,16 +22,10 @@ from tilewave.storage.backends import (
     PreconditionFailed,
     backend_for,
 )
-from tilewave.storage.job_state import (
-    AppendLog,
-    BatchLog,
-    ContextStore,
-    JobLock,
-    Ledger,
-    check_not_busy,
-    ledger_log,
-)
+from tilewave.storage.contexts import ContextStore
 from tilewave.storage.lease import ObjectLease
+from tilewave.storage.ledger import AppendLog, BatchLog, Ledger, ledger_log
+from tilewave.storage.locks import JobLock, check_not_busy
 
 
 class Clock:

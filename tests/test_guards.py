@@ -24,7 +24,7 @@ from tilewave.errors import (
 from tilewave.models import ModelDescriptor, ModelEntry, load_model, register
 from tilewave.models.base import ImageModel
 from tilewave.pipeline import reference_upscale
-from tilewave.storage.job_state import Ledger
+from tilewave.storage.ledger import Ledger
 
 
 def _tree(path):

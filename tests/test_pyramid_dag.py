@@ -12,7 +12,7 @@ from helpers import random_image, zarr_input
 
 import tilewave
 from tilewave.pipeline.pyramid_plan import PyramidFront, PyramidPlan
-from tilewave.storage.job_state import Ledger
+from tilewave.storage.ledger import Ledger
 from tilewave.storage.pyramid import downsample_window
 
 

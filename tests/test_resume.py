@@ -13,7 +13,7 @@ import tilewave
 from tilewave.errors import UnreadableInputError
 from tilewave.models import load_model
 from tilewave.pipeline import reference_upscale
-from tilewave.storage.job_state import Ledger
+from tilewave.storage.ledger import Ledger
 
 pytestmark = pytest.mark.ray
 

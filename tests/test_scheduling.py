@@ -17,7 +17,7 @@ from tilewave.pipeline.grid import TileGrid
 from tilewave.pipeline.messages import TileDone
 from tilewave.pipeline.runner import run_tiles
 from tilewave.pipeline.scheduling import LeastLoaded, Placement, RetryLostTiles, RowsAhead, share_nodes
-from tilewave.storage.job_state import Ledger
+from tilewave.storage.ledger import Ledger
 
 
 class FakePool:

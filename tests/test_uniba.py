@@ -99,7 +99,7 @@ def test_saved_contexts_hold_only_the_border_blocks(tmp_path):
     """The contexts a worker persists are views of the tile's keys and values: the files
     must hold those border blocks, not the whole tile's tensors behind the views."""
     from tilewave.pipeline.tile_work import to_cpu as _to_cpu
-    from tilewave.storage.job_state import ContextStore
+    from tilewave.storage.contexts import ContextStore
 
     net = load_model("uniba-x2").net
     cfg = net.cfg

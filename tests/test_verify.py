@@ -19,7 +19,7 @@ import tilewave
 from tilewave.errors import SettingsError
 from tilewave.pipeline.pyramid_plan import PyramidPlan
 from tilewave.pipeline.verify import to_rerun
-from tilewave.storage.job_state import Ledger
+from tilewave.storage.ledger import Ledger
 
 # ------------------------------------------------------------------ the rule
 

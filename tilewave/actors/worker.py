@@ -40,7 +40,7 @@ class TileWorker:
         from ..models.bicubic import Bicubic
         from ..pipeline.tile_work import TileSetup, to_cpu
         from ..storage.arrays import ArrayReader, ArraySpec, ArrayWriter
-        from ..storage.job_state import ContextStore
+        from ..storage.contexts import ContextStore
         from .device import default_batch, pick_device
 
         device = pick_device()

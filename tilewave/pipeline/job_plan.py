@@ -16,6 +16,7 @@ from typing import Any
 from ..errors import SettingsError
 from ..models.base import ModelDescriptor, SamplerSettings, TilingMode, runs_bandwise
 from ..options import SAMPLER_OPTIONS, Executor, Options, sampler_given
+from ..storage import location
 from .blend import RAMPS, Ramp
 from .cascade import Stage, stage_store
 from .consistency import ITERATIONS, MARGIN, NAME
@@ -155,7 +156,7 @@ def _export_step(output: str, options: Options) -> tuple[str, ExportStep | None]
             raise SettingsError("--format and --compression apply to a .tif/.tiff output; "
                                 "for an OME-Zarr output use `tilewave export` afterwards")
         return output, None
-    if "://" in output:
+    if not location.is_local(output):
         raise SettingsError(f"a TIFF output is written to a local file, not {output!r}; write "
                             "the OME-Zarr output there and `tilewave export` it locally")
     store = output + ".zarr"  # kept until the export succeeds, so --resume works

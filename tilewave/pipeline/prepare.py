@@ -13,8 +13,9 @@ from ..errors import OutputExistsError, ResumeMismatchError, SettingsError
 from ..models import describe_model, get_entry
 from ..models.ncnn_files import require_wheel
 from ..options import Options
-from ..storage import job_state, location
+from ..storage import layout, location
 from ..storage.inputs import InputImage, open_input
+from ..storage.locks import check_not_busy
 from ..storage.manifest import Manifest
 from ..storage.writable import check_creatable, check_writable
 from .cascade import plan_stages
@@ -23,7 +24,7 @@ from .job_plan import ImageFacts, JobPlan, plan_job
 
 def check_apart(input_path: str, output: str, what: str = "output") -> None:
     """Refuse an output that is, contains or lies inside the input."""
-    if location.is_url(input_path) or location.is_url(output):
+    if not (location.is_local(input_path) and location.is_local(output)):
         src, dst, sep = input_path.rstrip("/"), output.rstrip("/"), "/"
     else:
         src, dst, sep = os.path.realpath(input_path), os.path.realpath(output), os.sep
@@ -34,7 +35,7 @@ def check_apart(input_path: str, output: str, what: str = "output") -> None:
 def is_removable_output(path: str) -> bool:
     """Only Zarr stores and tilewave outputs are ever deleted by ``overwrite``."""
     return location.isdir(path) and (location.exists(location.join(path, "zarr.json"))
-                                     or location.isdir(job_state.state_dir(path)))
+                                     or location.isdir(layout.state_dir(path)))
 
 
 def check_replaceable(path: str, what: str) -> None:
@@ -53,7 +54,7 @@ def _exists_refusal(path: str) -> OutputExistsError:
 def _check_store(store: str, options: Options) -> None:
     """An existing store is resumed (``resume``), replaced (``overwrite``) or refused."""
     if location.isdir(store):
-        job_state.check_not_busy(store)  # before a resume or an overwrite touches it
+        check_not_busy(store)  # before a resume or an overwrite touches it
     if not location.exists(store):
         check_creatable(store)
     elif options.resume:

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ResumeMismatchError
-from ..storage.job_state import ContextStore, Ledger
+from ..storage.contexts import ContextStore
+from ..storage.ledger import Ledger
 from .directions import OUTBOUND
 from .grid import TileGrid
 from .indices import TileIndex

@@ -17,18 +17,17 @@ from typing import Any
 from .. import __version__
 from ..errors import BadPixelsError, ResumeMismatchError, TilewaveError
 from ..options import Options
-from ..storage import job_state, location
+from ..storage import layout, location
+from ..storage.backends import backend_for
 from ..storage.inputs import InputImage
+from ..storage.locks import JobLock
 from ..storage.manifest import Manifest
 from ..storage.writable import check_writable
+from .indices import WorkIndex
 from .job_plan import StagePlan
 from .pool import PoolLauncher
 from .prepare import check_replaceable, unholdable
 from .report import Counts, Progress
-
-#: Present in a job's state folder while a run writes it: found by the next run, it says
-#: the last one did not stop cleanly (killed, crashed, power lost).
-RUNNING = "running"
 
 
 class StageRun:
@@ -41,10 +40,10 @@ class StageRun:
         self.guide = guide
         self.progress, self.label = progress, label
         self.store = stage.output
-        self.lock: job_state.JobLock | None = None
+        self.lock: JobLock | None = None
         self.created_here = False
         self.tiles_started = False
-        #: This run wrote the marker of a run in progress (RUNNING).
+        #: This run wrote the marker of a run in progress (:func:`~..storage.layout.running_marker`).
         self.marked = False
         self.manifest = Manifest(__version__, image.fingerprint(), stage.settings(),
                                  [stage.grid.rows, stage.grid.cols])
@@ -90,7 +89,7 @@ class StageRun:
         return True
 
     def _lock(self) -> None:
-        self.lock = job_state.JobLock(self.store).acquire()
+        self.lock = JobLock(self.store).acquire()
         if self.lock.took_over:
             self.progress.say(f"{self.label}the job that held {self.store!r} stopped renewing "
                               f"its lease ({self.lock.took_over}): taking it over")
@@ -136,7 +135,7 @@ class StageRun:
         image, tile = self.image, self.stage.grid.tile
         if image.array is not None and image.chunks is not None and max(image.chunks) <= 2 * tile:
             return image.array, False
-        work = location.join(job_state.state_dir(self.store), "work.zarr")
+        work = layout.work_copy(self.store)
         done = self.manifest.ingested and location.exists(work)
         return ArraySpec(work, "cyx"), not done
 
@@ -150,7 +149,7 @@ class StageRun:
         assert image is not None  # a back-projection stage always has its guide
         if image.array is not None and image.chunks is not None and max(image.chunks) <= 2 * tile:
             return image.array, False
-        work = location.join(job_state.state_dir(self.store), "guide.zarr")
+        work = layout.guide_copy(self.store)
         done = self.manifest.ingested and location.exists(work)
         return ArraySpec(work, "cyx"), not done
 
@@ -175,7 +174,8 @@ class StageRun:
 
     def compute(self, pools: PoolLauncher) -> Counts:
         """Run the tiles and, as their chunks appear, the pyramid levels above them."""
-        from ..storage.job_state import ContextStore, Ledger
+        from ..storage.contexts import ContextStore
+        from ..storage.ledger import Ledger
         from ..storage.ome import create_levels, finish_levels
         from .messages import TileJob
         from .pyramid_plan import PyramidPlan
@@ -216,7 +216,7 @@ class StageRun:
             if copying is not None:
                 copying.result()
             self.tiles_started = True
-            if not location.is_url(self.store):
+            if backend_for(self.store).appendable:
                 pool.on_retry = self._log_retry
             contexts = ContextStore(self.store) if stage.dependent else None
             with self.progress.bar(total, already + len(ledger.done_chunks()),
@@ -229,16 +229,16 @@ class StageRun:
         self.manifest.pyramid = levels[1:]
         return counts
 
-    def _log_retry(self, index: tuple[int, ...], cause: str) -> None:
+    def _log_retry(self, index: WorkIndex, cause: str) -> None:
         """Note a tile run again after its worker was lost in ``.tilewave/events.log``,
         which outlives a driver killed before it could report (local outputs)."""
         what = f"tile {index[:2]}" if len(index) == 2 else f"pyramid chunk {index}"
-        with open(location.join(job_state.state_dir(self.store), "events.log"), "a") as log:
-            log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} retry {what}: {cause}\n")
+        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} retry {what}: {cause}\n"
+        location.append_bytes(layout.events_log(self.store), line.encode())
 
     @property
     def running_marker(self) -> str:
-        return location.join(job_state.state_dir(self.store), RUNNING)
+        return layout.running_marker(self.store)
 
     def read_back(self, ledger: Any, pyramid: Any) -> tuple[int, int]:
         """Read back what the ledger lists, if asked or if the last run did not stop
@@ -264,7 +264,7 @@ class StageRun:
         """The one place that decides what a failed stage leaves behind."""
         details = getattr(exc, "details", "") if isinstance(exc, TilewaveError) else ""
         if details:  # a failed tile or an unreadable input chunk: the traceback, for a report
-            log = location.join(job_state.state_dir(self.store), "errors.log")
+            log = layout.errors_log(self.store)
             earlier = location.read_bytes(log) if location.exists(log) else b""
             location.write_bytes(log, earlier + f"{time.ctime()}: {exc}\n{details}\n".encode())
         elif self.created_here and isinstance(exc, TilewaveError) and (

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import BadPixelsError, TileFailedError, UnreadableInputError, first_line, user_error
 from ..models.base import TileModel, TilingMode
-from ..storage.job_state import PersistedContext
+from ..storage.contexts import PersistedContext
 from ..storage.nodata import fill_nodata, nodata_mask, restore_nodata
 from .blend import Ramp
 from .difficulty import assess

@@ -16,7 +16,7 @@ _LAZY = {
     "ArrayReader": ".arrays", "ArraySpec": ".arrays", "ArrayWriter": ".arrays",
     "ingest": ".ingest", "SUPPORTED_DTYPES": ".inputs",
     "InputImage": ".inputs", "lazy_pixels": ".inputs", "open_input": ".inputs",
-    "ContextStore": ".job_state", "Ledger": ".job_state", "PersistedContext": ".job_state",
+    "ContextStore": ".contexts", "Ledger": ".ledger", "PersistedContext": ".contexts",
     "create_output": ".ome"}
 __getattr__ = lazy_attributes(__name__, _LAZY)
 __dir__ = lazy_dir(globals(), _LAZY)

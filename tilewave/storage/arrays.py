@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import zarr
 
+from .backends import backend_for
+
 #: Axis letters tilewave understands; t and z must have length one.
 KNOWN_AXES = set("tczyx")
 
@@ -81,7 +83,10 @@ class ArrayWriter:
     def __init__(self, path: str, durable: bool = False):
         self.path = path
         self.array = zarr.open_array(path, mode="r+")
-        self.durable = durable and "://" not in path
+        # Chunk files are fsynced only where a finished write is not durable by itself,
+        # and only local files can be (object stores' puts are durable when they return).
+        backend = backend_for(path)
+        self.durable = durable and backend.local and not backend.durable_writes
 
     def write(self, y0: int, x0: int, data: np.ndarray) -> int:
         """Write ``data`` at ``(y0, x0)``; returns its :func:`checksum`."""

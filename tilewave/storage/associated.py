@@ -18,12 +18,14 @@ from . import location
 #: The names slide readers know, in the order exports write them.
 NAMES = ("thumbnail", "label", "macro")
 GROUP = "associated"
+#: Files that may be slides with associated images (tifffile opens local files only).
+SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi")
 
 
 def read_associated(path: str) -> dict[str, np.ndarray]:
     """The associated images of the input at ``path`` (an Aperio SVS slide), by name;
     empty for other inputs. Only 8-bit RGB images are kept (what slide TIFFs hold)."""
-    if location.is_url(path) or not path.lower().endswith((".svs", ".tif", ".tiff", ".ndpi")):
+    if not location.is_local(path) or not path.lower().endswith(SLIDE_SUFFIXES):
         return {}
     import tifffile
 
@@ -58,7 +60,7 @@ def associated_sizes(path: str) -> dict[str, tuple[int, int]]:
         sub = cast(zarr.Group, group[GROUP])
         shapes = {name: cast(zarr.Array, sub[name]).shape for name in NAMES if name in sub}
         return {name: (int(shape[1]), int(shape[0])) for name, shape in shapes.items()}
-    if location.is_url(path) or not path.lower().endswith((".svs", ".tif", ".tiff", ".ndpi")):
+    if not location.is_local(path) or not path.lower().endswith(SLIDE_SUFFIXES):
         return {}
     import tifffile
 

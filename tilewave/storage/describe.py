@@ -6,8 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import InputError
-from . import job_state, location
+from . import location
 from .inputs import _short, open_input
+from .ledger import Ledger
+from .manifest import Manifest
 
 
 def describe(path: str) -> dict[str, Any]:
@@ -54,12 +56,13 @@ def describe(path: str) -> dict[str, Any]:
 def _job_facts(path: str) -> dict[str, Any]:
     """What the job record of a tilewave output says, or nothing for other stores."""
     try:
-        job = job_state.read_manifest(path)
+        manifest = Manifest.read(path)
+        job = manifest.as_dict() if manifest is not None else None
         if job is None:
             return {}
         s = job["settings"]
         rows, cols = job["grid"]
-        done = rows * cols if job.get("complete") else len(job_state.Ledger(path).done())
+        done = rows * cols if job.get("complete") else len(Ledger(path).done())
         return {
             "written by": (f"tilewave {job['tilewave']}: {s['model']} x{s['scale']}, "
                            f"{s['mode']} mode, tile {s['tile']}"

@@ -1,4 +1,5 @@
-"""An expiring lease on an object-store output: the lock a job holds on ``s3://`` outputs.
+"""An expiring lease on an output: the lock a job holds where there is no ``flock``
+(object stores such as ``s3://``, and ``memory://``).
 
 Object stores have no ``flock``. The lease is one object, ``.tilewave/lease.json``,
 created with a conditional put (``If-None-Match: *``): of two jobs creating it at once,
@@ -22,14 +23,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-from . import location
+from .backends import PreconditionFailed, backend_for
+from .layout import LEASE, state_dir
 
 #: Seconds a lease lasts without renewal (``TILEWAVE_LEASE_SECONDS`` overrides it: a
 #: crashed job's output is free again this long after its last renewal).
 LEASE_SECONDS = 60.0
-LEASE_NAME = "lease.json"
 
 
 @dataclass(frozen=True)
@@ -75,24 +75,16 @@ def _clock(stamp: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
 
 
-def _bucket_key(url: str) -> tuple[Any, str, str]:
-    fs, path = location.filesystem(url)
-    bucket, _, key = path.partition("/")
-    return fs, bucket, key
-
-
-def _precondition_failed(exc: BaseException) -> bool:
-    """s3fs turns S3's 412 into FileExistsError for If-None-Match, OSError for If-Match."""
-    return isinstance(exc, FileExistsError) or "pre-condition" in str(exc).lower() or (
-        "PreconditionFailed" in str(exc))
-
-
 class ObjectLease:
-    """The lease on one object-store output; see the module's docstring."""
+    """The lease on one output without ``flock``; see the module's docstring. Its backend
+    answers the conditional writes (S3's through fsspec, or ``memory://``)."""
 
     def __init__(self, state_url: str, ttl: float | None = None,
                  clock: Callable[[], float] = time.time):
-        self.url = location.join(state_url, LEASE_NAME)
+        self.backend = backend_for(state_url)
+        self.url = self.backend.join(state_url, LEASE)
+        #: The output the lease locks, for messages: the parent of its state folder.
+        self.output = state_url.rstrip("/").rsplit("/", 1)[0]
         self.ttl = ttl if ttl is not None else _default_ttl()
         self.clock = clock
         self.holder = f"pid {os.getpid()} on {socket.gethostname()}, since {_clock(clock())}"
@@ -110,27 +102,20 @@ class ObjectLease:
                            "ttl": self.ttl, "host": socket.gethostname(),
                            "pid": os.getpid()}).encode()
 
-    def _put(self, **condition: str) -> str:
-        fs, bucket, key = _bucket_key(self.url)
-        reply = fs.call_s3("put_object", Bucket=bucket, Key=key, Body=self._body(), **condition)
-        return str(reply["ETag"])
+    def _put(self, IfMatch: str | None = None) -> str:
+        """Write this job's lease: created only if there is none, or (named as S3's
+        header) replacing only the version ``IfMatch``; raises
+        :class:`~tilewave.storage.backends.PreconditionFailed` otherwise."""
+        if IfMatch is None:
+            return self.backend.put_new(self.url, self._body())
+        return self.backend.put_replacing(self.url, self._body(), IfMatch)
 
     def read(self) -> LeaseRecord | None:
         """The lease as it stands, or None if there is none."""
-        fs, bucket, key = _bucket_key(self.url)
-        try:
-            reply = fs.call_s3("get_object", Bucket=bucket, Key=key)
-        except FileNotFoundError:
+        tagged = self.backend.read_tagged(self.url)
+        if tagged is None:
             return None
-        from fsspec.asyn import sync
-
-        # s3fs's client is aiobotocore's: the body streams on s3fs's event loop.
-        body = reply["Body"]
-        async def whole() -> bytes:
-            async with body as stream:
-                return bytes(await stream.read())
-
-        data = sync(fs.loop, whole)
+        data, etag = tagged
         try:
             fields = json.loads(data)
             holder, expires = str(fields["holder"]), float(fields["expires"])
@@ -138,7 +123,7 @@ class ObjectLease:
             pid = int(fields["pid"]) if "pid" in fields else None
         except (ValueError, KeyError, TypeError):
             holder, expires, host, pid = "a job that wrote an unreadable lease", 0.0, None, None
-        return LeaseRecord(holder, expires, str(reply["ETag"]), host, pid)
+        return LeaseRecord(holder, expires, etag, host, pid)
 
     def live(self, record: LeaseRecord | None) -> bool:
         """Whether ``record`` still keeps other jobs out."""
@@ -150,29 +135,25 @@ class ObjectLease:
         """Take the lease, or an expired one over; raises :class:`OutputBusyError`."""
         from ..errors import OutputBusyError
 
-        output = self.url.rsplit("/", 2)[0]
         for _ in range(5):  # each round loses only to a job that won a race
             try:
-                self._etag = self._put(IfNoneMatch="*")
+                self._etag = self._put()
                 return self
-            except Exception as exc:
-                if not _precondition_failed(exc):
-                    raise
+            except PreconditionFailed:
+                pass
             current = self.read()
             if current is None:
                 continue  # released between the two calls
             if self.live(current):
-                raise OutputBusyError(output, current.describe())
+                raise OutputBusyError(self.output, current.describe())
             try:
                 self._etag = self._put(IfMatch=current.etag)
-            except Exception as exc:
-                if not _precondition_failed(exc):
-                    raise
+            except PreconditionFailed:
                 continue  # another job took it over first, or its holder renewed it
             self.took_over = current
             return self
         current = self.read()
-        raise OutputBusyError(output, current.describe() if current else "a job racing for it")
+        raise OutputBusyError(self.output, current.describe() if current else "a job racing for it")
 
     def renew(self) -> bool:
         """Push the expiry on; False (and :meth:`check` raises) if the lease was lost."""
@@ -181,12 +162,12 @@ class ObjectLease:
         try:
             self._etag = self._put(IfMatch=self._etag)
             return True
-        except Exception as exc:
-            if not _precondition_failed(exc):
-                return True  # the store did not answer: try again at the next renewal
+        except PreconditionFailed:
             current = self.read()
             self._lost = current.holder if current else "nobody (it was removed)"
             return False
+        except Exception:
+            return True  # the store did not answer: try again at the next renewal
 
     def start_renewing(self) -> ObjectLease:
         """Renew every ``ttl / 4`` seconds on a daemon thread until :meth:`release`."""
@@ -204,7 +185,7 @@ class ObjectLease:
         if self._lost is not None:
             from ..errors import LeaseLostError
 
-            raise LeaseLostError(self.url.rsplit("/", 2)[0], self._lost)
+            raise LeaseLostError(self.output, self._lost)
 
     def release(self) -> None:
         """Stop renewing and remove the lease, if it is still this job's."""
@@ -213,10 +194,42 @@ class ObjectLease:
             self._thread.join()
         if self._etag is None or self._lost is not None:
             return
-        fs, bucket, key = _bucket_key(self.url)
-        try:
-            fs.call_s3("delete_object", Bucket=bucket, Key=key, IfMatch=self._etag)
-        except Exception as exc:
-            if not _precondition_failed(exc) and not isinstance(exc, FileNotFoundError):
-                raise
+        self.backend.remove_tagged(self.url, self._etag)
         self._etag = None
+
+
+class LeaseLock:
+    """The job lock where there is no ``flock``: an :class:`ObjectLease` on the output,
+    renewed on a thread while the job runs (:class:`~.locks.OutputLock`)."""
+
+    def __init__(self, output: str):
+        self.output = output
+        self.lease = ObjectLease(state_dir(output))
+        self._held = False
+
+    def acquire(self) -> LeaseLock:
+        self.lease.acquire().start_renewing()
+        self._held = True
+        return self
+
+    @property
+    def took_over(self) -> str | None:
+        """Who held the expired lease this job took over, if it did."""
+        record = self.lease.took_over
+        return record.describe(self.lease.clock()) if record is not None else None
+
+    def check(self) -> None:
+        self.lease.check()
+
+    def release(self) -> None:
+        if self._held:
+            self.lease.release()
+            self._held = False
+
+    def check_free(self) -> None:
+        """Refuse the output while another job holds a live lease on it."""
+        from ..errors import OutputBusyError
+
+        current = self.lease.read()
+        if current is not None and self.lease.live(current):
+            raise OutputBusyError(self.output, current.describe())

@@ -13,12 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import location
-
-STATE_DIR = ".tilewave"
-
-
-def _job_json(output: str) -> str:
-    return location.join(output, STATE_DIR, "job.json")
+from .layout import manifest_path, state_dir
 
 
 @dataclass
@@ -78,12 +73,12 @@ class Manifest:
     def save(self, output: str) -> None:
         """Write the running job's record (durably: a resumed job trusts it)."""
         data = json.dumps(self.as_dict(), indent=1, sort_keys=True).encode()
-        location.write_bytes(_job_json(output), data, durable=True)
+        location.write_bytes(manifest_path(output), data, durable=True)
 
     @classmethod
     def read(cls, output: str) -> Manifest | None:
         """The running job's record, or a complete job's from the group attributes."""
-        path = _job_json(output)
+        path = manifest_path(output)
         try:
             if location.exists(path):
                 record = json.loads(location.read_bytes(path))
@@ -105,4 +100,4 @@ class Manifest:
         if isinstance(previous, dict) and "metadata" in previous:
             self.metadata = previous["metadata"]
         group.attrs["tilewave"] = self.as_dict()
-        location.remove_tree(location.join(output, STATE_DIR))
+        location.remove_tree(state_dir(output))

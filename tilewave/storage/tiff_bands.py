@@ -207,7 +207,7 @@ class TiffBands:
 
     def _read(self, start: int, size: int) -> np.ndarray:
         """``size`` bytes of pixels at ``start`` of the file, in its byte order."""
-        if not location.is_url(self.path):
+        if location.is_local(self.path):
             # A mapping of just these bytes, dropped with the band: mapping the whole file
             # would leave every page read resident in this process until the end.
             return np.memmap(self.path, self._file_dtype, "r", offset=start,

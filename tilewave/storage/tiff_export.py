@@ -34,7 +34,7 @@ import zarr
 
 from .. import __version__
 from ..errors import InputError, OutputExistsError, SettingsError
-from . import location
+from . import layout, location
 
 Kind = Literal["slide", "ome", "geotiff"]
 KINDS: tuple[Kind, ...] = ("slide", "ome", "geotiff")
@@ -78,7 +78,7 @@ def _open_source(path: str) -> _Source:
     job = group.attrs.get("tilewave")
     if isinstance(job, dict) and "complete" in job and not job["complete"]:
         raise InputError(f"{path!r} is an unfinished job; finish it with --resume first")
-    if location.isdir(location.join(path, ".tilewave")):
+    if location.isdir(layout.state_dir(path)):
         raise InputError(f"{path!r} is an unfinished job; finish it with "
                          "`tilewave upscale ... --resume` first")
     # open_input already reads what a tilewave output inherited (its tilewave.metadata).
@@ -388,7 +388,7 @@ def export_tiff(  # noqa: C901
     import tifffile
     from tqdm.auto import tqdm
 
-    if location.is_url(dest):
+    if not location.is_local(dest):
         raise SettingsError(f"export writes a local file, not {dest!r}; export here, then "
                             "copy the file to object storage")
     if not location.exists(source):

@@ -10,6 +10,7 @@ import tempfile
 
 from ..errors import SettingsError, StorageError
 from . import location
+from .layout import PROBE_PREFIX
 
 
 def _nearest_existing(path: str) -> str:
@@ -24,10 +25,10 @@ def _nearest_existing(path: str) -> str:
 def check_creatable(path: str, what: str = "output") -> None:
     """Refuse ``path`` unless a folder can be created there; leaves nothing behind.
 
-    Object stores are not probed: they have no folders, and their permissions show on the
-    first write, which removes nothing of the user's.
+    Only local paths are probed: object stores have no folders, and their permissions
+    show on the first write, which removes nothing of the user's.
     """
-    if location.is_url(path):
+    if not location.is_local(path):
         return
     path = os.path.abspath(path)
     base = _nearest_existing(path if not os.path.lexists(path) else os.path.dirname(path))
@@ -37,18 +38,19 @@ def check_creatable(path: str, what: str = "output") -> None:
     try:
         # The only honest test: access() says yes to root on read-only and virtual file
         # systems, where creating anything fails.
-        os.rmdir(tempfile.mkdtemp(prefix=".tilewave-probe-", dir=base))
+        os.rmdir(tempfile.mkdtemp(prefix=PROBE_PREFIX, dir=base))
     except OSError as exc:
         raise StorageError(f"cannot create the {what} {path!r}: {base!r} takes no new files "
                            f"({exc.strerror}); choose a writable location", path=base) from None
 
 
 def check_writable(path: str, what: str = "output") -> None:
-    """Refuse an existing ``path`` (to resume or replace) that cannot be written into."""
-    if location.is_url(path):
+    """Refuse an existing ``path`` (to resume or replace) that cannot be written into
+    (local paths; object stores, as above, answer at the first write)."""
+    if not location.is_local(path):
         return
     try:
-        os.rmdir(tempfile.mkdtemp(prefix=".tilewave-probe-", dir=path))
+        os.rmdir(tempfile.mkdtemp(prefix=PROBE_PREFIX, dir=path))
     except OSError as exc:
         raise StorageError(f"the {what} {path!r} is not writable ({exc.strerror}); check "
                            "its permissions or choose a writable location", path=path) from None

@@ -17,7 +17,7 @@ import numpy as np
 import zarr
 
 from ..storage.inputs import lazy_pixels, open_input
-from ..storage.job_state import Ledger
+from ..storage.ledger import Ledger
 from ..storage.ome import read_metadata
 
 #: Tile side in pixels of the level it is cut from.

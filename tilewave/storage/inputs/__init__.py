@@ -45,7 +45,7 @@ def open_input(path: str | os.PathLike[str], check: bool = True) -> InputImage:
     if location.isdir(path):
         image = _open_zarr(path)
     else:
-        if not location.is_url(path) and not os.access(path, os.R_OK):
+        if location.is_local(path) and not os.access(path, os.R_OK):
             raise InputError(f"input {path!r} is not readable; check its permissions")
         head = location.read_bytes(path, 32)
         if not head:
