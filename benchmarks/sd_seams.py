@@ -107,14 +107,15 @@ def by_hand(model, pixels: np.ndarray, tile: int, mode: str, overlap: int = 0,
         x = to_unit(window)
         with torch.inference_mode():
             if mode == "context":
-                request = TileRequest(r, col, t.core, t.read, (h, w),
-                                      _pixels_stripped({k: v for k, v in inbound.items() if v}))
+                request = TileRequest(row=r, col=col, core=t.core, window=t.read, image_size=(h, w),
+                                      contexts=_pixels_stripped({k: v for k, v in inbound.items() if v}))
                 result = model.forward_tile(x, request)
                 own = result.output[0].numpy()
                 sent[t.index] = result.contexts
                 strips = {k: (v or {}).get("pixels") for k, v in inbound.items()}
             else:
-                request = TileRequest(r, col, t.predicted, t.read, (h, w), {})
+                request = TileRequest(row=r, col=col, core=t.predicted, window=t.read,
+                                      image_size=(h, w), contexts={})
                 prediction = model.forward_tile(x, request).output[0].numpy()
                 own, out = split_prediction(s, t, prediction)
                 sent[t.index] = out

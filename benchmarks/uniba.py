@@ -59,7 +59,8 @@ def tile_speed(tiles: list[int], repeats: int, model_name: str = "uniba-x2",
     for t in tiles:
         window = torch.from_numpy(strip[: t + 2 * m, : t + 2 * m].transpose(2, 0, 1).copy()).float()[None] / 255
         core, read = (m, m + t, m, m + t), (0, t + 2 * m, 0, t + 2 * m)
-        request = TileRequest(1, 1, core, read, (512, 512), {})
+        request = TileRequest(row=1, col=1, core=core, window=read, image_size=(512, 512),
+                              contexts={})
         times, result = [], None
         with torch.inference_mode():
             for _ in range(repeats):

@@ -120,7 +120,8 @@ class _WrongSize(ImageModel):
 
 
 def test_a_model_returning_the_wrong_size_fails_its_tile(tmp_path):
-    register(ModelEntry("wrong-size", _WrongSize, None, 2, "test: returns its input"))
+    register(ModelEntry("wrong-size", _WrongSize, scales=None, default_scale=2,
+                        summary="test: returns its input"))
     src = zarr_input(tmp_path / "in.zarr", random_image((3, 20, 20), "uint8"))
     with pytest.raises(TileFailedError, match="tile \\(row 0, col 0\\).*output pixels") as info:
         tilewave.upscale(src, tmp_path / "o.zarr", model="wrong-size", tile=8, executor="local",

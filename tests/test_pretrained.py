@@ -194,8 +194,9 @@ def test_models_command_says_how_to_install_a_missing_wheel(capsys, monkeypatch)
     from tilewave.models import ModelEntry, register, registry, span
 
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
-    register(ModelEntry("span-x2-elsewhere", span.load, (2,), 2, "test entry",
-                        describe=span.describe, requires="no-such-distribution-xyz"))
+    register(ModelEntry("span-x2-elsewhere", span.load, scales=(2,), default_scale=2,
+                        summary="test entry", describe=span.describe,
+                        requires="no-such-distribution-xyz"))
     assert main(["models"]) == 0
     line = next(row for row in capsys.readouterr().out.splitlines() if row.startswith("span-x2-elsewhere"))
     # This checkout is an editable install: the hint says so (tests/test_newcomer.py).
@@ -207,8 +208,9 @@ def test_upscale_with_a_missing_wheel_is_refused_before_anything_starts(tmp_path
     import tilewave
     from tilewave.models import ModelEntry, register, span
 
-    register(ModelEntry("span-x2-elsewhere", span.load, (2,), 2, "test entry",
-                        describe=span.describe, requires="no-such-distribution-xyz"))
+    register(ModelEntry("span-x2-elsewhere", span.load, scales=(2,), default_scale=2,
+                        summary="test entry", describe=span.describe,
+                        requires="no-such-distribution-xyz"))
     src = zarr_input(tmp_path / "in.zarr", random_image((3, 20, 20), "uint8"))
     with pytest.raises(SettingsError, match=r"no-such-distribution-xyz package; install them "
                                             r"with: pip install -e '.*\[pretrained\]'"):

@@ -92,7 +92,7 @@ def _identity(scale: int):
 
 
 def test_registered_models_are_found_by_canonical_name():
-    register(ModelEntry("My_Model", _identity, None, 2, "test entry"))
+    register(ModelEntry("My_Model", _identity, scales=None, default_scale=2, summary="test entry"))
     assert get_entry("my-model").name == "my-model"
     assert get_entry("MY_MODEL").summary == "test entry"
 
@@ -104,7 +104,7 @@ def test_the_fixture_removed_the_model_registered_before():
 
 
 def test_a_registered_model_replaces_a_builtin_of_that_name():
-    register(ModelEntry("bicubic", _identity, (3,), 3, "replacement"))
+    register(ModelEntry("bicubic", _identity, scales=(3,), default_scale=3, summary="replacement"))
     assert get_entry("bicubic").summary == "replacement"
 
 

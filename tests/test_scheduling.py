@@ -62,7 +62,7 @@ class FakePool:
         outbound = {d: f"{index}->{d}" for d, (dr, dc) in OUTBOUND.items()
                     if self.dependent and self.grid.contains(r + dr, c + dc)}
         self.finished.append(index)
-        return TileDone(r, c, 0.0, "fake", outbound)
+        return TileDone(row=r, col=c, seconds=0.0, worker="fake", outbound=outbound)
 
     def wait(self) -> list[TileDone]:
         if self.fail_at is not None and len(self.finished) >= self.fail_at:

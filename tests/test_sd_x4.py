@@ -254,7 +254,8 @@ def test_a_tile_takes_its_neighbours_latents_where_they_overlap(folders):
         core = (0, 16, 16 * col, 16 * col + 16)
         window = (0, 16, max(0, core[2] - 32), core[3] + 32)
         x = to_unit(pixels[:, :, window[2] : window[3]])
-        return model.forward_tile(x, TileRequest(0, col, core, window, (16, 80), contexts))
+        return model.forward_tile(x, TileRequest(row=0, col=col, core=core, window=window,
+                                                 image_size=(16, 80), contexts=contexts))
 
     left = run(0, {})
     strip = left.contexts["right"]["latents"]
@@ -287,8 +288,10 @@ def test_early_stop_saves_steps_and_stays_close(folders):
     early = load_model(folders["full"], None, _sampler(steps=8, early_stop=0.5))
     x = to_unit(pixels)
     whole = (0, 24, 0, 24)
-    done = full.forward_tile(x, TileRequest(0, 0, whole, whole, (24, 24), {}))
-    stopped = early.forward_tile(x, TileRequest(0, 0, whole, whole, (24, 24), {}))
+    done = full.forward_tile(x, TileRequest(row=0, col=0, core=whole, window=whole,
+                                            image_size=(24, 24), contexts={}))
+    stopped = early.forward_tile(x, TileRequest(row=0, col=0, core=whole, window=whole,
+                                                image_size=(24, 24), contexts={}))
     assert done.steps == (8, 8) and stopped.steps[0] < 8
     difference = float((done.output - stopped.output).abs().mean())
     assert 0 < difference < 0.1

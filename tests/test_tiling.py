@@ -84,7 +84,8 @@ def test_context_mode_detects_a_missing_context(tmp_path):
     whole = reference_upscale(model, pixels)
     np.testing.assert_array_equal(good, whole[:, :4, 4:])
     assert not np.array_equal(bad, whole[:, :4, 4:])
-    assert isinstance(TileRequest(0, 0, (0, 1, 0, 1), (0, 1, 0, 1), (1, 1), {}), TileRequest)
+    assert isinstance(TileRequest(row=0, col=0, core=(0, 1, 0, 1), window=(0, 1, 0, 1),
+                                  image_size=(1, 1), contexts={}), TileRequest)
 
 
 @pytest.mark.parametrize("ramp", ["linear", "cosine"])

@@ -108,9 +108,9 @@ class TileWorker:
             levels = range(job.pyramid.levels + 1)
             readers = {k: ArrayReader(ArraySpec(job.level_array(k))) for k in levels[:-1]}
             writers = {k: ArrayWriter(job.level_array(k), job.durable) for k in levels[1:]}
-            self.pyramid = PyramidSetup(job.pyramid, lambda k, w: readers[k].read(*w),
-                                        lambda k, y, x, data: writers[k].write(y, x, data),
-                                        self.name, job.nodata)
+            self.pyramid = PyramidSetup(plan=job.pyramid, read=lambda k, w: readers[k].read(*w),
+                                        write=lambda k, y, x, data: writers[k].write(y, x, data),
+                                        worker=self.name, nodata=job.nodata)
 
     def describe(self) -> str:
         return self.name

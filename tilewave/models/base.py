@@ -28,7 +28,7 @@ Tiling modes
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import KW_ONLY, asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 if TYPE_CHECKING:  # torch is needed to run a model, not to describe or list one
@@ -86,6 +86,7 @@ class SamplerSettings:
     #: deterministic.
     noise: float | None = 0.0
     seed: int = 0
+    _: KW_ONLY  # the rest by name: inserting a field shifts no value
     prompt: str | None = None
     negative_prompt: str | None = None
     #: Classifier-free guidance scale; at most 1 (or equal prompts) runs one pass per step.
@@ -109,6 +110,7 @@ class ModelDescriptor:
     scale: int
     #: Supported tiling modes; the first is the default.
     modes: tuple[TilingMode, ...]
+    _: KW_ONLY  # the rest by name: inserting a field shifts no value
     #: Input pixels on each side that a tile must read to be exact in ``halo`` mode.
     halo: int = 0
     #: Channel counts the model accepts (alpha is processed like any other channel).
@@ -165,7 +167,7 @@ class ModelDescriptor:
         return self.modes[0]
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class TileRequest:
     """Where a tile sits, handed to :meth:`TileModel.forward_tile` in ``context`` mode.
 

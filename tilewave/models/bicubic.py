@@ -94,5 +94,5 @@ class Bicubic(ImageModel):
 
 
 def entries() -> list[ModelEntry]:
-    return [ModelEntry("bicubic", Bicubic, None, 2, "bicubic interpolation, any integer scale",
-                       describe=describe)]
+    return [ModelEntry("bicubic", Bicubic, scales=None, default_scale=2,
+                       summary="bicubic interpolation, any integer scale", describe=describe)]

@@ -7,7 +7,7 @@ the registry, which imports the families.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 
 from .base import ModelDescriptor, TileModel
 
@@ -18,6 +18,7 @@ class ModelEntry:
 
     name: str
     factory: Callable[[int], TileModel]
+    _: KW_ONLY  # the rest by name: inserting a field shifts no value
     #: Scales the model can run at; None means any integer scale >= 1.
     scales: tuple[int, ...] | None
     default_scale: int

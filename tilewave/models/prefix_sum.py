@@ -67,5 +67,5 @@ class PrefixSum:
 
 
 def entries() -> list[ModelEntry]:
-    return [ModelEntry("prefix-sum", PrefixSum, None, 2, "diagnostic context-mode model",
-                       describe=describe, diagnostic=True)]
+    return [ModelEntry("prefix-sum", PrefixSum, scales=None, default_scale=2,
+                       summary="diagnostic context-mode model", describe=describe, diagnostic=True)]

@@ -205,8 +205,9 @@ def load(path: str) -> RGBNetModel:
 @functools.lru_cache(maxsize=8)
 def _entry(path: str, mtime_ns: int, size: int) -> ModelEntry:
     desc = load(path).descriptor  # reads and checks the file once per version of it
-    return ModelEntry(path, lambda _scale: load(path), (desc.scale,), desc.scale,
-                      "user weights", describe=lambda _scale: desc)
+    return ModelEntry(path, lambda _scale: load(path), scales=(desc.scale,),
+                      default_scale=desc.scale, summary="user weights",
+                      describe=lambda _scale: desc)
 
 
 def file_entry(path: str) -> ModelEntry:

@@ -45,7 +45,7 @@ GLASS_LUMINANCE = 0.85
 GLASS_CHROMA = 0.06
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class Difficulty:
     noise: float
     spread: float
@@ -92,8 +92,8 @@ def assess(pixels: np.ndarray, nodata: float | None = None) -> Difficulty:
     else:
         background = 0.0
     empty = np.all(pixels == (0 if nodata is None else nodata), axis=0)
-    return Difficulty(immerkaer_sigma(grey), float(grey.std()), background, float(empty.mean()),
-                      float(grey.mean()))
+    return Difficulty(noise=immerkaer_sigma(grey), spread=float(grey.std()), background=background,
+                      nodata=float(empty.mean()), level=float(grey.mean()))
 
 
 def difficulty_map(pixels: dask.array.Array, tile: int, nodata: float | None = None,

@@ -57,7 +57,7 @@ class TileJob:
         return f"{self.output_array.rsplit('/', 1)[0]}/{level}"
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class TileDone:
     """What a worker reports for a finished tile."""
 

@@ -21,7 +21,7 @@ ReadLevel = Callable[[int, Window], np.ndarray]
 WriteLevel = Callable[[int, int, int, np.ndarray], "int | None"]
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class PyramidSetup:
     plan: PyramidPlan
     read: ReadLevel
@@ -47,5 +47,5 @@ def process_chunk(setup: PyramidSetup, level: int, row: int, col: int) -> TileDo
             raise known from None
         raise PyramidChunkFailedError(level, row, col, window, first_line(exc),
                                       traceback.format_exc()) from None
-    return TileDone(row, col, time.perf_counter() - start, setup.worker, level=level,
-                    checksum=written)
+    return TileDone(row=row, col=col, seconds=time.perf_counter() - start, worker=setup.worker,
+                    level=level, checksum=written)

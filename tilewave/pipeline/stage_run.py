@@ -45,8 +45,8 @@ class StageRun:
         self.tiles_started = False
         #: This run wrote the marker of a run in progress (:func:`~..storage.layout.running_marker`).
         self.marked = False
-        self.manifest = Manifest(__version__, image.fingerprint(), stage.settings(),
-                                 [stage.grid.rows, stage.grid.cols])
+        self.manifest = Manifest(tilewave=__version__, input=image.fingerprint(),
+                                 settings=stage.settings(), grid=[stage.grid.rows, stage.grid.cols])
 
     # lock, create or resume -----------------------------------------------------
 

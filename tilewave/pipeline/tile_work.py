@@ -168,8 +168,8 @@ def process_tile(setup: TileSetup, row: int, col: int,
         if known is not None:
             raise known from None
         raise TileFailedError(row, col, tile.core, first_line(exc), traceback.format_exc()) from None
-    return TileDone(row, col, time.perf_counter() - start, setup.worker, outbound, cheap,
-                    steps=steps, checksum=written)
+    return TileDone(row=row, col=col, seconds=time.perf_counter() - start, worker=setup.worker,
+                    outbound=outbound, cheap=cheap, steps=steps, checksum=written)
 
 
 def to_cpu(value: Any) -> Any:

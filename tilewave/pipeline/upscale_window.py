@@ -87,8 +87,9 @@ def run_tile(
     with torch.inference_mode():
         if mode == "context" or model.descriptor.positional:
             own = tile.core if mode == "context" else tile.predicted
-            request = TileRequest(tile.row, tile.col, own, tile.read, (grid.height, grid.width),
-                                  inbound if mode == "context" else {})
+            request = TileRequest(row=tile.row, col=tile.col, core=own, window=tile.read,
+                                  image_size=(grid.height, grid.width),
+                                  contexts=inbound if mode == "context" else {})
             result = model.forward_tile(x, request)
             if info is not None and result.steps is not None:
                 info["steps"] = result.steps

@@ -32,7 +32,7 @@ from .pyramid_plan import Chunk, PyramidPlan
 Entry = tuple[int, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class Verdict:
     """What a check found and what must run again."""
 
@@ -135,5 +135,6 @@ def check_recorded(store: str, grid: TileGrid, pyramid: PyramidPlan | None,
     done_tiles = {(e[0], e[1]) for e in entries if len(e) == 2}
     done_chunks = {(e[0], e[1], e[2]) for e in entries if len(e) == 3}
     tiles, chunks = to_rerun(bad_tiles, bad_chunks, done_tiles, done_chunks, dependent, pyramid)
-    return Verdict(len(entries), frozenset(bad_tiles), frozenset(bad_chunks),
-                   frozenset(tiles), frozenset(chunks))
+    return Verdict(checked=len(entries), damaged_tiles=frozenset(bad_tiles),
+                   damaged_chunks=frozenset(bad_chunks), rerun_tiles=frozenset(tiles),
+                   rerun_chunks=frozenset(chunks))

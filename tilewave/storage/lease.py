@@ -32,7 +32,7 @@ from .layout import LEASE, state_dir
 LEASE_SECONDS = 60.0
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class LeaseRecord:
     """What a lease object says: who holds it and until when."""
 
@@ -123,7 +123,7 @@ class ObjectLease:
             pid = int(fields["pid"]) if "pid" in fields else None
         except (ValueError, KeyError, TypeError):
             holder, expires, host, pid = "a job that wrote an unreadable lease", 0.0, None, None
-        return LeaseRecord(holder, expires, etag, host, pid)
+        return LeaseRecord(holder=holder, expires=expires, etag=etag, host=host, pid=pid)
 
     def live(self, record: LeaseRecord | None) -> bool:
         """Whether ``record`` still keeps other jobs out."""

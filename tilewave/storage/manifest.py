@@ -16,7 +16,7 @@ from . import location
 from .layout import manifest_path, state_dir
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Manifest:
     """What a job is (input, settings, grid) and how far it got."""
 

@@ -45,7 +45,7 @@ BUFFERSIZE = 16 * 2**20
 BAND_TILES = 8
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class ExportReport:
     path: str
     kind: Kind
@@ -483,5 +483,6 @@ def export_tiff(  # noqa: C901
         if os.path.exists(partial):
             os.remove(partial)
         raise
-    return ExportReport(dest, kind, compression, tuple((a.shape[1], a.shape[2]) for a in src.levels),
-                        str(dtype), os.path.getsize(dest))
+    return ExportReport(path=dest, kind=kind, compression=compression,
+                        levels=tuple((a.shape[1], a.shape[2]) for a in src.levels),
+                        dtype=str(dtype), bytes=os.path.getsize(dest))

@@ -99,5 +99,6 @@ def load(scale: int = 4) -> RGBNetModel:
 
 
 def entries() -> list[ModelEntry]:
-    return [ModelEntry(NAME, load, (4,), 4, "Real-ESRGAN x4plus, pretrained", describe=describe,
+    return [ModelEntry(NAME, load, scales=(4,), default_scale=4,
+                       summary="Real-ESRGAN x4plus, pretrained", describe=describe,
                        requires=DISTRIBUTION)]

@@ -84,8 +84,8 @@ def folder_entry(path: str) -> ModelEntry:
 
         return SDX4.load(facts, desc)
 
-    return ModelEntry(facts.path, load, (facts.scale,), facts.scale,  # type: ignore[arg-type]
-                      "Stable Diffusion x4 upscaler folder", describe=lambda scale: desc,
+    return ModelEntry(facts.path, load, scales=(facts.scale,), default_scale=facts.scale,  # type: ignore[arg-type]
+                      summary="Stable Diffusion x4 upscaler folder", describe=lambda scale: desc,
                       requires="diffusers", extra="diffusion")
 
 
@@ -96,10 +96,9 @@ def _by_name(scale: int) -> ModelDescriptor:
 
 
 def entries() -> list[ModelEntry]:
-    return [ModelEntry("sd-x4", _by_name, (4,), 4,  # type: ignore[arg-type]
-                       "Stable Diffusion x4 upscaler: --model PATH of its diffusers folder",
-                       describe=_by_name, requires="diffusers", extra="diffusion",
-                       folder=True)]
+    return [ModelEntry("sd-x4", _by_name, scales=(4,), default_scale=4,  # type: ignore[arg-type]
+                       summary="Stable Diffusion x4 upscaler: --model PATH of its diffusers folder",
+                       describe=_by_name, requires="diffusers", extra="diffusion", folder=True)]
 
 
 def listing() -> ModelDescriptor:

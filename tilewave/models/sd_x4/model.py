@@ -101,7 +101,8 @@ class SDX4:
     def forward_image(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
         whole = (0, h, 0, w)
-        return self.forward_tile(x, TileRequest(0, 0, whole, whole, (h, w), {})).output
+        return self.forward_tile(x, TileRequest(row=0, col=0, core=whole, window=whole,
+                                                image_size=(h, w), contexts={})).output
 
     def forward_tile(self, x: torch.Tensor, request: TileRequest) -> TileResult:
         """Sample the tile's region (its read window), return its core's pixels.

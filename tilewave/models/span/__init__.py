@@ -106,8 +106,9 @@ def file_entry(path: str) -> ModelEntry:
         raise SettingsError(f"weights file {path!r} does not exist; check the path")
     path = os.path.abspath(path)
     desc = describe_file(path, path, "SPAN weights file (tilewave tune)")
-    return ModelEntry(path, lambda scale: load_file(path, desc), (desc.scale,), desc.scale,
-                      "SPAN weights file", describe=lambda scale: desc)
+    return ModelEntry(path, lambda scale: load_file(path, desc), scales=(desc.scale,),
+                      default_scale=desc.scale, summary="SPAN weights file",
+                      describe=lambda scale: desc)
 
 
 #: Layers of the SPAN graph, by type (six blocks: two SiLUs, a sigmoid and three
@@ -164,10 +165,12 @@ def _factory(scale: int) -> Callable[[int], RGBNetModel]:
 
 
 def entries() -> list[ModelEntry]:
-    official = [ModelEntry(f"span-x{s}", _factory(s), (s,), s,
-                           f"SPAN x{s}, pretrained", describe=describe, requires=DISTRIBUTION)
+    official = [ModelEntry(f"span-x{s}", _factory(s), scales=(s,), default_scale=s,
+                           summary=f"SPAN x{s}, pretrained", describe=describe,
+                           requires=DISTRIBUTION)
                 for s in FILES]
-    scan = ModelEntry("span-x2-scan", lambda _s: load_file(SCAN_WEIGHTS, describe_scan(2)), (2,), 2,
-                      "SPAN x2 fine-tuned for JPEG-compressed, noisy and 16-bit scans",
+    scan = ModelEntry("span-x2-scan", lambda _s: load_file(SCAN_WEIGHTS, describe_scan(2)),
+                      scales=(2,), default_scale=2,
+                      summary="SPAN x2 fine-tuned for JPEG-compressed, noisy and 16-bit scans",
                       describe=describe_scan)
     return [*official, scan]

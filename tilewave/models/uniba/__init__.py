@@ -232,8 +232,9 @@ def file_entry(path: str) -> ModelEntry:
     path = os.path.abspath(path)
     cfg, parameters = _read_header(path)
     desc = describe(cfg, parameters)
-    return ModelEntry(path, lambda scale: UniBA.load(path), (cfg.scale,), cfg.scale,
-                      "UniBA weights file", describe=lambda scale: desc)
+    return ModelEntry(path, lambda scale: UniBA.load(path), scales=(cfg.scale,),
+                      default_scale=cfg.scale, summary="UniBA weights file",
+                      describe=lambda scale: desc)
 
 
 def load_uniba(scale: int, diffusion: bool = False, scan: bool = False) -> UniBA:
@@ -247,11 +248,13 @@ def load_uniba(scale: int, diffusion: bool = False, scan: bool = False) -> UniBA
 
 
 def entries() -> list[ModelEntry]:
-    return [ModelEntry("uniba-x2", load_uniba, (2,), 2, "UniBA transformer x2",
-                       describe=describe_shipped),
-            ModelEntry("uniba-diff-x2", lambda scale: load_uniba(scale, True), (2,), 2,
-                       "UniBA bridge sampler x2, multi-step with per-step KV contexts",
+    return [ModelEntry("uniba-x2", load_uniba, scales=(2,), default_scale=2,
+                       summary="UniBA transformer x2", describe=describe_shipped),
+            ModelEntry("uniba-diff-x2", lambda scale: load_uniba(scale, True), scales=(2,),
+                       default_scale=2,
+                       summary="UniBA bridge sampler x2, multi-step with per-step KV contexts",
                        describe=lambda scale: describe_shipped(scale, True)),
-            ModelEntry("uniba-x2-scan", lambda scale: load_uniba(scale, scan=True), (2,), 2,
-                       "UniBA transformer x2 fine-tuned for JPEG-compressed, noisy and 16-bit scans",
+            ModelEntry("uniba-x2-scan", lambda scale: load_uniba(scale, scan=True), scales=(2,),
+                       default_scale=2,
+                       summary="UniBA transformer x2 fine-tuned for JPEG-compressed, noisy and 16-bit scans",
                        describe=lambda scale: describe_shipped(scale, scan=True))]

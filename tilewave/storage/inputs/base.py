@@ -17,7 +17,7 @@ from ..compression import Compression
 SUPPORTED_DTYPES = (np.dtype("uint8"), np.dtype("uint16"), np.dtype("float32"))
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class InputImage:
     """What tilewave knows about an input before reading any pixel."""
 

@@ -34,7 +34,8 @@ def _open_jpeg(path: str) -> InputImage:
                          f"pixels, more than its {size} bytes can hold; copy or export the file again")
     with location.open_file(path) as fh:
         head = fh.read(header)
-    return InputImage(path, "jpeg", (channels, height, width), np.dtype("uint8"), None, ((height, width),),
+    return InputImage(path=path, format="jpeg", shape=(channels, height, width),
+                      dtype=np.dtype("uint8"), chunks=None, levels=((height, width),),
                       compression=jpeg_compression(head, head))
 
 

@@ -52,7 +52,8 @@ def _open_png(path: str) -> InputImage:
     if depth < 8 and colour != 3:
         # Bit-packed grey is expanded to uint8 on decoding.
         dtype = np.dtype("uint8")
-    return InputImage(path, "png", (channels, height, width), dtype, None, ((height, width),),
+    return InputImage(path=path, format="png", shape=(channels, height, width), dtype=dtype,
+                      chunks=None, levels=((height, width),),
                       compression=Compression(kind="PNG (lossless)"))
 
 

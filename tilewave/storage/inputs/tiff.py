@@ -112,8 +112,9 @@ def _open_tiff(path: str) -> InputImage:
                          "width, height, tile or strip size); copy or export the file again") from None
     except Exception as exc:  # tifffile raises many kinds for damaged files
         raise InputError(f"input {path!r} is not a readable TIFF ({_short(exc)}); check the file") from None
-    return InputImage(path, fmt, (c, shape_by_axis["y"], shape_by_axis["x"]), dtype,
-                      (int(chunks[0]), int(chunks[1])), levels, metadata, compression=compression)
+    return InputImage(path=path, format=fmt, shape=(c, shape_by_axis["y"], shape_by_axis["x"]),
+                      dtype=dtype, chunks=(int(chunks[0]), int(chunks[1])), levels=levels,
+                      metadata=metadata, compression=compression)
 
 
 def _problem(message: str) -> str:

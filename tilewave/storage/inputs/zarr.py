@@ -113,8 +113,9 @@ def _describe_zarr(path: str, node: Any) -> InputImage:
         levels.append((by["y"], by["x"]))
     chunk_by = dict(zip(axes, array.chunks))
     shape = (by.get("c", 1), by["y"], by["x"])
-    return InputImage(path, fmt, shape, np.dtype(array.dtype), (chunk_by["y"], chunk_by["x"]),
-                      tuple(levels), meta, ArraySpec(array_path, axes))
+    return InputImage(path=path, format=fmt, shape=shape, dtype=np.dtype(array.dtype),
+                      chunks=(chunk_by["y"], chunk_by["x"]), levels=tuple(levels), metadata=meta,
+                      array=ArraySpec(array_path, axes))
 
 
 class _WindowedReader:
