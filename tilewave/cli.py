@@ -27,6 +27,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"tilewave {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    _add_upscale(sub)
+    _add_ingest(sub)
+    _add_export(sub)
+    _add_info(sub)
+    _add_models(sub)
+    _add_train(sub)
+    _add_tune(sub)
+    _add_view(sub)
+    _add_demo(sub)
+    return p
+
+
+def _add_upscale(sub: Any) -> None:
     up = sub.add_parser("upscale", help="upscale an image into an OME-Zarr image",
                         description="Upscale INPUT (TIFF/SVS/OME-TIFF/GeoTIFF, PNG, JPEG, Zarr "
                         "or OME-Zarr) into the OME-Zarr image OUTPUT, tile by tile.")
@@ -35,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     add_arguments(up)
     up.add_argument("--json", action="store_true", help="print the report as JSON")
 
+
+def _add_ingest(sub: Any) -> None:
     ing = sub.add_parser("ingest", help="copy an image into a chunked Zarr v3 array",
                          description="Copy INPUT into a (c, y, x) Zarr v3 array at STORE, "
                          "streaming, chunk by chunk.")
@@ -45,6 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     ing.add_argument("--overwrite", action="store_true", help="replace an existing store")
     ing.add_argument("--quiet", action="store_true", help="no progress bar")
 
+
+def _add_export(sub: Any) -> None:
     ex = sub.add_parser("export", help="write an OME-Zarr output as a pyramidal TIFF",
                         description="Write the OME-Zarr image SOURCE (a tilewave output) with "
                         "every pyramid level to the tiled BigTIFF FILE: a slide TIFF that "
@@ -58,6 +75,8 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--overwrite", action="store_true", help="replace an existing FILE")
     ex.add_argument("--quiet", action="store_true", help="no progress bar or summary")
 
+
+def _add_info(sub: Any) -> None:
     info = sub.add_parser("info", help="describe an image or a tilewave output")
     info.add_argument("path")
     info.add_argument("--json", action="store_true", help="print as JSON")
@@ -67,6 +86,8 @@ def _parser() -> argparse.ArgumentParser:
     info.add_argument("--tile", type=positive, default=256, metavar="PX",
                       help="tile size for --difficulty (default: 256)")
 
+
+def _add_models(sub: Any) -> None:
     mo = sub.add_parser("models", help="list the available models",
                         description="List the registered models: scale, tiling modes, halo, "
                         "parameter count, sampler defaults of multi-step models, where the "
@@ -75,6 +96,8 @@ def _parser() -> argparse.ArgumentParser:
                         "also works as --model PATH.")
     mo.add_argument("--json", action="store_true", help="print as JSON")
 
+
+def _add_train(sub: Any) -> None:
     tr = sub.add_parser("train", help="train a UniBA model on your own images",
                         description="Train a UniBA super-resolution model on random crops of "
                         "your own high-resolution images (any format tilewave reads); run it "
@@ -96,6 +119,8 @@ def _parser() -> argparse.ArgumentParser:
                     "start at zero, so training starts from the --init model")
     tr.add_argument("--quiet", action="store_true")
 
+
+def _add_tune(sub: Any) -> None:
     tu = sub.add_parser("tune", help="fine-tune a model on your own scan",
                         description="Fine-tune a model on INPUT itself (self-supervised: crops "
                         "of the scan are the targets, their inputs are made the way the scan "
@@ -120,6 +145,8 @@ def _parser() -> argparse.ArgumentParser:
     tu.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     tu.add_argument("--json", action="store_true", help="print the training record as JSON")
 
+
+def _add_view(sub: Any) -> None:
     vw = sub.add_parser("view", help="look at an output, beside its input, in a browser",
                         description="Serve a page on 127.0.0.1 that shows the OME-Zarr output "
                         "OUTPUT as a deep-zoom image from its pyramid, with INPUT (upscaled, "
@@ -134,6 +161,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="how the input is enlarged to the output's size (default: bicubic)")
     vw.add_argument("--no-browser", action="store_true", help="print the address only")
 
+
+def _add_demo(sub: Any) -> None:
     demo = sub.add_parser("demo", help="upscale a real sample image with the defaults",
                           description="Upscale scikit-image's coffee photograph (600 x 400 RGB, "
                           "held out from uniba-x2's training) x2 with uniba-x2 on a local Ray "
@@ -143,7 +172,6 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--output-dir", default="tilewave-demo", metavar="DIR",
                       help="folder for the demo's files (default: tilewave-demo)")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
-    return p
 
 
 def _cmd_export(args: argparse.Namespace) -> int:

@@ -373,7 +373,85 @@ def check_replaceable_file(path: str) -> None:
                                 "replace it, so choose another path")
 
 
-def export_tiff(  # noqa: C901
+def _check_destination(source: str, dest: str, overwrite: bool) -> None:
+    """The export's refusals about where it writes: never into the image it exports, never
+    over a file without ``overwrite``, never over a folder or a file tilewave did not write."""
+    dest_abs, source_abs = os.path.abspath(dest), location.absolute(source)
+    if dest_abs == source_abs or dest_abs.startswith(source_abs.rstrip(os.sep) + os.sep):
+        raise SettingsError(f"export file {dest!r} lies inside the image it exports; choose another path")
+    if os.path.exists(dest) and not overwrite:
+        raise OutputExistsError(f"{dest!r} exists; add --overwrite to replace it")
+    if os.path.isdir(dest):
+        raise OutputExistsError(f"{dest!r} is a folder; give a file name")
+    check_replaceable_file(dest)
+
+
+def _writer_args(kind: str, compression: str, quality: int, tile: int, channels: int,
+                 dtype: np.dtype) -> tuple[dict[str, Any], bool]:
+    """tifffile's keywords common to every page, and whether channels go in IFDs of their own."""
+    codec = None if compression == "none" else compression
+    args: dict[str, Any] = {"tile": (tile, tile), "compression": codec, "maxworkers": 2,
+                            "buffersize": BUFFERSIZE, **_photometric(channels)}
+    if compression == "jpeg":
+        args["compressionargs"] = {"level": quality}
+    elif codec is not None:
+        args["predictor"] = True  # horizontal differencing: smaller deflate/zstd files
+    # OME-TIFF keeps every channel but RGB(A) in an IFD of its own, so each has its name.
+    planar = kind == "ome" and channels > 1 and not (dtype == np.uint8 and channels in (3, 4))
+    if planar:
+        args.update(photometric="minisblack")
+        args.pop("extrasamples", None)
+        args.pop("planarconfig", None)
+    return args, planar
+
+
+def _associated_extras(src: _Source, kind: str, channels: int,
+                       dtype: np.dtype) -> dict[str, np.ndarray]:
+    """The associated images the export writes: a slide's all, an RGB OME-TIFF's label and macro."""
+    if kind == "slide":
+        return _slide_extras(src)
+    if kind == "ome" and channels == 3 and dtype == np.uint8:
+        from .associated import load_associated
+
+        return {k: v for k, v in load_associated(src.path).items() if k in ("label", "macro")}
+    return {}
+
+
+def _page_metadata(src: _Source, kind: str, i: int, plane: int | None,
+                   shape: tuple[int, int, int], tile: int, compression: str, quality: int,
+                   extras: dict[str, np.ndarray], planar: bool) -> dict[str, Any]:
+    """What page ``i`` (a level, of a ``plane``) says about itself: its subfile type, and
+    the description (Aperio, OME-XML or tilewave's) and tags its readers look for."""
+    c, h, w = shape
+    base = src.levels[0]
+    page: dict[str, Any] = {"metadata": None}
+    if i:
+        # A slide's levels are full images (subfile type 0), as scanners write
+        # them: Bio-Formats takes a reduced-resolution IFD of an Aperio file
+        # for its label or macro image.
+        page["subfiletype"] = 0 if kind == "slide" else 1
+        if kind == "slide":
+            page["description"] = _slide_description(
+                src.metadata, src.name, w, h, tile, compression, quality,
+                (base.shape[2], base.shape[1]))
+    elif kind == "ome":
+        if plane in (None, 0):
+            page["description"] = _ome_xml(
+                src.metadata, src.name, h, w, c, np.dtype(base.dtype),
+                [(e, extras[e].shape) for e in ("label", "macro") if e in extras], planar)
+        page["subifds"] = len(src.levels) - 1
+    elif kind == "slide":
+        page["description"] = _slide_description(src.metadata, src.name, w, h, tile,
+                                                 compression, quality)
+    else:
+        page["description"] = (f"tilewave {__version__}: {src.name}, level 0 of "
+                               f"{len(src.levels)}")
+        if kind == "geotiff":
+            page["extratags"] = _geotiff_tags(src.metadata)
+    return page
+
+
+def export_tiff(
     source: str,
     dest: str,
     *,
@@ -398,37 +476,11 @@ def export_tiff(  # noqa: C901
     channels, dtype = base.shape[0], np.dtype(base.dtype)
     kind, compression = export_settings(dest, kind, compression, quality, tile, dtype, channels,
                                         src.metadata)
-    dest_abs, source_abs = os.path.abspath(dest), location.absolute(source)
-    if dest_abs == source_abs or dest_abs.startswith(source_abs.rstrip(os.sep) + os.sep):
-        raise SettingsError(f"export file {dest!r} lies inside the image it exports; choose another path")
-    if os.path.exists(dest) and not overwrite:
-        raise OutputExistsError(f"{dest!r} exists; add --overwrite to replace it")
-    if os.path.isdir(dest):
-        raise OutputExistsError(f"{dest!r} is a folder; give a file name")
-    check_replaceable_file(dest)
-
-    codec = None if compression == "none" else compression
-    args: dict[str, Any] = {"tile": (tile, tile), "compression": codec, "maxworkers": 2,
-                            "buffersize": BUFFERSIZE, **_photometric(channels)}
-    if compression == "jpeg":
-        args["compressionargs"] = {"level": quality}
-    elif codec is not None:
-        args["predictor"] = True  # horizontal differencing: smaller deflate/zstd files
-    # OME-TIFF keeps every channel but RGB(A) in an IFD of its own, so each has its name.
-    planar = kind == "ome" and channels > 1 and not (dtype == np.uint8 and channels in (3, 4))
+    _check_destination(source, dest, overwrite)
+    args, planar = _writer_args(kind, compression, quality, tile, channels, dtype)
     planes: list[int | None] = list(range(channels)) if planar else [None]
-    if planar:
-        args.update(photometric="minisblack")
-        args.pop("extrasamples", None)
-        args.pop("planarconfig", None)
     total = len(planes) * sum(-(-a.shape[1] // tile) * -(-a.shape[2] // tile) for a in src.levels)
-    extras: dict[str, np.ndarray] = {}
-    if kind == "slide":
-        extras = _slide_extras(src)
-    elif kind == "ome" and channels == 3 and dtype == np.uint8:
-        from .associated import load_associated
-
-        extras = {k: v for k, v in load_associated(src.path).items() if k in ("label", "macro")}
+    extras = _associated_extras(src, kind, channels, dtype)
     partial = dest + ".partial"
     try:
         with tqdm(total=total, unit="tile", desc=f"export {kind}", disable=not progress,
@@ -445,33 +497,8 @@ def export_tiff(  # noqa: C901
                 if "mpp" in src.metadata and kind != "geotiff":
                     mpp_y, mpp_x = (v * factor for v in src.metadata["mpp"])
                     page.update(resolution=(1e4 / mpp_x, 1e4 / mpp_y), resolutionunit="CENTIMETER")
-                if i:
-                    # A slide's levels are full images (subfile type 0), as scanners write
-                    # them: Bio-Formats takes a reduced-resolution IFD of an Aperio file
-                    # for its label or macro image.
-                    page["subfiletype"] = 0 if kind == "slide" else 1
-                    page["metadata"] = None
-                    if kind == "slide":
-                        page["description"] = _slide_description(
-                            src.metadata, src.name, w, h, tile, compression, quality,
-                            (base.shape[2], base.shape[1]))
-                elif kind == "ome":
-                    page["metadata"] = None
-                    if plane in (None, 0):
-                        page["description"] = _ome_xml(
-                            src.metadata, src.name, h, w, c, dtype,
-                            [(e, extras[e].shape) for e in ("label", "macro") if e in extras], planar)
-                    page["subifds"] = len(src.levels) - 1
-                elif kind == "slide":
-                    page["metadata"] = None
-                    page["description"] = _slide_description(src.metadata, src.name, w, h, tile,
-                                                             compression, quality)
-                else:
-                    page["metadata"] = None
-                    page["description"] = (f"tilewave {__version__}: {src.name}, level 0 of "
-                                           f"{len(src.levels)}")
-                    if kind == "geotiff":
-                        page["extratags"] = _geotiff_tags(src.metadata)
+                page.update(_page_metadata(src, kind, i, plane, (c, h, w), tile, compression,
+                                           quality, extras, planar))
                 tw.write(data, **page)
                 if kind == "slide" and i == 0:
                     _write_extra(tw, "thumbnail", extras["thumbnail"], (w, h))
