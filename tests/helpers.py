@@ -112,3 +112,21 @@ def run_until_recorded(args: list[str], output, tiles: int, sig: int = signal.SI
         os.killpg(proc.pid, sig)
         proc.wait(timeout=60)
     return recorded_tiles(output)
+
+
+class Clock:
+    """A clock the test moves: lease expiry without waiting for it."""
+
+    def __init__(self, now: float = 1_000_000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def memory_root() -> str:
+    """A fresh ``memory://`` folder: the memory backend is one store per process, and a
+    fresh name keeps tests apart."""
+    import uuid
+
+    return f"memory://test-{uuid.uuid4().hex}"

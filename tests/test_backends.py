@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
-import uuid
 
 import pytest
+from helpers import memory_root
 
 from tilewave.errors import LeaseLostError, OutputBusyError
 from tilewave.storage import layout, location
@@ -23,30 +22,14 @@ from tilewave.storage.backends import (
     backend_for,
 )
 from tilewave.storage.contexts import ContextStore
-from tilewave.storage.lease import ObjectLease
 from tilewave.storage.ledger import AppendLog, BatchLog, Ledger, ledger_log
 from tilewave.storage.locks import JobLock, check_not_busy
-
-
-class Clock:
-    """A clock the test moves: lease expiry without waiting for it."""
-
-    def __init__(self, now: float = 1_000_000.0):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def _memory_root() -> str:
-    # The memory backend is one store per process: a fresh name keeps tests apart.
-    return f"memory://test-{uuid.uuid4().hex}"
 
 
 @pytest.fixture(params=["local", "memory"])
 def root(request, tmp_path) -> str:
     """An empty folder, on a local disk or in memory."""
-    return str(tmp_path / "root") if request.param == "local" else _memory_root()
+    return str(tmp_path / "root") if request.param == "local" else memory_root()
 
 
 # the backends --------------------------------------------------------------------------
@@ -131,7 +114,7 @@ def test_paths_join_and_read_the_same_from_anywhere(root):
 
 
 def test_conditional_writes_let_one_writer_win():
-    path = _memory_root() + "/lease"
+    path = memory_root() + "/lease"
     b = backend_for(path)
     tag = b.put_new(path, b"first")
     with pytest.raises(PreconditionFailed, match="pre-condition"):
@@ -198,7 +181,7 @@ def test_a_torn_ledger_line_is_dropped_not_merged(root):
 
 
 def test_a_ledger_without_appends_keeps_whole_batches_in_order():
-    out = _memory_root()
+    out = memory_root()
     backend = backend_for(out)
     folder = backend.join(layout.state_dir(out), layout.LEDGER_FOLDER)
     ledger = Ledger(out, BatchLog(backend, folder))
@@ -215,7 +198,7 @@ def test_a_ledger_without_appends_keeps_whole_batches_in_order():
 
 def test_each_backend_gets_the_ledger_log_it_can_keep(tmp_path):
     assert isinstance(ledger_log(str(tmp_path)), AppendLog)
-    assert isinstance(ledger_log(_memory_root()), AppendLog)
+    assert isinstance(ledger_log(memory_root()), AppendLog)
     assert isinstance(ledger_log("s3://bucket/o.zarr"), BatchLog)
 
 
@@ -251,69 +234,9 @@ def test_a_flock_keeps_a_second_job_out_until_released(tmp_path):
     JobLock(out).acquire().release()
 
 
-def test_one_lease_at_a_time_and_an_expired_one_is_taken_over():
-    state = layout.state_dir(_memory_root() + "/out.zarr")
-    clock = Clock()
-    first = ObjectLease(state, ttl=30, clock=clock).acquire()
-    with pytest.raises(OutputBusyError, match=r"out\.zarr.*pid \d+ on .*its lease runs until"):
-        ObjectLease(state, ttl=30, clock=clock).acquire()
-    clock.now += 20
-    assert first.renew()  # pushed on to now + 30
-    clock.now += 20
-    with pytest.raises(OutputBusyError):
-        ObjectLease(state, ttl=30, clock=clock).acquire()
-    # The first holder stops renewing (a crash): after its expiry the lease is free.
-    clock.now += 31
-    second = ObjectLease(state, ttl=30, clock=clock).acquire()
-    assert second.took_over is not None and second.took_over.holder == first.holder
-    # The first one wakes up: its renewal fails, and it knows it lost the lease.
-    assert not first.renew()
-    with pytest.raises(LeaseLostError, match="taken over by another tilewave job"):
-        first.check()
-    first.release()  # removes nothing: the lease is the second's now
-    assert second.read() is not None and second.renew()
-    second.release()
-    assert second.read() is None
-
-
-def test_of_two_jobs_taking_over_an_expired_lease_one_wins():
-    state = layout.state_dir(_memory_root())
-    clock = Clock()
-    ObjectLease(state, ttl=10, clock=clock).acquire()
-    clock.now += 11
-    a, b = ObjectLease(state, ttl=10, clock=clock), ObjectLease(state, ttl=10, clock=clock)
-    expired = a.read()
-    assert expired is not None
-    a.acquire()
-    with pytest.raises(OSError, match="pre-condition"):
-        b._put(IfMatch=expired.etag)  # the replacement b's acquire would make
-    with pytest.raises(OutputBusyError):
-        b.acquire()
-    a.release()
-
-
-@pytest.mark.subprocess
-def test_a_lease_whose_holder_died_on_this_machine_is_free_at_once():
-    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                              capture_output=True, text=True, check=True).stdout)
-    out = _memory_root()
-    for host, free in ((socket.gethostname(), True), ("another-machine", False)):
-        location.write_bytes(layout.lease_path(out), json.dumps(
-            {"holder": f"pid {dead} on {host}", "expires": time.time() + 3600, "host": host,
-             "pid": dead}).encode())
-        if free:
-            check_not_busy(out)
-            lease = ObjectLease(layout.state_dir(out)).acquire()
-            assert lease.took_over is not None and lease.took_over.pid == dead
-            lease.release()
-        else:
-            with pytest.raises(OutputBusyError, match="another-machine"):
-                check_not_busy(out)
-
-
 def test_a_job_lock_on_memory_is_a_renewed_lease(monkeypatch):
     monkeypatch.setenv("TILEWAVE_LEASE_SECONDS", "1")
-    out = _memory_root() + "/o.zarr"
+    out = memory_root() + "/o.zarr"
     lock = JobLock(out).acquire()
     try:
         # Past one lease length, only the renewals (every quarter of one) keep it live.
@@ -331,7 +254,7 @@ def test_a_job_lock_on_memory_is_a_renewed_lease(monkeypatch):
 
 def test_a_job_lock_whose_lease_expired_is_taken_over_and_the_loser_stops(monkeypatch):
     monkeypatch.setenv("TILEWAVE_LEASE_SECONDS", "1")
-    out = _memory_root() + "/o.zarr"
+    out = memory_root() + "/o.zarr"
     # A lease some other machine's job wrote and stopped renewing an hour ago.
     location.write_bytes(layout.lease_path(out), json.dumps(
         {"holder": "pid 1 on elsewhere", "expires": time.time() - 3600, "host": "elsewhere",

@@ -1,40 +1,44 @@
 """The lock of object-store outputs: an expiring lease object, created with a conditional
-put, renewed while its job runs, taken over only once its holder stopped renewing.
-Against a real S3 API server (moto's, on loopback), with real jobs."""
+put, renewed while its job runs, taken over only once its holder stopped renewing. Its
+logic on the in-memory backend and against a real S3 API server (moto's, on loopback),
+the same tests; and real jobs on S3."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import uuid
 
 import numpy as np
 import pytest
 import zarr
-from helpers import random_image
+from helpers import Clock, memory_root, random_image
 
 import tilewave
 from tilewave.errors import LeaseLostError, OutputBusyError, SettingsError
+from tilewave.storage import layout, location
 from tilewave.storage.lease import ObjectLease
-
-pytest.importorskip("s3fs")
-pytest.importorskip("moto.server")
+from tilewave.storage.locks import check_not_busy
 
 
-class Clock:
-    """A clock the test moves: lease expiry without waiting for it."""
+@pytest.fixture(params=["memory", "s3"])
+def where(request) -> str:
+    """A folder for an output: in memory (no S3 server needed), or on moto's S3."""
+    if request.param == "memory":
+        return memory_root()
+    pytest.importorskip("s3fs")
+    pytest.importorskip("moto.server")
+    request.getfixturevalue("s3")
+    return f"s3://tw-bucket/lease-{uuid.uuid4().hex[:8]}"
 
-    def __init__(self, now: float = 1_000_000.0):
-        self.now = now
 
-    def __call__(self) -> float:
-        return self.now
-
-
-def test_one_lease_at_a_time_and_an_expired_one_is_taken_over(s3):
-    state = "s3://tw-bucket/lease-unit/.tilewave"
+def test_one_lease_at_a_time_and_an_expired_one_is_taken_over(where):
+    state = layout.state_dir(where + "/out.zarr")
     clock = Clock()
     first = ObjectLease(state, ttl=30, clock=clock).acquire()
     with pytest.raises(OutputBusyError, match=r"pid \d+ on .*its lease runs until"):
@@ -58,13 +62,14 @@ def test_one_lease_at_a_time_and_an_expired_one_is_taken_over(s3):
     assert second.read() is None
 
 
-def test_of_two_jobs_taking_over_an_expired_lease_one_wins(s3):
-    state = "s3://tw-bucket/lease-race/.tilewave"
+def test_of_two_jobs_taking_over_an_expired_lease_one_wins(where):
+    state = layout.state_dir(where)
     clock = Clock()
     ObjectLease(state, ttl=10, clock=clock).acquire()
     clock.now += 11
     a, b = ObjectLease(state, ttl=10, clock=clock), ObjectLease(state, ttl=10, clock=clock)
     expired = a.read()
+    assert expired is not None
     # Both read the expired lease; a replaces it first. b's replacement names the version
     # it read, which is gone, so S3 refuses it, and b then finds a's live lease.
     a.acquire()
@@ -76,24 +81,21 @@ def test_of_two_jobs_taking_over_an_expired_lease_one_wins(s3):
 
 
 @pytest.mark.subprocess
-def test_a_lease_whose_holder_died_on_this_machine_is_free_at_once(s3):
-    import json
-    import socket
-
+def test_a_lease_whose_holder_died_on_this_machine_is_free_at_once(where):
     dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                               capture_output=True, text=True, check=True).stdout)
-    state = "s3://tw-bucket/lease-dead/.tilewave"
     for host, free in ((socket.gethostname(), True), ("another-machine", False)):
-        s3.pipe(state.removeprefix("s3://") + "/lease.json", json.dumps(
+        location.write_bytes(layout.lease_path(where), json.dumps(
             {"holder": f"pid {dead} on {host}", "expires": time.time() + 3600, "host": host,
              "pid": dead}).encode())
         if free:
-            lease = ObjectLease(state).acquire()
+            check_not_busy(where)
+            lease = ObjectLease(layout.state_dir(where)).acquire()
             assert lease.took_over is not None and lease.took_over.pid == dead
             lease.release()
         else:
             with pytest.raises(OutputBusyError, match="another-machine"):
-                ObjectLease(state).acquire()
+                check_not_busy(where)
 
 
 def test_the_lease_duration_comes_from_the_environment(monkeypatch):

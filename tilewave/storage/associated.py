@@ -8,7 +8,8 @@ They live in the OME-Zarr output as small ``(y, x, c)`` arrays in a group ``asso
 
 from __future__ import annotations
 
-from typing import cast
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import zarr
@@ -18,18 +19,20 @@ from . import location
 #: The names slide readers know, in the order exports write them.
 NAMES = ("thumbnail", "label", "macro")
 GROUP = "associated"
+T = TypeVar("T")
 #: Files that may be slides with associated images (tifffile opens local files only).
 SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi")
 
 
-def read_associated(path: str) -> dict[str, np.ndarray]:
-    """The associated images of the input at ``path`` (an Aperio SVS slide), by name;
-    empty for other inputs. Only 8-bit RGB images are kept (what slide TIFFs hold)."""
+def _named_series(path: str, take: Callable[[Any], T]) -> dict[str, T]:
+    """``take(series)`` of each associated image of the Aperio SVS slide at ``path``, by
+    name in :data:`NAMES` order; empty for other inputs, and where reading fails (the
+    pyramid was read already; a damaged extra is not worth failing for)."""
     if not location.is_local(path) or not path.lower().endswith(SLIDE_SUFFIXES):
         return {}
     import tifffile
 
-    found: dict[str, np.ndarray] = {}
+    found: dict[str, T] = {}
     try:
         with tifffile.TiffFile(path) as tf:
             # Aperio SVS keeps them as named series; asking other files for their series
@@ -39,12 +42,18 @@ def read_associated(path: str) -> dict[str, np.ndarray]:
             for series in tf.series[1:]:
                 name = (series.name or "").lower()
                 if name in NAMES and name not in found:
-                    pixels = series.asarray()
-                    if pixels.dtype == np.uint8 and pixels.ndim == 3 and pixels.shape[2] == 3:
-                        found[name] = pixels
+                    found[name] = take(series)
     except Exception:  # I/O and every codec's own errors
-        return {}  # the pyramid was read already; a damaged extra is not worth failing for
-    return found
+        return {}
+    return {name: found[name] for name in NAMES if name in found}
+
+
+def read_associated(path: str) -> dict[str, np.ndarray]:
+    """The associated images of the input at ``path`` (an Aperio SVS slide), by name;
+    empty for other inputs. Only 8-bit RGB images are kept (what slide TIFFs hold)."""
+    pixels = _named_series(path, lambda series: series.asarray())
+    return {name: p for name, p in pixels.items()
+            if p.dtype == np.uint8 and p.ndim == 3 and p.shape[2] == 3}
 
 
 def associated_sizes(path: str) -> dict[str, tuple[int, int]]:
@@ -60,22 +69,7 @@ def associated_sizes(path: str) -> dict[str, tuple[int, int]]:
         sub = cast(zarr.Group, group[GROUP])
         shapes = {name: cast(zarr.Array, sub[name]).shape for name in NAMES if name in sub}
         return {name: (int(shape[1]), int(shape[0])) for name, shape in shapes.items()}
-    if not location.is_local(path) or not path.lower().endswith(SLIDE_SUFFIXES):
-        return {}
-    import tifffile
-
-    found: dict[str, tuple[int, int]] = {}
-    try:
-        with tifffile.TiffFile(path) as tf:
-            if not tf.is_svs:
-                return {}
-            for series in tf.series[1:]:
-                name = (series.name or "").lower()
-                if name in NAMES and name not in found:
-                    found[name] = (int(series.shape[1]), int(series.shape[0]))
-    except Exception:  # as read_associated: a damaged extra is not the image's fault
-        return {}
-    return {name: found[name] for name in NAMES if name in found}
+    return _named_series(path, lambda series: (int(series.shape[1]), int(series.shape[0])))
 
 
 def write_associated(store: str, images: dict[str, np.ndarray]) -> None:
