@@ -27,7 +27,7 @@ Tiling modes
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import KW_ONLY, asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
@@ -35,6 +35,8 @@ if TYPE_CHECKING:  # torch is needed to run a model, not to describe or list one
     import torch
 
 TilingMode = Literal["halo", "blend", "context"]
+#: A model's ``forward_image``, or what stands in for it: ``(n, c, h, w)`` in, upscaled out.
+Forward = Callable[["torch.Tensor"], "torch.Tensor"]
 TILING_MODES: tuple[TilingMode, ...] = ("halo", "blend", "context")
 
 # Context directions are the DAG's, defined once there; models name them the same way.

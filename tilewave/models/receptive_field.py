@@ -16,13 +16,13 @@ Two measurements, both on the model's own forward function:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-Forward = Callable[[torch.Tensor], torch.Tensor]
+from .base import Forward
 
 
 def _distance_map(height: int, width: int, scale: int, cy: int, cx: int) -> np.ndarray:

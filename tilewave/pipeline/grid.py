@@ -11,8 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..errors import SettingsError
-
-Window = tuple[int, int, int, int]  # (y0, y1, x0, x1), half-open
+from .indices import Window
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The two kinds of index the pipeline passes around, defined once."""
+"""The indices and regions the pipeline (and the models it runs) pass around, defined once."""
 
 from __future__ import annotations
 
@@ -6,3 +6,5 @@ from __future__ import annotations
 TileIndex = tuple[int, int]
 #: What a worker runs: a tile ``(row, col)``, or a pyramid chunk ``(level, row, col)``.
 WorkIndex = tuple[int, ...]
+#: A region ``(y0, y1, x0, x1)``, half-open, in the pixels of the array it is cut from.
+Window = tuple[int, int, int, int]

@@ -15,10 +15,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from ..storage.ome import DOWNSAMPLE, SMALLEST, level_shapes
+from .indices import Window
 
 #: ``(level, row, col)`` of a pyramid chunk, level >= 1; level 0's chunks are tiles.
 Chunk = tuple[int, int, int]
-Window = tuple[int, int, int, int]
 
 
 def _span(start: int, stop: int, chunk: int) -> range:

@@ -12,8 +12,9 @@ import numpy as np
 
 from ..errors import PyramidChunkFailedError, first_line, user_error
 from ..storage.pyramid import downsample_window
+from .indices import Window
 from .messages import TileDone
-from .pyramid_plan import PyramidPlan, Window
+from .pyramid_plan import PyramidPlan
 
 #: Reads ``(c, h, w)`` pixels of a window of a level.
 ReadLevel = Callable[[int, Window], np.ndarray]

@@ -24,8 +24,8 @@ from ..storage.nodata import fill_nodata, nodata_mask, restore_nodata
 from .blend import Ramp
 from .difficulty import assess
 from .directions import OUTBOUND, Direction
-from .grid import Tile, TileGrid, Window
-from .indices import TileIndex
+from .grid import Tile, TileGrid
+from .indices import TileIndex, Window
 from .messages import TileDone
 from .upscale_window import run_tile
 

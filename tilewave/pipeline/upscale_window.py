@@ -4,14 +4,14 @@ reference both call these, so they convert pixels in exactly the same way."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..models.base import TileModel, TileRequest, TilingMode
+from ..models.base import Forward, TileModel, TileRequest, TilingMode
 from .blend import Ramp, blend_core, split_prediction
 from .grid import Tile, TileGrid
 
@@ -40,10 +40,6 @@ def from_unit(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
         top = unit_scale(dtype)
         return np.clip(np.rint(x * np.float32(top)), 0, top).astype(dtype)
     return x.astype(dtype, copy=False)
-
-
-#: Runs a model's ``forward_image`` on a ``(1, c, h, w)`` tensor, in a batch or alone.
-Forward = Callable[[torch.Tensor], torch.Tensor]
 
 
 def _run_image(model: TileModel, x: torch.Tensor, forward: Forward | None = None) -> torch.Tensor:

@@ -26,10 +26,8 @@ import zarr
 
 from ..storage.arrays import ArrayReader, ArraySpec, checksum
 from .grid import TileGrid
-from .indices import TileIndex
+from .indices import TileIndex, WorkIndex
 from .pyramid_plan import Chunk, PyramidPlan
-
-Entry = tuple[int, ...]
 
 
 @dataclass(kw_only=True, frozen=True)
@@ -92,7 +90,7 @@ def _intact(reader: ArrayReader, window: tuple[int, int, int, int], expected: in
 
 
 def check_recorded(store: str, grid: TileGrid, pyramid: PyramidPlan | None,
-                   recorded: dict[Entry, int | None], dependent: bool,
+                   recorded: dict[WorkIndex, int | None], dependent: bool,
                    on_checked: Callable[[int], None] | None = None,
                    threads: int = 4) -> Verdict:
     """Read back every entry of ``recorded`` (the ledger's entries and checksums) from
@@ -111,13 +109,13 @@ def check_recorded(store: str, grid: TileGrid, pyramid: PyramidPlan | None,
             if str(level) in group:
                 reader(level)
 
-    def window(entry: Entry) -> tuple[int, int, int, int]:
+    def window(entry: WorkIndex) -> tuple[int, int, int, int]:
         if len(entry) == 2:
             return grid.out_window(grid[entry[0], entry[1]].core)
         assert pyramid is not None
         return pyramid.window(*entry)
 
-    def check(entry: Entry) -> tuple[Entry, bool]:
+    def check(entry: WorkIndex) -> tuple[WorkIndex, bool]:
         level = 0 if len(entry) == 2 else entry[0]
         if len(entry) == 3 and (pyramid is None or level not in readers):
             return entry, False

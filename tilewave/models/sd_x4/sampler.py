@@ -26,10 +26,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ...pipeline.indices import Window
 from ..position_noise import position_noise
 from .folder import Parts
 
-Window = tuple[int, int, int, int]  # (y0, y1, x0, x1) in latent (= input) pixels, global
 #: ``position_noise`` keys of the noise fields that are not a step's (steps use 0, 1, ...).
 KEY_LATENTS = 1_000_001
 KEY_LOW_RES = 1_000_002
