@@ -92,6 +92,7 @@ def test_flags_read_as_keywords():
 def test_dir_of_the_package_lists_its_api():
     listed = dir(tilewave)
     assert {"upscale", "tune", "ingest_image", "Report", "__version__"} <= set(listed)
+    assert not {"lazy_attributes", "lazy_dir", "TYPE_CHECKING", "annotations"} & set(listed)
     assert "open_input" in dir(tilewave.storage)
 
 

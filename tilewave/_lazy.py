@@ -23,10 +23,12 @@ def lazy_attributes(package: str, where: Mapping[str, str]) -> Callable[[str], A
 
 
 def lazy_dir(namespace: Mapping[str, Any], where: Mapping[str, str]) -> Callable[[], list[str]]:
-    """A module ``__dir__`` that lists the lazy names beside the loaded ones, so
-    ``dir(tilewave)`` and completion show ``upscale`` before its first use."""
+    """A module ``__dir__`` that lists what the package offers (its ``__all__``, the lazy
+    names) before their first use, so ``dir(tilewave)`` and completion show ``upscale``,
+    and not the helpers it imports for itself."""
 
     def __dir__() -> list[str]:
-        return sorted(set(namespace) | set(where))
+        offered = set(namespace.get("__all__", ())) | set(where)
+        return sorted(offered | {name for name in namespace if name.startswith("__")})
 
     return __dir__
