@@ -124,13 +124,15 @@ def get_entry(name: str) -> ModelEntry:
 
         return sd_x4.folder_entry(name)
     if is_weights_path(name):
-        from . import span, uniba, user_weights
+        from . import span, sr3, uniba, user_weights
         from .span.weights import is_span_file
 
         if name.lower().endswith(".safetensors") and uniba.is_uniba_file(name):
             return uniba.file_entry(name)
         if name.lower().endswith(".safetensors") and is_span_file(name):
             return span.file_entry(name)
+        if sr3.is_sr3_file(name):
+            return sr3.file_entry(name)
         return user_weights.file_entry(name)
     return _registered(name)
 
