@@ -34,3 +34,19 @@ class ModelEntry:
     #: The name stands for a family that runs from a folder given as ``--model PATH``;
     #: building or describing it by name is refused with the hint.
     folder: bool = False
+
+
+def file_entry_for(path: str, entry: Callable[[str, int, int], ModelEntry]) -> ModelEntry:
+    """``entry(path, mtime_ns, size)`` for the weights file at ``path``: keyed by the file's
+    version, so a cached entry is never one of a file since replaced; one line if the file
+    does not exist."""
+    import os
+
+    from ..errors import SettingsError
+
+    path = os.path.abspath(path)
+    try:
+        stat = os.stat(path)
+    except OSError:
+        raise SettingsError(f"weights file {path!r} does not exist; check the path") from None
+    return entry(path, stat.st_mtime_ns, stat.st_size)

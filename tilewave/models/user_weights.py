@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import SettingsError
 from .base import ModelDescriptor, SizeRequirements, count_parameters
-from .entry import ModelEntry
+from .entry import ModelEntry, file_entry_for
 
 # Telling a weights path from a model name must not import torch; loading one does.
 if TYPE_CHECKING:
@@ -212,9 +212,4 @@ def _entry(path: str, mtime_ns: int, size: int) -> ModelEntry:
 
 def file_entry(path: str) -> ModelEntry:
     """A registry entry for a weights file, checked (read and detected) now."""
-    path = os.path.abspath(path)
-    try:
-        stat = os.stat(path)
-    except OSError:
-        raise SettingsError(f"weights file {path!r} does not exist; check the path") from None
-    return _entry(path, stat.st_mtime_ns, stat.st_size)
+    return file_entry_for(path, _entry)

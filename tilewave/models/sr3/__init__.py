@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...errors import SettingsError
 from ..base import ImageModel, ModelDescriptor, SamplerSettings, SizeRequirements, TileRequest, TileResult
-from ..entry import ModelEntry
+from ..entry import ModelEntry, file_entry_for
 
 if TYPE_CHECKING:
     import torch
@@ -301,9 +301,4 @@ def _entry(path: str, mtime_ns: int, size: int) -> ModelEntry:
 
 def file_entry(path: str) -> ModelEntry:
     """A registry entry for the SR3 checkpoint ``path``, checked (layout, config) now."""
-    path = os.path.abspath(path)
-    try:
-        stat = os.stat(path)
-    except OSError:
-        raise SettingsError(f"weights file {path!r} does not exist; check the path") from None
-    return _entry(path, stat.st_mtime_ns, stat.st_size)
+    return file_entry_for(path, _entry)
