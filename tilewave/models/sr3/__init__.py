@@ -74,6 +74,14 @@ def _read_shapes(path: str) -> dict[str, tuple[int, ...]]:
         header = read_header(path)
         return {_strip(k): tuple(t["shape"]) for k, t in header.items()
                 if k != "__metadata__" and "." in _strip(k)}
+    import zipfile
+
+    if zipfile.is_zipfile(path):
+        import torch
+
+        # Memory-mapped: telling an SR3 checkpoint from other weights needs the key names
+        # and shapes only, and the file is read again by whichever loader takes it.
+        return network_shapes(torch.load(path, map_location="cpu", weights_only=True, mmap=True))
     from ..user_weights import read_state_dict
 
     return network_shapes(read_state_dict(path))
