@@ -155,6 +155,10 @@ class ModelDescriptor:
     #: What the model is told about its input besides the pixels
     #: (:mod:`tilewave.models.conditions`): the job passes it to ``with_condition``.
     conditions: tuple[str, ...] = ()
+    #: A multi-step ``context`` model that runs one sampler step of a tile at a time
+    #: (:class:`SteppedModel`), so that ``--schedule step`` can interleave the tiles'
+    #: steps and keep one step's contexts in flight instead of all of them.
+    stepwise: bool = False
 
     def __post_init__(self) -> None:
         if self.scale < 1:
@@ -204,6 +208,68 @@ class TileResult:
     contexts: dict[str, Any] = field(default_factory=dict)
     #: A sampler's ``(steps run, steps asked for)``: fewer where the tile stopped early.
     steps: tuple[int, int] | None = None
+
+
+@dataclass
+class StepResult:
+    """What :meth:`SteppedModel.forward_step` returns for one sampler step of one tile.
+
+    ``state`` is what the tile's next step starts from (its current estimate and any
+    small sampler state: tensors in plain containers, picklable; it is kept in the job's
+    working store between steps, so a resumed job continues from it byte for byte);
+    None after the last step. ``contexts`` maps ``right``/``below``/``below_right`` to
+    *this step's* context for that neighbour. ``output`` is set after the last step only,
+    as :attr:`TileResult.output`.
+    """
+
+    state: Any
+    contexts: dict[str, Any] = field(default_factory=dict)
+    output: torch.Tensor | None = None
+    #: After the last step: ``(steps run, steps asked for)``, as :attr:`TileResult.steps`.
+    steps: tuple[int, int] | None = None
+
+
+@runtime_checkable
+class SteppedModel(Protocol):
+    """A multi-step context model that runs one sampler step of one tile per call.
+
+    Step ``k`` of tile ``(r, c)`` depends on step ``k`` of its left, top and top-left
+    neighbours (whose step-``k`` contexts arrive in ``request.contexts``) and on its own
+    step ``k - 1`` (``state``; None for ``k = 0``). ``x`` is the tile's input window,
+    read again for every step. ``forward_tile`` must equal running every step in turn
+    (:func:`run_all_steps`), byte for byte, so both schedules write the same output.
+    """
+
+    descriptor: ModelDescriptor
+
+    def forward_step(self, x: torch.Tensor, request: TileRequest, step: int,
+                     state: Any) -> StepResult:
+        """Run sampler step ``step`` of the tile in ``request``."""
+        ...
+
+
+def run_all_steps(model: SteppedModel, x: torch.Tensor, request: TileRequest,
+                  steps: int) -> TileResult:
+    """A tile's ``steps`` sampler steps in one call: ``forward_tile`` of a stepped model.
+
+    Inbound contexts are per-step lists (what this function hands on as outbound), an
+    entry of which may be None (that neighbour absent at that step); a neighbour's whole
+    context may be None too.
+    """
+    import dataclasses
+
+    state: Any = None
+    outbound: dict[str, list[Any]] = {}
+    result = StepResult(state=None)
+    for k in range(steps):
+        step_in = {d: v[k] for d, v in request.contexts.items() if v is not None}
+        result = model.forward_step(x, dataclasses.replace(request, contexts=step_in), k, state)
+        for d, value in result.contexts.items():
+            outbound.setdefault(d, []).append(value)
+        state = result.state
+    if result.output is None:
+        raise RuntimeError(f"{model.descriptor.name}: the last sampler step returned no output")
+    return TileResult(result.output, outbound, result.steps)
 
 
 def runs_bandwise(descriptor: ModelDescriptor, channels: int) -> bool:
