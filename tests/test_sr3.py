@@ -166,6 +166,7 @@ def test_checkpoint_runs_in_blend_mode_deterministically(tmp_path):
     desc = describe_model(model)
     assert desc.default_mode == "blend" and desc.scale == 2 and desc.steps_max == 3
     assert desc.sampler is not None and desc.sampler.steps == 3 and desc.positional
+    assert desc.sampler.early_stop == 0.0  # accepted, and off unless asked for
     a = _run(tmp_path, model, "a", tile=12)
     assert a.shape == (3, 40, 40) and a.dtype == np.uint8
     assert a.std() > 0
@@ -264,3 +265,185 @@ def test_grey_input_runs_band_by_band(tmp_path):
                      progress=False)
     out = zarr.open_array(f"{tmp_path}/g.zarr/0")[:]
     assert out.shape == (1, 24, 24) and out.dtype == np.uint16 and out.std() > 0
+
+
+# ------------------------------------------------- per-tile noise estimation (--early-stop)
+
+#: Random weights do not denoise: a sample's estimated noise stays near 0.5 while a 2x
+#: bicubic condition's is a few hundredths, so the tests scale the target up from
+#: Diff2X's 1 to make textured windows stop part-way through the 10 steps.
+STOP = 18.0
+
+
+def _ten_steps(tmp_path) -> str:
+    """A random checkpoint with Diff2X's 10-step sampling schedule."""
+    model = _checkpoint(tmp_path, "diff2x_ten.pth")
+    (tmp_path / "diff2x_ten.json").write_text(json.dumps({**SMALL, "n_timestep": 10}))
+    return model
+
+
+def _flat_and_noisy(height: int = 16, width: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    flat = np.full((3, height, width), 0.5, np.float32)
+    return flat, random_image((3, height, width), "float32", seed=6)
+
+
+def _forward(model, pixels: np.ndarray, window=None, core=None):
+    from tilewave.models.base import TileRequest
+
+    h, w = pixels.shape[1:]
+    window = window or (0, h, 0, w)
+    request = TileRequest(row=0, col=0, core=core or window, window=window,
+                          image_size=(64, 64), contexts={})
+    return model.forward_tile(torch.from_numpy(pixels)[None], request)
+
+
+def test_noise_estimate_is_immerkaers_on_the_luma():
+    from tilewave.models.sr3.sampler import LUMA, noise_sigmas
+    from tilewave.pipeline.difficulty import immerkaer_sigma
+
+    rng = np.random.default_rng(0)
+    grey = rng.normal(0.0, 0.05, (64, 64))
+    image = torch.from_numpy(np.stack([grey] * 3))[None]
+    (sigma,) = noise_sigmas(image)
+    assert abs(sigma - 0.05) < 0.005  # Immerkaer recovers the added noise's deviation
+    assert noise_sigmas(torch.full((2, 3, 8, 8), 0.3)) == [0.0, 0.0]
+    colour = torch.from_numpy(rng.random((1, 3, 20, 24)))
+    luma = sum(w * colour[0, i].numpy() for i, w in enumerate(LUMA))
+    assert noise_sigmas(colour) == [pytest.approx(immerkaer_sigma(luma))]
+    assert noise_sigmas(colour, (12, 16)) == noise_sigmas(colour[..., :12, :16])
+
+
+def test_each_windows_input_noise_decides_how_long_it_denoises(tmp_path):
+    from tilewave.models import load_model
+    from tilewave.models.base import SamplerSettings
+
+    base = load_model(_ten_steps(tmp_path))
+    assert isinstance(base, SR3Model) and base.sampler.early_stop == 0.0
+
+    def model(stop: float) -> SR3Model:
+        return base.with_sampler(SamplerSettings(steps=10, noise=None, seed=0, early_stop=stop))
+
+    flat, noisy = _flat_and_noisy()
+    # A flat window's target is 0: it runs every step whatever the setting.
+    assert _forward(model(STOP), flat).steps == (10, 10)
+    assert _forward(model(1e6), flat).steps == (10, 10)
+    stopped = _forward(model(STOP), noisy)
+    run = stopped.steps[0]
+    assert stopped.steps[1] == 10 and 1 <= run < 10
+    again = _forward(model(STOP), noisy)
+    assert again.steps == stopped.steps and torch.equal(again.output, stopped.output)
+    assert _forward(model(2 * STOP), noisy).steps[0] <= run  # a looser target, no later
+    full = _forward(base, noisy)
+    assert full.steps == (10, 10) and not torch.equal(full.output, stopped.output)
+    # 0 is off: the default's bytes, every step.
+    off = _forward(model(0.0), noisy)
+    assert off.steps == (10, 10) and torch.equal(off.output, full.output)
+
+
+def _held_loop(net, condition, noise, run: int) -> torch.Tensor:
+    """SR3's loop over every step with the clean estimate held (no network pass, no
+    noise) after ``run`` steps, as tilewave's ``early_stop`` describes the rest of the
+    path."""
+    b = np.linspace(net.cfg.linear_start, net.cfg.linear_end, net.cfg.n_timestep)
+    ab = np.cumprod(1 - b)
+    ab_prev = np.append(1.0, ab[:-1])
+    x = noise(net.cfg.n_timestep)
+    x0 = None
+    for k, t in enumerate(reversed(range(net.cfg.n_timestep))):
+        if k < run:
+            eps = net(torch.cat([condition, x], 1), torch.full((1,), float(np.sqrt(ab[t]))))
+            x0 = (np.sqrt(1 / ab[t]) * x - np.sqrt(1 / ab[t] - 1) * eps).clamp(-1, 1)
+        mean = (b[t] * np.sqrt(ab_prev[t]) / (1 - ab[t])) * x0 \
+            + ((1 - ab_prev[t]) * np.sqrt(1 - b[t]) / (1 - ab[t])) * x
+        x = mean + (noise(t) * np.sqrt(b[t] * (1 - ab_prev[t]) / (1 - ab[t]))
+                    if t > 0 and k < run else 0)
+    return x
+
+
+def test_a_stopped_window_holds_the_rest_of_its_path(tmp_path):
+    import torch.nn.functional as F
+
+    from tilewave.models import load_model
+    from tilewave.models.sr3.sampler import sample_window
+
+    net = load_model(_ten_steps(tmp_path)).net
+    _, noisy = _flat_and_noisy()
+    condition = F.interpolate(torch.from_numpy(noisy)[None] * 2 - 1, scale_factor=2.0,
+                              mode="bicubic", align_corners=False).clamp(-1, 1)
+    torch.manual_seed(2)
+    fields = {t: torch.randn(1, 3, 32, 32) for t in range(11)}
+    asked: list[int] = []
+
+    def noise(t: int) -> torch.Tensor:
+        asked.append(t)
+        return fields[t]
+
+    done = sample_window(net, condition, 10, noise, STOP)
+    assert done.steps == 10 and 1 <= done.steps_run < 10
+    # x_T, then one field per step that ran (none after the stop): keys by timestep.
+    assert asked == list(range(10, 9 - done.steps_run, -1))
+    by_hand = _held_loop(net, condition, fields.__getitem__, done.steps_run)
+    assert torch.allclose(done.image, by_hand, atol=1e-5)
+    full = sample_window(net, condition, 10, fields.__getitem__)
+    assert full.steps_run == 10
+    assert torch.allclose(full.image, _sr3_loop(net, condition, fields.__getitem__), atol=1e-5)
+
+
+def test_the_decision_belongs_to_the_window_not_to_the_core(tmp_path):
+    from tilewave.models import load_model
+    from tilewave.models.base import SamplerSettings
+
+    model = load_model(_ten_steps(tmp_path)).with_sampler(
+        SamplerSettings(steps=10, noise=None, seed=0, early_stop=STOP))
+    _, noisy = _flat_and_noisy()
+    window = (4, 20, 6, 22)
+    whole = _forward(model, noisy, window)
+    part = _forward(model, noisy, window, (8, 16, 10, 18))  # another tiling's core, same window
+    assert part.steps == whole.steps and whole.steps[0] < 10
+    assert torch.equal(part.output, whole.output[..., 8:24, 8:24])
+
+
+def _flat_left_noisy_right(tmp_path) -> str:
+    """Flat grey on the left; on the right fine texture (which ``--adaptive`` keeps for
+    the model: pure noise is no structure to it) with noise on top."""
+    pixels = np.full((3, 32, 32), 128, np.uint8)
+    y, x = np.mgrid[:32, :16]
+    texture = 128 + 90 * np.sin(1.0 * x) * np.cos(0.8 * y)
+    noise = random_image((3, 32, 16), "uint8", seed=5).astype(np.float64) / 255 - 0.5
+    pixels[:, :, 16:] = np.clip(texture + 200 * noise, 0, 255).astype(np.uint8)
+    return zarr_input(str(tmp_path / "half.zarr"), pixels, chunk=16)
+
+
+def _job(tmp_path, model, src, name, **kwargs):
+    report = tilewave.upscale(src, tmp_path / f"{name}.zarr", model=model, tile=16, halo=2,
+                              executor="local", progress=False, **kwargs)
+    return report, zarr.open_array(f"{tmp_path}/{name}.zarr/0")[:]
+
+
+def test_early_stop_job_counts_the_steps_saved_and_the_cli_takes_it(tmp_path):
+    from tilewave.cli import main
+
+    model, src = _ten_steps(tmp_path), _flat_left_noisy_right(tmp_path)
+    plain, default = _job(tmp_path, model, src, "plain")
+    assert plain.steps_run == plain.steps_total == 4 * 10
+    report, stopped = _job(tmp_path, model, src, "stop", early_stop=STOP)
+    assert report.sampler is not None and report.sampler["early_stop"] == STOP
+    # The two flat tiles run all 10 steps; the textured ones stop early.
+    assert report.steps_total == 40 and 20 < report.steps_run < 40
+    assert stopped.shape == default.shape and stopped.tobytes() != default.tobytes()
+    assert np.array_equal(stopped[:, :, :24], default[:, :, :24])  # flat tiles' own pixels
+    _, again = _job(tmp_path, model, src, "again", early_stop=STOP)
+    assert again.tobytes() == stopped.tobytes()
+    _, off = _job(tmp_path, model, src, "off", early_stop=0)
+    assert off.tobytes() == default.tobytes()
+    assert main(["upscale", src, str(tmp_path / "cli.zarr"), "--model", model, "--tile", "16",
+                 "--halo", "2", "--local", "--early-stop", str(STOP), "--quiet"]) == 0
+    assert zarr.open_array(f"{tmp_path}/cli.zarr/0")[:].tobytes() == stopped.tobytes()
+
+
+def test_adaptive_sends_flat_tiles_to_bicubic_with_early_stop_on_the_rest(tmp_path):
+    model, src = _ten_steps(tmp_path), _flat_left_noisy_right(tmp_path)
+    report, out = _job(tmp_path, model, src, "adaptive", adaptive=True, early_stop=STOP)
+    assert report.tiles_run == 4 and report.tiles_cheap == 2
+    assert report.steps_total == 40 and 0 < report.steps_run < 20
+    assert out.shape == (3, 64, 64)

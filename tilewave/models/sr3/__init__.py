@@ -19,6 +19,11 @@ feathered) and in ``halo`` mode with an explicit ``--halo``: GroupNorm statistic
 self-attention span the whole window, so no halo makes tiles exact. The sampler's noise
 is keyed by output position (:mod:`.sampler`), so a window's output depends only on
 its pixels, where it lies and the seed.
+
+``--early-stop X`` is Diff2X's per-tile noise estimation: a window stops sampling once
+its sample's estimated noise falls below ``X`` times its input's (Diff2X's rule is
+``X = 1``), and its ``TileResult.steps`` says how many steps ran. ``--adaptive`` needs
+nothing of the model: easy tiles never reach it.
 """
 
 from __future__ import annotations
@@ -202,9 +207,13 @@ def describe(path: str, cfg: SR3Config, parameters: int = 0) -> ModelDescriptor:
         weights=path,
         description=(f"SR3 diffusion x{cfg.scale} (Diff2X layout, inner_channel "
                      f"{cfg.inner_channel}): {cfg.n_timestep}-step ancestral sampler, fewer "
-                     "with --steps (respaced); noise keyed by position and --seed"),
+                     "with --steps (respaced); noise keyed by position and --seed; "
+                     "--early-stop X: a tile stops once its sample's estimated noise is "
+                     "below X times its input's (Diff2X: 1)"),
         parameters=parameters,
-        sampler=SamplerSettings(steps=cfg.n_timestep, noise=None, seed=0),
+        # early_stop 0 (never) is what runs without the option; being set, not None, is
+        # what lets the job accept --early-stop for this model.
+        sampler=SamplerSettings(steps=cfg.n_timestep, noise=None, seed=0, early_stop=0.0),
         steps_max=cfg.n_timestep,
         positional=True,
         trained_for=f"{cfg.image_size // cfg.scale} -> {cfg.image_size} px tiles "
@@ -243,13 +252,14 @@ class SR3Model(ImageModel):
         self.net.to(device)
         return self
 
-    def _sample(self, x: torch.Tensor, origin: tuple[int, int]) -> torch.Tensor:
-        """The sample of the window ``x`` whose first input pixel is ``origin``."""
+    def _sample(self, x: torch.Tensor, origin: tuple[int, int]) -> tuple[torch.Tensor, int]:
+        """The sample of the window ``x`` whose first input pixel is ``origin``, and the
+        steps it ran."""
         import torch
         import torch.nn.functional as F
 
         from ..position_noise import position_noise
-        from .sampler import sample
+        from .sampler import sample_window
 
         cfg, s = self.net.cfg, self.net.cfg.scale
         h, w = x.shape[-2:]
@@ -268,30 +278,35 @@ class SR3Model(ImageModel):
             field = position_noise(self.sampler.seed, step, cfg.out_channel, oy, oy + H, ox, ox + W)
             return torch.from_numpy(field)[None].expand(n, -1, -1, -1).to(condition)
 
-        out = sample(self.net, condition, self.sampler.steps, noise)
-        return out.add(1.0).mul(0.5).clamp(0.0, 1.0)[..., : h * s, : w * s]
+        # The noise estimates see the window's own pixels only: the edge padding would
+        # lower both, and differently for windows that need different padding.
+        done = sample_window(self.net, condition, self.sampler.steps, noise,
+                             self.sampler.early_stop or 0.0, (h * s, w * s))
+        return done.image.add(1.0).mul(0.5).clamp(0.0, 1.0)[..., : h * s, : w * s], done.steps_run
 
-    def _bands(self, x: torch.Tensor, origin: tuple[int, int]) -> torch.Tensor:
+    def _bands(self, x: torch.Tensor, origin: tuple[int, int]) -> tuple[torch.Tensor, int]:
         """RGB as it is; grey (or any other count, band by band) replicated to three
-        channels and the outputs averaged back, as a grey image runs through RGB."""
+        channels and the outputs averaged back, as a grey image runs through RGB. With
+        the steps run: the most any band ran, as a tile is asked for its steps once."""
         import torch
 
         if x.shape[1] == 3:
             return self._sample(x, origin)
-        return torch.cat([self._sample(band.expand(-1, 3, -1, -1), origin).mean(1, keepdim=True)
-                          for band in x.split(1, dim=1)], dim=1)
+        bands = [self._sample(band.expand(-1, 3, -1, -1), origin) for band in x.split(1, dim=1)]
+        return (torch.cat([out.mean(1, keepdim=True) for out, _ in bands], dim=1),
+                max(run for _, run in bands))
 
     def forward_image(self, x: torch.Tensor) -> torch.Tensor:
-        return self._bands(x, (0, 0))
+        return self._bands(x, (0, 0))[0]
 
     def forward_tile(self, x: torch.Tensor, request: TileRequest) -> TileResult:
         s = self.net.cfg.scale
         ry0, _, rx0, _ = request.window
         y0, y1, x0, x1 = request.core
-        out = self._bands(x, (ry0, rx0))
+        out, run = self._bands(x, (ry0, rx0))
         top, left = (y0 - ry0) * s, (x0 - rx0) * s
         out = out[..., top: top + (y1 - y0) * s, left: left + (x1 - x0) * s]
-        return TileResult(out, steps=(self.sampler.steps, self.sampler.steps))
+        return TileResult(out, steps=(run, self.sampler.steps))
 
 
 @functools.lru_cache(maxsize=8)
