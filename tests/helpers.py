@@ -93,10 +93,19 @@ def recorded_tiles(output) -> int:
     return len(Ledger(str(output)).done())
 
 
+def recorded_steps(output) -> int:
+    """How many sampler steps of unfinished tiles the ledger of ``output`` lists
+    (``--schedule step``; 0 before it exists)."""
+    from tilewave.storage.ledger import Ledger
+
+    return sum(Ledger(str(output)).steps_done().values())
+
+
 def run_until_recorded(args: list[str], output, tiles: int, sig: int = signal.SIGKILL,
-                       timeout: float = 120) -> int:
+                       timeout: float = 120, recorded_tiles=recorded_tiles) -> int:
     """Start ``tilewave upscale ARGS --quiet`` in a process group of its own and send it
-    ``sig`` once its ledger lists ``tiles`` tiles; returns the tiles recorded by then."""
+    ``sig`` once its ledger lists ``tiles`` tiles (or what ``recorded_tiles(output)``
+    counts); returns how many were recorded by then."""
     proc = subprocess.Popen([sys.executable, "-m", "tilewave.cli", "upscale", *args, "--quiet"],
                             start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)

@@ -41,7 +41,8 @@ class FakePool:
                 return r
         return self.grid.rows
 
-    def submit(self, index, inbound) -> None:
+    def submit(self, index, inbound, step=None) -> None:
+        assert step is None, "a one-pass model's tiles run whole"
         self.submitted.append((index, self.first_unfinished_row()))
         self.pending.append((index, dict(inbound)))
 

@@ -64,35 +64,36 @@ def test_grid_rejects_bad_settings():
         TileGrid(0, 10, 4, 2)
 
 
-def _simulate(rows, cols, dependent, done, rng, capacity, rows_ahead=None):
-    """Run the wavefront with a random completion order; return the start order, the
-    peak number of live contexts and the contexts freed."""
-    wave = Wavefront(rows, cols, dependent, done, rows_ahead)
+def _simulate(rows, cols, dependent, done, rng, capacity, rows_ahead=None, steps=1):
+    """Run the wavefront with a random completion order; return the start order (tiles
+    when ``steps`` is 1, else (tile, step) nodes), the peak number of live contexts and
+    the contexts freed."""
+    wave = Wavefront(rows, cols, dependent, done, rows_ahead, steps=steps)
     table: ContextTable[str] = ContextTable(rows, cols)
-    finished = set(done)
-    running: list[tuple[int, int]] = []
+    finished = {(r, c, k) for r, c in done for k in range(steps)}
+    running: list[tuple[int, int, int]] = []
     started = []
     freed: set = set()
     while not wave.finished:
         while len(running) < capacity and wave.has_ready():
-            index = wave.pop_ready()
-            for dep in wave.dependencies(index):
-                assert dep in finished, f"{index} started before its dependency {dep}"
-            inbound = table.inbound(index)
+            node = wave.pop_ready()
+            for dep in wave.dependencies(node):
+                assert dep in finished, f"{node} started before its dependency {dep}"
+            inbound = table.inbound(node[:2], node[2])
             for name, value in inbound.items():
                 if value is not None:
-                    assert value.endswith(name), "context delivered under the wrong name"
-            started.append(index)
-            running.append(index)
+                    assert value.endswith(f"{name}@{node[2]}"), "context delivered wrongly"
+            started.append(node if steps > 1 else node[:2])
+            running.append(node)
         assert running, "deadlock: nothing runs but tiles remain"
-        index = running.pop(rng.randrange(len(running)))
+        node = running.pop(rng.randrange(len(running)))
         if dependent:
             arrives = {"right": "left", "below": "top", "below_right": "top_left"}
             for direction, name in arrives.items():
-                table.put(index, direction, f"{index}->{name}")
-        wave.finish(index)
-        finished.add(index)
-        for key in table.release(index):
+                table.put(node[:2], direction, f"{node[:2]}->{name}@{node[2]}", node[2])
+        wave.finish(node)
+        finished.add(node)
+        for key in table.release(node[:2], node[2]):
             assert key not in freed, "context freed twice"
             freed.add(key)
     assert len(table) == 0, "contexts left alive after the last tile"
@@ -138,11 +139,44 @@ def test_without_a_row_cap_the_first_column_races_ahead():
 def test_independent_tiles_start_in_raster_order():
     wave = Wavefront(3, 4, dependent=False)
     order = [wave.pop_ready() for _ in range(12)]
-    assert order == [(r, c) for r in range(3) for c in range(4)]
+    assert order == [(r, c, 0) for r in range(3) for c in range(4)]
     assert wave.pop_ready() is None
 
 
 def test_finishing_an_unstarted_tile_is_a_bug():
     wave = Wavefront(2, 2, dependent=True)
     with pytest.raises(ValueError):
-        wave.finish((1, 1))
+        wave.finish((1, 1, 0))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 7), st.integers(1, 7), st.booleans(), st.integers(1, 4),
+       st.integers(2, 5), st.integers(0, 2**32 - 1), st.floats(0, 1))
+def test_every_step_of_every_tile_runs_once_after_its_dependencies(rows, cols, dependent,
+                                                                   capacity, steps, seed,
+                                                                   done_frac):
+    rng = random.Random(seed)
+    all_tiles = [(r, c) for r in range(rows) for c in range(cols)]
+    done = set(all_tiles[: int(done_frac * len(all_tiles))])
+    started, _, freed = _simulate(rows, cols, dependent, done, rng, capacity, 2, steps)
+    expected = [(r, c, k) for r, c in all_tiles if (r, c) not in done for k in range(steps)]
+    assert sorted(started) == sorted(expected)
+    if dependent and not done:
+        assert len(freed) == steps * (3 * rows * cols - 2 * rows - 2 * cols + 1)
+
+
+def test_a_resumed_tile_continues_from_its_next_step():
+    wave = Wavefront(1, 2, dependent=True, done={(0, 0)}, steps=3, partial={(0, 1): 2})
+    assert wave.pop_ready() == (0, 1, 2)
+    assert wave.pop_ready() is None
+    wave.finish((0, 1, 2))
+    assert wave.finished and wave.steps_run((0, 1)) == 3
+
+
+@pytest.mark.parametrize("steps", [1, 4, 16, 64])
+def test_live_contexts_do_not_grow_with_the_steps(steps):
+    """Preferring low steps, each step sweeps the image just behind the previous one:
+    the contexts alive stay those of about one step's frontier."""
+    one = max(_simulate(12, 8, True, set(), random.Random(s), 2, 3)[1] for s in range(3))
+    peak = max(_simulate(12, 8, True, set(), random.Random(s), 2, 3, steps)[1] for s in range(3))
+    assert peak <= 1.2 * one

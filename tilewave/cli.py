@@ -208,6 +208,8 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
               + ("; sampler " + ", ".join(f"{k.replace('_', ' ')} {_value(v)}"
                                           for k, v in report.sampler.items())
                  if report.sampler else "")
+              + ("; one step at a time across the image (--schedule step)"
+                 if report.schedule == "step" else "")
               + (f"; {report.steps_run} of {report.steps_total} sampler steps run "
                  f"({100 * (1 - report.steps_run / report.steps_total):.0f} % saved)"
                  if report.steps_total and report.steps_run < report.steps_total else ""))

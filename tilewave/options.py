@@ -87,6 +87,10 @@ def option(default: Any, help: str, *, flag: str | None = None, group: str | Non
                                             "argparse": argparse_kwargs})
 
 
+#: How a multi-step context model's steps are scheduled (``--schedule``).
+SCHEDULES = ("tile", "step")
+
+
 @dataclass(frozen=True, kw_only=True)
 class SamplerOptions:
     """How a multi-step model samples, as the user gave it (None: the model's default);
@@ -113,9 +117,10 @@ class SamplerOptions:
         None, "noise added to the low-resolution input, 0 to the folder's max_noise_level "
         "(default: 20)", group="sd", type=non_negative)
     early_stop: float | None = option(
-        None, "a tile stops sampling once its estimate changes by less than TOL (relative) in "
-        "one step, e.g. 0.01 (default: 0, never)", group="sd", type=non_negative_float,
-        metavar="TOL")
+        None, "a tile stops sampling early: sd-x4 once its estimate changes by less than TOL "
+        "(relative) in one step, e.g. 0.01; SR3/Diff2X checkpoints once its sample's estimated "
+        "noise is below TOL times its input's (Diff2X's rule: 1) (default: 0, never)",
+        group="sampling", type=non_negative_float, metavar="TOL")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -161,6 +166,13 @@ class Options:
     #: Sampler settings of multi-step models (None: the model's default).
     sampler: SamplerOptions = field(default_factory=SamplerOptions,
                                     metadata={"nested": True})
+    #: Output bytes do not depend on it (tested).
+    schedule: str | None = option(
+        None, "multi-step context models: run each tile's steps in one go, handing its "
+        "neighbours the contexts of every step (tile), or one step at a time across the "
+        "image, holding one step's contexts (step; each tile's state waits on disk between "
+        "its steps); default: step where one tile's contexts of all steps would exceed "
+        "256 MiB, else tile", group="sampling", choices=SCHEDULES)
     keep_stages: bool = option(False, "keep the stores of intermediate stages "
                                "(OUTPUT.stage1.zarr, ...)")
     resume: bool = option(False, "continue an interrupted run")

@@ -42,10 +42,10 @@ class InProcessPool:
         self.capacity = 1
         # A tile in this process fails with it, and is never retried.
         self.on_retry: Callable[[WorkIndex, str], None] | None = None
-        self._queue: collections.deque[tuple[WorkIndex, Inbound]] = collections.deque()
+        self._queue: collections.deque[tuple[WorkIndex, Inbound, int | None]] = collections.deque()
 
-    def submit(self, index: WorkIndex, inbound: Inbound) -> None:
-        self._queue.append((index, inbound))
+    def submit(self, index: WorkIndex, inbound: Inbound, step: int | None = None) -> None:
+        self._queue.append((index, inbound, step))
 
     @property
     def retried(self) -> int:
@@ -55,10 +55,10 @@ class InProcessPool:
         return len(self._queue)
 
     def wait(self) -> list[TileDone]:
-        index, inbound = self._queue.popleft()
+        index, inbound, step = self._queue.popleft()
         if len(index) == 3:
             return [self.worker.downsample(*index)]
-        return [self.worker.process(index[0], index[1], inbound)]
+        return [self.worker.process(index[0], index[1], inbound, step)]
 
     def close(self) -> None:
         import torch
@@ -110,9 +110,9 @@ class RayPool:
         self._actors = [start(p) for p in placements]
         self._dispatch = LeastLoaded(len(placements), [p.slots for p in placements])
         self._retry = RetryLostTiles()
-        self._pending: dict[Any, tuple[WorkIndex, int, Any, Inbound]] = {}
+        self._pending: dict[Any, tuple[WorkIndex, int, Any, Inbound, int | None]] = {}
         #: Calls refused by an actor that was restarting, each with when to try again.
-        self._later: list[tuple[float, WorkIndex, Inbound]] = []
+        self._later: list[tuple[float, WorkIndex, Inbound, int | None]] = []
         #: Tiles and chunks lost since they were submitted, and how many such losses.
         self._unsettled: set[WorkIndex] = set()
         self._retried = 0
@@ -146,19 +146,19 @@ class RayPool:
         """Submit the calls put off while an actor restarted, waiting for the first one
         if nothing else runs."""
         if self._later and not self._pending:
-            time.sleep(max(0.0, min(t for t, _, _ in self._later) - time.monotonic()))
+            time.sleep(max(0.0, min(item[0] for item in self._later) - time.monotonic()))
         now = time.monotonic()
-        due = [(index, inbound) for t, index, inbound in self._later if t <= now]
+        due = [(index, inbound, step) for t, index, inbound, step in self._later if t <= now]
         self._later = [item for item in self._later if item[0] > now]
-        for index, inbound in due:
-            self.submit(index, inbound)
+        for index, inbound, step in due:
+            self.submit(index, inbound, step)
 
-    def submit(self, index: WorkIndex, inbound: Inbound) -> None:
+    def submit(self, index: WorkIndex, inbound: Inbound, step: int | None = None) -> None:
         k = self._dispatch.pick()
         actor = self._actors[k]
         ref = (actor.downsample.remote(*index) if len(index) == 3
-               else actor.process.remote(index[0], index[1], inbound))
-        self._pending[ref] = (index, k, actor, inbound)
+               else actor.process.remote(index[0], index[1], inbound, step))
+        self._pending[ref] = (index, k, actor, inbound, step)
 
     def wait(self) -> list[TileDone]:
         import ray
@@ -170,7 +170,7 @@ class RayPool:
         more = ray.wait(rest, num_returns=len(rest), timeout=0)[0] if rest else []
         out = []
         for ref in [*ready, *more]:
-            index, k, actor, inbound = self._pending.pop(ref)
+            index, k, actor, inbound, step = self._pending.pop(ref)
             self._dispatch.finished(k)
             try:
                 out.append(ray.get(ref))
@@ -183,7 +183,7 @@ class RayPool:
                 # no attempt was lost. It is put off for a moment rather than spinning on
                 # the refusal.
                 self._lost(index, _cause(exc))
-                self._later.append((time.monotonic() + RESTART_POLL_S, index, inbound))
+                self._later.append((time.monotonic() + RESTART_POLL_S, index, inbound, step))
             except ray.exceptions.RayActorError as exc:
                 self._retry.record_loss(index, _cause(exc))
                 self._lost(index, _cause(exc))
@@ -192,7 +192,7 @@ class RayPool:
                     # its place, wherever the scheduler finds room. All its tiles fail
                     # alike; the first failure replaces it for all of them.
                     self._actors[k] = self._start_actor(self.placements[k])
-                self.submit(index, inbound)
+                self.submit(index, inbound, step)
         return out
 
     def close(self) -> None:

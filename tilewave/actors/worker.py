@@ -38,9 +38,9 @@ class TileWorker:
 
         from ..models import load_model
         from ..models.bicubic import Bicubic
-        from ..pipeline.tile_work import TileSetup, to_cpu
+        from ..pipeline.tile_work import States, TileSetup, to_cpu
         from ..storage.arrays import ArrayReader, ArraySpec, ArrayWriter
-        from ..storage.contexts import ContextStore
+        from ..storage.contexts import ContextStore, StateStore
         from .device import default_batch, pick_device
 
         device = pick_device()
@@ -74,11 +74,16 @@ class TileWorker:
         writer = ArrayWriter(job.output_array, job.durable)
         store = ContextStore(job.contexts_in) if job.contexts_in else None
 
-        def keep(producer: tuple[int, int], direction: str, value: Any) -> Any:
+        def keep(producer: tuple[int, int], direction: str, value: Any, step: int | None) -> Any:
             # Files rather than the object store carry contexts, so a row of them waiting
             # for the next row costs disk (and page cache), not memory that grows with
             # the image's width.
-            return store.save(producer, direction, to_cpu(value))  # type: ignore[union-attr]
+            return store.save(producer, direction, to_cpu(value), step)  # type: ignore[union-attr]
+
+        states = None
+        if job.stepwise and job.contexts_in:
+            kept = StateStore(job.contexts_in)
+            states = States(load=kept.load, save=kept.save)
 
         self.slots = slots
         self._computing = ThreadPoolExecutor(slots, thread_name_prefix="compute")
@@ -99,7 +104,7 @@ class TileWorker:
             device=device, half=half, cheap=Bicubic(job.scale) if job.adaptive else None,
             nodata=job.nodata, input_name=job.input_path or job.source.path, worker=self.name,
             compute=lambda work: self._computing.submit(work).result(), forward=forward,
-            steps=job.sampler.steps if job.sampler else None)
+            steps=job.sampler.steps if job.sampler else None, states=states)
 
         self.pyramid = None
         if job.pyramid is not None:
@@ -115,11 +120,13 @@ class TileWorker:
     def describe(self) -> str:
         return self.name
 
-    def process(self, row: int, col: int, inbound: Mapping[str, Any] | None = None) -> TileDone:
-        """Run tile ``(row, col)``; raises the user's error if it fails."""
+    def process(self, row: int, col: int, inbound: Mapping[str, Any] | None = None,
+                step: int | None = None) -> TileDone:
+        """Run tile ``(row, col)`` (only its sampler ``step``, if given); raises the
+        user's error if it fails."""
         from ..pipeline.tile_work import process_tile
 
-        return process_tile(self.setup, row, col, inbound)
+        return process_tile(self.setup, row, col, inbound, step)
 
     def downsample(self, level: int, row: int, col: int) -> TileDone:
         """Compute chunk ``(row, col)`` of pyramid ``level`` from the level below."""

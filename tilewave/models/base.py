@@ -159,6 +159,10 @@ class ModelDescriptor:
     #: (:class:`SteppedModel`), so that ``--schedule step`` can interleave the tiles'
     #: steps and keep one step's contexts in flight instead of all of them.
     stepwise: bool = False
+    #: About how many bytes one sampler step's outgoing contexts of a tile take, as
+    #: ``(per input pixel of the tile's side, constant)``: what ``--schedule auto``
+    #: weighs (a tile's contexts of all steps travel together under ``--schedule tile``).
+    step_context_bytes: tuple[int, int] = (0, 0)
 
     def __post_init__(self) -> None:
         if self.scale < 1:

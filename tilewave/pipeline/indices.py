@@ -8,3 +8,6 @@ TileIndex = tuple[int, int]
 WorkIndex = tuple[int, ...]
 #: A region ``(y0, y1, x0, x1)``, half-open, in the pixels of the array it is cut from.
 Window = tuple[int, int, int, int]
+#: One sampler step of one tile in the (tile, step) DAG: ``(row, col, step)``; a model
+#: that runs in one pass has one node per tile, at step 0.
+Node = tuple[int, int, int]

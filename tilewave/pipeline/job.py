@@ -46,6 +46,8 @@ def _report(plan: JobPlan, image: InputImage, results: list[Counts], seconds: fl
                   tiles=sum(s.grid.count for s in plan.stages), seconds=seconds,
                   executor=plan.executor,
                   sampler=next((s.sampler.as_dict() for s in plan.stages if s.sampler), None),
+                  schedule=next(("step" if s.stepwise else "tile" for s in plan.stages
+                                 if s.sampler and s.mode == "context"), None),
                   consistent=last.consistency)
 
 

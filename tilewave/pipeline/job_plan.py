@@ -69,6 +69,9 @@ class StagePlan:
     #: that much smaller than this stage's), and the settings of the stage it corrects.
     guide_scale: int = 0
     corrects: dict[str, Any] | None = None
+    #: A multi-step context model's tiles run one sampler step at a time
+    #: (``--schedule step``), their states kept between steps.
+    stepwise: bool = False
 
     @property
     def dependent(self) -> bool:
@@ -93,6 +96,8 @@ class StagePlan:
                 # As text: NaN is not equal to itself, nor valid JSON.
                 **({"nodata": repr(self.nodata)} if self.nodata is not None else {}),
                 **({"condition": self.condition} if self.condition else {}),
+                # A resumed job finds the ledger and contexts of the same schedule.
+                **({"schedule": "step"} if self.stepwise else {}),
                 **(self.sampler.as_dict() if self.sampler else {})}
 
 
@@ -217,9 +222,11 @@ def _plan_stage(index: int, stage: Stage, desc: ModelDescriptor, facts: ImageFac
     grid = TileGrid(facts.height, facts.width, tile, stage.scale, halo, overlap)
     condition = ({name: facts.jpeg_quality for name in desc.conditions}
                  if desc.conditions else None)
+    sampler = _sampler(desc, options)
     return StagePlan(index=index, model=model, scale=stage.scale, mode=mode, grid=grid,
                      ramp=options.ramp, output=output, adaptive=options.adaptive,
-                     sampler=_sampler(desc, options), nodata=options.nodata, condition=condition)
+                     sampler=sampler, nodata=options.nodata, condition=condition,
+                     stepwise=_stepwise(desc, mode, grid, sampler, options))
 
 
 def _flag(name: str) -> str:
@@ -257,8 +264,37 @@ def _sampler(desc: ModelDescriptor, options: Options) -> SamplerSettings | None:
     return sampler
 
 
+#: Under ``--schedule`` unset, a multi-step context model runs one step at a time when
+#: one tile's outgoing contexts of all its steps would be larger than this.
+TILE_CONTEXT_BUDGET = 256 << 20
+
+
+def tile_context_bytes(desc: ModelDescriptor, tile: int, steps: int) -> int:
+    """About how many bytes one tile's outgoing contexts of all ``steps`` take."""
+    per_pixel, constant = desc.step_context_bytes
+    return steps * (per_pixel * tile + constant)
+
+
+def _stepwise(desc: ModelDescriptor, mode: str, grid: TileGrid, sampler: SamplerSettings | None,
+              options: Options) -> bool:
+    """Whether the stage's tiles run one sampler step at a time (``--schedule``)."""
+    can = desc.stepwise and mode == "context" and sampler is not None
+    if options.schedule == "step" and not can:
+        raise SettingsError(
+            f"--schedule step runs the sampler steps of a multi-step model in context mode one "
+            f"at a time; {desc.name!r} in {mode} mode has no such steps: drop --schedule")
+    if options.schedule == "step" and options.adaptive:
+        raise SettingsError("--adaptive upscales easy tiles in one bicubic pass, which has no "
+                            "steps to interleave; drop --adaptive or use --schedule tile")
+    if options.schedule is not None or not can or options.adaptive:
+        return options.schedule == "step"
+    assert sampler is not None
+    return tile_context_bytes(desc, grid.tile, sampler.steps) > TILE_CONTEXT_BUDGET
+
+
 def _check_sampler_options(options: Options, descriptors: Sequence[ModelDescriptor]) -> None:
-    given = [_flag(k) for k in sampler_given(options)]
+    given = [_flag(k) for k in sampler_given(options)] + (
+        ["--schedule"] if options.schedule is not None else [])
     if given and all(d.sampler is None for d in descriptors):
         names = ", ".join(d.name for d in descriptors)
         raise SettingsError(f"{' and '.join(given)} apply to multi-step models (such as "

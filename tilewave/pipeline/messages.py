@@ -51,6 +51,9 @@ class TileJob:
     guide_scale: int = 0
     #: What a conditioned model is told about the stage's input (its JPEG quality).
     condition: dict[str, Any] | None = None
+    #: Tiles run one sampler step at a time (``--schedule step``): states wait between
+    #: steps in the working store (under ``contexts_in``).
+    stepwise: bool = False
 
     def level_array(self, level: int) -> str:
         """The path of pyramid level ``level``'s array, a sibling of ``output_array``."""
@@ -77,6 +80,8 @@ class TileDone:
     #: CRC-32 of the pixels written (:func:`tilewave.storage.arrays.checksum`), which
     #: the ledger records for ``--verify``; None where the writer keeps none.
     checksum: int | None = None
+    #: The sampler step this was, under ``--schedule step``; None: the whole tile.
+    step: int | None = None
 
     @property
     def index(self) -> TileIndex | tuple[int, int, int]:

@@ -27,9 +27,9 @@ class TilePool(Protocol):
     #: never lose a worker never call it).
     on_retry: Callable[[WorkIndex, str], None] | None
 
-    def submit(self, index: WorkIndex, inbound: Inbound) -> None:
-        """Run tile ``(row, col)`` with its ``inbound`` contexts, or pyramid chunk
-        ``(level, row, col)``."""
+    def submit(self, index: WorkIndex, inbound: Inbound, step: int | None = None) -> None:
+        """Run tile ``(row, col)`` with its ``inbound`` contexts (only its sampler
+        ``step``, if given), or pyramid chunk ``(level, row, col)``."""
         ...
 
     def wait(self) -> list[TileDone]:

@@ -68,6 +68,9 @@ class Report(Counts):
     executor: str
     #: Sampler settings (steps, noise, seed) of the multi-step stages' models.
     sampler: dict[str, Any] | None = None
+    #: How a multi-step context model's steps ran (``--schedule``): ``tile`` or ``step``;
+    #: None for other models.
+    schedule: str | None = None
     #: The output was made consistent with the input (``--consistent``): its tiles are
     #: counted in ``tiles``, after the model's.
     consistent: bool = False

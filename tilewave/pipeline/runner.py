@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ResumeMismatchError
-from ..storage.contexts import ContextStore
-from ..storage.ledger import Ledger
+from ..storage.contexts import ContextStore, StateStore
+from ..storage.ledger import Ledger, step_entry
 from .directions import OUTBOUND
 from .grid import TileGrid
 from .indices import TileIndex
+from .messages import TileDone
 from .pyramid_plan import PyramidFront, PyramidPlan
 from .report import Counts
 from .scheduling import RowsAhead
@@ -39,23 +40,73 @@ class RunStats(Counts):
     chunks_run: int = 0
 
 
-def _resumed_contexts(grid: TileGrid, done: set[TileIndex], contexts: ContextStore,
-                      table: ContextTable[Any]) -> None:
-    """Put back the persisted contexts that finished tiles left for unfinished ones."""
-    for producer in done:
+def _tiles(grid: TileGrid) -> list[TileIndex]:
+    return [(r, c) for r in range(grid.rows) for c in range(grid.cols)]
+
+
+def _resumed_contexts(grid: TileGrid, wave: Wavefront, contexts: ContextStore,
+                      table: ContextTable[Any], stepwise: bool) -> None:
+    """Put back the persisted contexts that tiles (or steps of tiles) finished before
+    left for tiles that had not run that step yet."""
+    for producer in _tiles(grid):
+        ran = wave.steps_run(producer)
         for direction, (dr, dc) in OUTBOUND.items():
             consumer = (producer[0] + dr, producer[1] + dc)
-            if grid.contains(*consumer) and consumer not in done:
-                persisted = contexts.existing(producer, direction)
+            if not grid.contains(*consumer):
+                continue
+            for k in range(wave.steps_run(consumer), ran):
+                persisted = contexts.existing(producer, direction, k if stepwise else None)
                 if persisted is None:
+                    what = f"step {k} of tile" if stepwise else "tile"
                     raise ResumeMismatchError(
-                        f"tile {producer} is done but the context it left for tile {consumer} "
-                        f"is missing from {contexts.root}; rerun with --overwrite instead of "
-                        "--resume")
-                table.put(producer, direction, persisted)
+                        f"{what} {producer} is done but the context it left for tile "
+                        f"{consumer} is missing from {contexts.root}; rerun with --overwrite "
+                        "instead of --resume")
+                table.put(producer, direction, persisted, k)
 
 
-def run_tiles(  # noqa: C901
+def _check_states(wave: Wavefront, states: StateStore, tiles: list[TileIndex]) -> None:
+    """Every tile part-way through its steps must find the state its last step left."""
+    for tile in tiles:
+        ran = wave.steps_run(tile)
+        if 0 < ran < wave.steps and not states.exists(tile, ran - 1):
+            raise ResumeMismatchError(
+                f"tile {tile} ran {ran} of its {wave.steps} sampler steps but the state they "
+                f"left is missing from {states.root}; rerun with --overwrite instead of --resume")
+
+
+@dataclass
+class _Handover:
+    """Hands a finished node's contexts to its consumers and frees what it consumed:
+    in the table, and (where persisted) in the context and state stores."""
+
+    wave: Wavefront
+    table: ContextTable[Any]
+    contexts: ContextStore | None
+    states: StateStore | None
+
+    def stored(self, k: int) -> int | None:
+        return k if self.states is not None else None
+
+    def finished(self, t: TileDone) -> None:
+        tile, k = (t.row, t.col), t.step or 0
+        for direction, handle in t.outbound.items():
+            consumer = self.table.consumer(tile, direction)
+            if consumer is not None and self.wave.steps_run(consumer) > k:
+                # Run again after --verify, while its neighbour had run that step.
+                if self.contexts is not None:
+                    self.contexts.remove(tile, direction, self.stored(k))
+                continue
+            self.table.put(tile, direction, handle, k)
+        self.wave.finish((t.row, t.col, k))
+        for producer, direction, step in self.table.release(tile, k):
+            if self.contexts is not None:
+                self.contexts.remove(producer, direction, self.stored(step))
+        if self.states is not None and k > 0:
+            self.states.remove(tile, k - 1)  # the next attempt of step k is not needed
+
+
+def run_tiles(
     grid: TileGrid,
     pool: TilePool,
     ledger: Ledger,
@@ -64,6 +115,8 @@ def run_tiles(  # noqa: C901
     on_tile: Callable[[int], None] | None = None,
     pyramid: PyramidPlan | None = None,
     guard: Callable[[], None] | None = None,
+    steps: int = 1,
+    states: StateStore | None = None,
 ) -> RunStats:
     """Run every tile of ``grid`` that ``ledger`` does not list as done, and every chunk
     of the ``pyramid`` levels, each as soon as the chunks below it exist.
@@ -71,9 +124,14 @@ def run_tiles(  # noqa: C901
     With ``dependent`` set, a tile starts only after its left, top and top-left
     neighbours, and receives their contexts; contexts of finished tiles whose consumers
     are not done yet are taken from ``contexts`` (the persisted store) on resume.
+    Given ``states`` (``--schedule step``), each tile runs its ``steps`` sampler steps as
+    separate nodes, its state kept there between them, each step receiving its
+    neighbours' contexts of that step (:class:`~tilewave.pipeline.wavefront.Wavefront`).
     Pyramid chunks go first when both are ready: they are cheap, and each done early
     keeps the tail after the last tile short. ``guard`` is called before each record and
     raises if the job may no longer write (its lease on an object store was lost).
+    ``on_tile`` is told how many tiles (sampler steps under ``--schedule step``) and
+    pyramid chunks each wait finished.
     """
     start = time.perf_counter()
     done = ledger.done()
@@ -82,11 +140,17 @@ def run_tiles(  # noqa: C901
         raise ResumeMismatchError(
             f"the ledger lists tile {strays[0]} outside the {grid.rows} x {grid.cols} grid; it "
             "belongs to another job, so rerun with --overwrite instead of --resume")
+    stepwise = states is not None
+    nodes = steps if stepwise else 1
     window = RowsAhead.for_workers(pool.workers, dependent)
-    wave = Wavefront(grid.rows, grid.cols, dependent, done, rows_ahead=window.rows)
+    wave = Wavefront(grid.rows, grid.cols, dependent, done, rows_ahead=window.rows, steps=nodes,
+                     partial=ledger.steps_done() if stepwise else None)
     table: ContextTable[Any] = ContextTable(grid.rows, grid.cols)
+    if states is not None:
+        _check_states(wave, states, _tiles(grid))
     if dependent and contexts is not None:
-        _resumed_contexts(grid, done, contexts, table)
+        _resumed_contexts(grid, wave, contexts, table, stepwise)
+    handover = _Handover(wave, table, contexts, states)
     levels = PyramidFront(pyramid, done, ledger.done_chunks()) if pyramid else None
     tiles_run = tiles_cheap = chunks_run = peak_in_flight = steps_run = steps_total = 0
     last_tile = start if wave.finished else None
@@ -99,10 +163,12 @@ def run_tiles(  # noqa: C901
                     continue
                 if not wave.has_ready():
                     break
-                index = wave.pop_ready()
-                assert index is not None
-                inbound = table.inbound(index) if dependent else {}
-                pool.submit(index, {str(k): v for k, v in inbound.items() if v is not None})
+                node = wave.pop_ready()
+                assert node is not None
+                r, c, k = node
+                inbound = table.inbound((r, c), k) if dependent else {}
+                pool.submit((r, c), {str(d): v for d, v in inbound.items() if v is not None},
+                            k if stepwise else None)
             peak_in_flight = max(peak_in_flight, pool.in_flight())
             if not pool.in_flight():  # nothing runs and nothing is ready: a bug, not a hang
                 raise RuntimeError("the tile DAG stalled: no tile or pyramid chunk is ready")
@@ -111,31 +177,24 @@ def run_tiles(  # noqa: C901
                 guard()
             # The worker wrote the chunk and its contexts before reporting: record first,
             # then hand over and free, so a crash at any point leaves a resumable state.
-            ledger.record([t.index for t in finished], [t.checksum for t in finished])
+            final = [t for t in finished if t.level or t.step is None or t.step == nodes - 1]
+            between: list[tuple[int, ...]] = [step_entry(t.row, t.col, t.step) for t in finished
+                       if not t.level and t.step is not None and t.step < nodes - 1]
+            ledger.record([*(t.index for t in final), *between],
+                          [t.checksum for t in final] + [None] * len(between))
             for t in finished:
                 if t.level:
                     assert levels is not None
                     levels.finish((t.level, t.row, t.col))
                     chunks_run += 1
                     continue
-                if levels is not None:
+                handover.finished(t)
+                if levels is not None and wave.is_done((t.row, t.col)):
                     levels.finish_tile(t.row, t.col)
-                for direction, handle in t.outbound.items():
-                    consumer = table.consumer((t.row, t.col), direction)
-                    if consumer is not None and wave.is_done(consumer):
-                        # A tile run again after --verify, whose neighbour is still done.
-                        if contexts is not None:
-                            contexts.remove((t.row, t.col), direction)
-                        continue
-                    table.put((t.row, t.col), direction, handle)
-                wave.finish((t.row, t.col))
-                for producer, direction in table.release((t.row, t.col)):
-                    if contexts is not None:
-                        contexts.remove(producer, direction)
-            tiles_run += sum(not t.level for t in finished)
-            tiles_cheap += sum(t.cheap for t in finished)
-            steps_run += sum(t.steps[0] for t in finished if t.steps)
-            steps_total += sum(t.steps[1] for t in finished if t.steps)
+            tiles_run += sum(not t.level for t in final)
+            tiles_cheap += sum(t.cheap for t in final)
+            steps_run += sum(t.steps[0] for t in final if t.steps)
+            steps_total += sum(t.steps[1] for t in final if t.steps)
             if wave.finished and last_tile is None:
                 last_tile = time.perf_counter()
             if on_tile is not None:

@@ -174,7 +174,7 @@ class StageRun:
 
     def compute(self, pools: PoolLauncher) -> Counts:
         """Run the tiles and, as their chunks appear, the pyramid levels above them."""
-        from ..storage.contexts import ContextStore
+        from ..storage.contexts import ContextStore, StateStore
         from ..storage.ledger import Ledger
         from ..storage.ome import create_levels, finish_levels
         from .messages import TileJob
@@ -198,13 +198,16 @@ class StageRun:
                       nodata=self.output_metadata.get("nodata"), sampler=stage.sampler,
                       pyramid=pyramid if pyramid.levels else None, batch=self.options.batch,
                       durable=self.options.durable, guide=guide, guide_scale=stage.guide_scale,
-                      condition=stage.condition)
+                      condition=stage.condition, stepwise=stage.stepwise)
         ledger = Ledger(self.store)
         verified, repaired = self.read_back(ledger, pyramid)
+        # Under --schedule step the progress bar counts sampler steps: no tile finishes
+        # before the last step's sweep, and the bar should not stand still until then.
+        steps = stage.sampler.steps if stage.stepwise and stage.sampler else 1
         location.write_bytes(self.running_marker, f"{os.getpid()}\n".encode(), durable=True)
         self.marked = True
-        already = len(ledger.done())
-        total = grid.count + pyramid.count
+        already = len(ledger.done()) * steps + sum(ledger.steps_done().values())
+        total = grid.count * steps + pyramid.count
         # The input is copied on a thread while this one starts Ray and the workers
         # (which open the copy at their first read): Ray's daemons die with the thread
         # that started them, so that must be the one that lives as long as the job.
@@ -212,17 +215,19 @@ class StageRun:
         with contextlib.ExitStack() as stack:
             if copying is not None:
                 stack.push(copying.settle)
-            pool = stack.enter_context(pools(job, grid.count - already, self.label))
+            pool = stack.enter_context(pools(job, grid.count - len(ledger.done()), self.label))
             if copying is not None:
                 copying.result()
             self.tiles_started = True
             if backend_for(self.store).appendable:
                 pool.on_retry = self._log_retry
             contexts = ContextStore(self.store) if stage.dependent else None
+            what = "upscale (sampler steps) + pyramid" if steps > 1 else "upscale + pyramid"
             with self.progress.bar(total, already + len(ledger.done_chunks()),
-                                   f"{self.label}upscale + pyramid") as bar:
+                                   f"{self.label}{what}") as bar:
                 stats = run_tiles(grid, pool, ledger, stage.dependent, contexts, bar.update,
-                                  job.pyramid, self.lock.check if self.lock else None)
+                                  job.pyramid, self.lock.check if self.lock else None, steps,
+                                  StateStore(self.store) if stage.stepwise else None)
             counts = replace(stats.counts(), verified=verified, repaired=repaired,
                              workers=pool.workers, processes=pool.processes, retried=pool.retried)
         finish_levels(self.store, levels)

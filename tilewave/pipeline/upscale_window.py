@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..models.base import Forward, TileModel, TileRequest, TilingMode
+from ..models.base import Forward, SteppedModel, TileModel, TileRequest, TilingMode
 from .blend import Ramp, blend_core, split_prediction
 from .grid import Tile, TileGrid
 
@@ -104,6 +104,28 @@ def run_tile(
     core, strips = split_prediction(s, tile, prediction)
     core = blend_core(core, inbound, ramp)
     return from_unit(core, window.dtype), {k: np.ascontiguousarray(v) for k, v in strips.items()}
+
+
+def run_step(model: SteppedModel, grid: TileGrid, tile: Tile, window: np.ndarray,
+             inbound: Mapping[str, Any], step: int, state: Any,
+             device: torch.device | None = None, half: bool = False
+             ) -> tuple[np.ndarray | None, dict[str, Any], Any, tuple[int, int] | None]:
+    """Sampler step ``step`` of one tile of a stepped context model (``--schedule step``).
+
+    ``inbound`` holds the neighbours' contexts of this step, ``state`` what the tile's
+    previous step left (None at step 0). Returns the tile's own output after its last
+    step (None before), this step's outgoing contexts, the state for the next step
+    (None after the last) and, after the last, the steps run and asked for.
+    """
+    x = to_unit(window, device, half)
+    request = TileRequest(row=tile.row, col=tile.col, core=tile.core, window=tile.read,
+                          image_size=(grid.height, grid.width), contexts=inbound)
+    with torch.inference_mode():
+        result = model.forward_step(x, request, step, state)
+    if result.output is None:
+        return None, dict(result.contexts), result.state, None
+    out = result.output[0].float().cpu().numpy()
+    return from_unit(out, window.dtype), dict(result.contexts), None, result.steps
 
 
 def reference_upscale(model: TileModel, pixels: np.ndarray) -> np.ndarray:

@@ -6,7 +6,10 @@
   Where files cannot be appended to (object stores), ``ledger/`` instead: a folder of
   whole objects ``000000000.log``, ``000000001.log``, ... read in order.
 * ``contexts/``: outgoing contexts of finished tiles whose consumers have not finished,
-  ``ROW_COL_DIRECTION.pkl``.
+  ``ROW_COL_DIRECTION.pkl``; under ``--schedule step`` one per sampler step,
+  ``ROW_COL_DIRECTION_sSTEP.pkl``.
+* ``states/``: under ``--schedule step``, the sampler state a tile's step left for its
+  next one, ``ROW_COL_sSTEP.pkl``.
 * ``work.zarr`` and ``guide.zarr``: the input (and the back-projection stage's guide)
   copied into tile-sized chunks.
 * ``lock``: held with ``flock`` by the running job's driver; where there is no flock,
@@ -30,6 +33,7 @@ MANIFEST = "job.json"
 LEDGER_FILE = "ledger.log"
 LEDGER_FOLDER = "ledger"
 CONTEXTS = "contexts"
+STATES = "states"
 WORK_COPY = "work.zarr"
 GUIDE_COPY = "guide.zarr"
 LOCK = "lock"
@@ -71,10 +75,23 @@ def contexts_dir(output: str) -> str:
     return _in_state(output, CONTEXTS)
 
 
-def context_path(output: str, producer: tuple[int, int], direction: str) -> str:
-    """The context tile ``producer`` left towards ``direction``."""
+def context_path(output: str, producer: tuple[int, int], direction: str,
+                 step: int | None = None) -> str:
+    """The context tile ``producer`` left towards ``direction`` (at sampler ``step``,
+    when its steps run one at a time)."""
+    suffix = "" if step is None else f"_s{step}"
     return backend_for(output).join(contexts_dir(output),
-                                    f"{producer[0]}_{producer[1]}_{direction}.pkl")
+                                    f"{producer[0]}_{producer[1]}_{direction}{suffix}.pkl")
+
+
+def states_dir(output: str) -> str:
+    """The folder of sampler states between a tile's steps."""
+    return _in_state(output, STATES)
+
+
+def state_path(output: str, tile: tuple[int, int], step: int) -> str:
+    """The sampler state tile ``tile`` reached after its step ``step``."""
+    return backend_for(output).join(states_dir(output), f"{tile[0]}_{tile[1]}_s{step}.pkl")
 
 
 def work_copy(output: str) -> str:

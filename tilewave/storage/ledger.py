@@ -102,7 +102,9 @@ class Ledger:
     A line is ``row col`` (a tile) or ``level row col`` (a pyramid chunk), followed by
     ``c=XXXXXXXX``, the CRC-32 of the pixels written, where the worker reported one. A
     line ``forget row col`` (or ``forget level row col``) takes an entry back: what
-    ``--verify`` found damaged, to be run again.
+    ``--verify`` found damaged, to be run again. Under ``--schedule step`` a line
+    ``step row col k`` says that tile's sampler step ``k`` is done (its last step is
+    recorded as the tile).
     """
 
     def __init__(self, output: str, log: LedgerLog | None = None):
@@ -126,6 +128,9 @@ class Ledger:
             entry, crc, forget = parsed
             if forget:
                 entries.pop(entry, None)
+                if len(entry) == 2:  # a tile taken back runs all its sampler steps again
+                    for e in [e for e in entries if len(e) == 4 and e[1:3] == entry]:
+                        del entries[e]
             else:
                 entries[entry] = crc
         return entries
@@ -138,17 +143,27 @@ class Ledger:
         """Pyramid chunks recorded as finished: ``(level, row, col)``."""
         return {(e[0], e[1], e[2]) for e in self._entries() if len(e) == 3}
 
+    def steps_done(self) -> dict[TileIndex, int]:
+        """How many sampler steps each unfinished tile has run (``--schedule step``)."""
+        done = self.done()
+        out: dict[TileIndex, int] = {}
+        for e in self._entries():
+            if len(e) == 4 and (e[1], e[2]) not in done:
+                out[(e[1], e[2])] = max(out.get((e[1], e[2]), 0), e[3] + 1)
+        return out
+
     def checksums(self) -> dict[tuple[int, ...], int | None]:
         """The checksum recorded with each finished tile and chunk (None: none recorded)."""
-        return dict(self._entries())
+        return {e: c for e, c in self._entries().items() if len(e) < 4}
 
     def record(self, entries: Iterable[tuple[int, ...]],
                checksums: Iterable[int | None] | None = None) -> None:
-        """Append finished tiles ``(row, col)`` and pyramid chunks ``(level, row, col)``
-        with the checksums of what was written, flushed to disk before returning."""
+        """Append finished tiles ``(row, col)``, pyramid chunks ``(level, row, col)`` and
+        sampler steps (:func:`step_entry`) with the checksums of what was written,
+        flushed to disk before returning."""
         entries = list(entries)
         crcs = list(checksums) if checksums is not None else [None] * len(entries)
-        lines = "".join(" ".join(map(str, e)) + (f" c={c:08x}" if c is not None else "") + "\n"
+        lines = "".join(_line(e) + (f" c={c:08x}" if c is not None else "") + "\n"
                         for e, c in zip(entries, crcs))
         if self._known is not None:
             self._known.update(zip(entries, crcs))
@@ -157,13 +172,26 @@ class Ledger:
     def forget(self, entries: Iterable[tuple[int, ...]]) -> None:
         """Take entries back, so that a resumed run does them again."""
         entries = list(entries)
-        if self._known is not None:
-            for e in entries:
-                self._known.pop(e, None)
+        self._known = None  # read again: a tile taken back takes its steps with it
         self._log.append("".join("forget " + " ".join(map(str, e)) + "\n" for e in entries))
 
     def close(self) -> None:
         """Nothing stays open between records; kept so that callers may close a ledger."""
+
+
+#: The first number of a sampler step's entry, which no tile or chunk entry has.
+_STEP = -1
+
+
+def step_entry(row: int, col: int, step: int) -> tuple[int, int, int, int]:
+    """The ledger entry of step ``step`` of tile ``(row, col)`` (not its last)."""
+    return (_STEP, row, col, step)
+
+
+def _line(entry: tuple[int, ...]) -> str:
+    if len(entry) == 4:
+        return "step " + " ".join(map(str, entry[1:]))
+    return " ".join(map(str, entry))
 
 
 def _parse(line: str) -> tuple[tuple[int, ...], int | None, bool] | None:
@@ -172,12 +200,16 @@ def _parse(line: str) -> tuple[tuple[int, ...], int | None, bool] | None:
     forget = bool(words) and words[0] == "forget"
     if forget:
         words = words[1:]
+    step = bool(words) and words[0] == "step"
+    if step:
+        words = words[1:]
     crc = None
     if words and words[-1].startswith("c="):
         try:
             crc = int(words.pop()[2:], 16)
         except ValueError:
             return None
-    if len(words) not in (2, 3) or not all(w.isdigit() for w in words):
+    if len(words) not in ((3,) if step else (2, 3)) or not all(w.isdigit() for w in words):
         return None
-    return tuple(int(w) for w in words), crc, forget
+    numbers = tuple(int(w) for w in words)
+    return (step_entry(*numbers) if step else numbers), crc, forget

@@ -16,7 +16,15 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ...errors import SettingsError
-from ..base import ModelDescriptor, SamplerSettings, SizeRequirements, TileRequest, TileResult
+from ...pipeline.indices import Window
+from ..base import (
+    ModelDescriptor,
+    SamplerSettings,
+    SizeRequirements,
+    StepResult,
+    TileRequest,
+    TileResult,
+)
 from ..entry import ModelEntry
 from ..purposes import CLEAN, SCANS
 from ..safetensors_header import read_header
@@ -26,7 +34,7 @@ if TYPE_CHECKING:
     import torch
 
     from .arch import UniBANet
-    from .bridge import UniBADiffNet
+    from .bridge import Noise, UniBADiffNet
 
 HERE = os.path.dirname(__file__)
 
@@ -64,6 +72,7 @@ def describe(cfg: UniBAConfig, parameters: int = 0) -> ModelDescriptor:
     )
     if not cfg.diffusion:
         return one_step
+    block_bytes = cfg.layers * 2 * cfg.tokens_per_side ** 2 * cfg.dim * 4
     return dataclasses.replace(
         one_step,
         name=f"uniba-diff-x{cfg.scale}",
@@ -73,6 +82,10 @@ def describe(cfg: UniBAConfig, parameters: int = 0) -> ModelDescriptor:
                      "(default 4), noise --noise (default 0) keyed by position and --seed"),
         sampler=SAMPLER_DEFAULTS,
         noise_max=NOISE_MAX,
+        stepwise=True,
+        # Keys and values, float32, of every layer: a right block column and a bottom
+        # block row of tile/block blocks each, and one corner block.
+        step_context_bytes=(2 * block_bytes // cfg.block, block_bytes),
     )
 
 
@@ -119,19 +132,24 @@ class UniBA:
         self.net.to(device)
         return self
 
-    def _run(self, x: torch.Tensor, core: tuple[int, int, int, int], window: tuple[int, int, int, int],
-             contexts: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
+    def _padded(self, x: torch.Tensor, core: Window, window: Window) -> torch.Tensor:
+        """The window ``x`` covers, padded to the core's whole blocks plus the halo."""
         import torch.nn.functional as F
 
         cfg = self.net.cfg
-        b, s, m = cfg.block, cfg.scale, cfg.halo
+        b, m = cfg.block, cfg.halo
         y0, y1, x0, x1 = core
         ry0, ry1, rx0, rx1 = window
         hp, wp = -(-(y1 - y0) // b) * b, -(-(x1 - x0) // b) * b
         # Replicate the edge for the halo past the image and the last partial blocks.
         pads = (m - (x0 - rx0), (x0 + wp + m) - rx1, m - (y0 - ry0), (y0 + hp + m) - ry1)
-        x = F.pad(x, pads, mode="replicate") if any(pads) else x
-        out, ctx = self._forward(x, (y0, x0), contexts)
+        return F.pad(x, pads, mode="replicate") if any(pads) else x
+
+    def _run(self, x: torch.Tensor, core: Window, window: Window,
+             contexts: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
+        y0, y1, x0, x1 = core
+        s = self.net.cfg.scale
+        out, ctx = self._forward(self._padded(x, core, window), (y0, x0), contexts)
         return out[..., : (y1 - y0) * s, : (x1 - x0) * s], ctx
 
     def _forward(self, x: torch.Tensor, origin: tuple[int, int], contexts: dict[str, Any]
@@ -167,12 +185,11 @@ class UniBADiff(UniBA):
         """The same network (shared, not copied) with other sampler settings."""
         return UniBADiff(self.net, sampler)
 
-    def _forward(self, x: torch.Tensor, origin: tuple[int, int], contexts: dict[str, Any]
-                 ) -> tuple[torch.Tensor, dict[str, Any]]:
+    def _noise(self, x: torch.Tensor, origin: tuple[int, int]) -> Noise:
+        """Step ``k``'s noise over the output of the padded window ``x`` at ``origin``."""
         import torch
 
         from ..position_noise import position_noise
-        from .bridge import sample_tile
 
         cfg, sampler = self.net.cfg, self.sampler
         s, m = cfg.scale, cfg.halo
@@ -183,8 +200,37 @@ class UniBADiff(UniBA):
             field = position_noise(sampler.seed, step, cfg.channels, y, y + h, x0, x0 + w)
             return torch.from_numpy(field)[None].to(x.device, x.dtype)
 
-        return sample_tile(self.net, x, origin, contexts, sampler.steps, sampler.noise or 0.0,
-                           noise)
+        return noise
+
+    def _forward(self, x: torch.Tensor, origin: tuple[int, int], contexts: dict[str, Any]
+                 ) -> tuple[torch.Tensor, dict[str, Any]]:
+        from .bridge import sample_tile
+
+        return sample_tile(self.net, x, origin, contexts, self.sampler.steps,
+                           self.sampler.noise or 0.0, self._noise(x, origin))
+
+    def forward_step(self, x: torch.Tensor, request: TileRequest, step: int,
+                     state: Any) -> StepResult:
+        """Step ``step`` of the tile: the state is the tile's current image (padded to
+        whole blocks), so the tile's encoding is computed again at every step; this
+        computes the same numbers as :meth:`forward_tile`'s loop, so both schedules write
+        the same bytes."""
+        from .bridge import sample_step
+
+        y0, y1, x0, x1 = request.core
+        window = self._padded(x, request.core, request.window)
+        enc = self.net.encode(window, (y0, x0))
+        current = enc.base if state is None else state["image"].to(enc.base.device, enc.base.dtype)
+        steps = self.sampler.steps
+        image, contexts = sample_step(self.net, enc, current, step, steps,
+                                      dict(request.contexts), self.sampler.noise or 0.0,
+                                      self._noise(window, (y0, x0)))
+        if step + 1 < steps:
+            return StepResult(state={"image": image}, contexts=contexts)
+        s = self.net.cfg.scale
+        return StepResult(state=None, contexts=contexts,
+                          output=image[..., : (y1 - y0) * s, : (x1 - x0) * s],
+                          steps=(steps, steps))
 
 
 def _read_header(path: str) -> tuple[UniBAConfig, int]:

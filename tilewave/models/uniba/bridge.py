@@ -107,6 +107,22 @@ def bridge_step(x: torch.Tensor, target: torch.Tensor, t: float, u: float, sigma
     return x
 
 
+def sample_step(net: UniBADiffNet, enc: Encoded, x: torch.Tensor, step: int, steps: int,
+                contexts: dict[str, Any], sigma: float, noise: Noise | None
+                ) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Step ``step`` of ``steps`` from the state ``x`` (the tile's current image):
+    the next state, and this step's outgoing keys and values by direction.
+
+    ``contexts`` maps ``left``/``top``/``top_left`` to that neighbour's per-layer keys
+    and values *of this step* (absent or None: treated as outside the image).
+    """
+    t, u = step / steps, (step + 1) / steps
+    step_in = {d: v for d, v in contexts.items() if v is not None}
+    residual, step_out = net.predict(enc, x - enc.base, t, sigma, step_in)
+    eps = noise(step) if sigma > 0 and u < 1.0 and noise is not None else None
+    return bridge_step(x, enc.base + residual, t, u, sigma, eps), step_out
+
+
 def sample_tile(net: UniBADiffNet, window: torch.Tensor, origin: tuple[int, int],
                 contexts: dict[str, Any], steps: int, sigma: float, noise: Noise | None
                 ) -> tuple[torch.Tensor, dict[str, Any]]:
@@ -122,11 +138,8 @@ def sample_tile(net: UniBADiffNet, window: torch.Tensor, origin: tuple[int, int]
     x = enc.base
     outbound: dict[str, Any] = {d: [] for d in OUTBOUND}
     for k in range(steps):
-        t, u = k / steps, (k + 1) / steps
         step_in = {d: v[k] for d, v in contexts.items() if v is not None}
-        residual, step_out = net.predict(enc, x - enc.base, t, sigma, step_in)
+        x, step_out = sample_step(net, enc, x, k, steps, step_in, sigma, noise)
         for d, value in step_out.items():
             outbound[d].append(value)
-        eps = noise(k) if sigma > 0 and u < 1.0 and noise is not None else None
-        x = bridge_step(x, enc.base + residual, t, u, sigma, eps)
     return x, outbound
