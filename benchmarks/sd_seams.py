@@ -79,7 +79,14 @@ def interior_step(image: np.ndarray) -> float:
 
 
 def _pixels_stripped(contexts: dict) -> dict:
-    return {k: ({**v, "pixels": None} if v else v) for k, v in contexts.items()}
+    """The contexts (per-step lists) without the decoded strips their last steps carry."""
+    return {k: [({**c, "pixels": None} if c else c) for c in v] if v else v
+            for k, v in contexts.items()}
+
+
+def _decoded_strip(context: list | None) -> np.ndarray | None:
+    """The decoded strip a neighbour sent, in its last step's context."""
+    return (context[-1] or {}).get("pixels") if context else None
 
 
 def by_hand(model, pixels: np.ndarray, tile: int, mode: str, overlap: int = 0,
@@ -112,7 +119,7 @@ def by_hand(model, pixels: np.ndarray, tile: int, mode: str, overlap: int = 0,
                 result = model.forward_tile(x, request)
                 own = result.output[0].numpy()
                 sent[t.index] = result.contexts
-                strips = {k: (v or {}).get("pixels") for k, v in inbound.items()}
+                strips = {k: _decoded_strip(v) for k, v in inbound.items()}
             else:
                 request = TileRequest(row=r, col=col, core=t.predicted, window=t.read,
                                       image_size=(h, w), contexts={})

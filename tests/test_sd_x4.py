@@ -3,9 +3,11 @@ and saved with ``save_pretrained``, loaded by path as a user's folder is."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import os
+import pickle
 import shutil
 import subprocess
 import sys
@@ -27,8 +29,9 @@ import tilewave
 from tilewave.cli import main
 from tilewave.errors import SettingsError
 from tilewave.models import load_model
-from tilewave.models.base import SamplerSettings, TileRequest
-from tilewave.models.sd_x4 import OVERLAP
+from tilewave.models.base import SamplerSettings, SteppedModel, TileRequest
+from tilewave.models.sd_x4 import HALO, OVERLAP, describe
+from tilewave.pipeline.grid import TileGrid
 from tilewave.pipeline.upscale_window import from_unit, reference_upscale, to_unit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
@@ -246,6 +249,17 @@ def test_a_ddpm_folder_samples_with_position_keyed_noise(folders):
     assert from_unit(a, np.dtype("uint8")).tobytes() != c.tobytes()
 
 
+def _states(context):
+    """A tile's per-step context for one neighbour as its window and all its latent states
+    (one per step, then the final one), or None where it sent no latents."""
+    if all(step is None or step["latents"] is None for step in context):
+        return None
+    windows = {tuple(step["latents"]["window"]) for step in context}
+    assert len(windows) == 1
+    assert [len(step["latents"]["states"]) for step in context] == [1] * (len(context) - 1) + [2]
+    return windows.pop(), [t for step in context for t in step["latents"]["states"]]
+
+
 def test_a_tile_takes_its_neighbours_latents_where_they_overlap(folders):
     model = load_model(folders["full"], None, _sampler())
     pixels = _photo(16, 80)
@@ -258,18 +272,22 @@ def test_a_tile_takes_its_neighbours_latents_where_they_overlap(folders):
                                                  image_size=(16, 80), contexts=contexts))
 
     left = run(0, {})
-    strip = left.contexts["right"]["latents"]
-    assert strip["window"] == (0, 16, 16 - OVERLAP, 16 + OVERLAP) and len(strip["states"]) == STEPS + 1
+    assert all(len(v) == STEPS for v in left.contexts.values())  # one context per step
+    window, strip = _states(left.contexts["right"])
+    assert window == (0, 16, 16 - OVERLAP, 16 + OVERLAP) and len(strip) == STEPS + 1
     with_context, alone = run(1, {"left": left.contexts["right"]}), run(1, {})
-    assert with_context.contexts["below"]["latents"] is None  # one row of tiles: none below
+    assert _states(with_context.contexts["below"]) is None  # one row of tiles: none below
+    # Only the last step sends decoded pixels.
+    assert [c is not None and c["pixels"] is not None
+            for c in with_context.contexts["right"]] == [False] * (STEPS - 1) + [True]
     # At every step, its latents where the two overlap (columns 16 to 32) are the left
     # tile's; alone, they are its own.
-    mine = with_context.contexts["right"]["latents"]
-    assert mine["window"] == (0, 16, 32 - OVERLAP, 32 + OVERLAP)
-    for theirs, ours in zip(strip["states"], mine["states"], strict=True):
+    window, mine = _states(with_context.contexts["right"])
+    assert window == (0, 16, 32 - OVERLAP, 32 + OVERLAP)
+    for theirs, ours in zip(strip, mine, strict=True):
         assert torch.equal(ours[:, :, :16], theirs[:, :, 16:32])
-    own = alone.contexts["right"]["latents"]["states"][-1]
-    assert not torch.equal(own[:, :, :16], strip["states"][-1][:, :, 16:32])
+    own = _states(alone.contexts["right"])[1][-1]
+    assert not torch.equal(own[:, :, :16], strip[-1][:, :, 16:32])
     assert not torch.equal(with_context.output, alone.output)
     assert with_context.steps == (STEPS, STEPS)
 
@@ -295,6 +313,144 @@ def test_early_stop_saves_steps_and_stays_close(folders):
     assert done.steps == (8, 8) and stopped.steps[0] < 8
     difference = float((done.output - stopped.output).abs().mean())
     assert 0 < difference < 0.1
+
+
+# ---------------------------------------------------------- one step at a time
+
+
+def _tiles(pixels, tile):
+    """Every tile of ``pixels``' grid, in raster order: index, input window in unit space,
+    and its request with no contexts yet."""
+    _, h, w = pixels.shape
+    return [(t.index, to_unit(pixels[:, t.read[0] : t.read[1], t.read[2] : t.read[3]]),
+             TileRequest(row=t.row, col=t.col, core=t.core, window=t.read, image_size=(h, w),
+                         contexts={}))
+            for t in TileGrid(h, w, tile, 4, halo=HALO)]
+
+
+def _inbound(sent, r, c):
+    """What tile ``(r, c)`` receives from what its neighbours sent (absent ones left out)."""
+    found = {"left": sent.get((r, c - 1), {}).get("right"), "top": sent.get((r - 1, c), {}).get("below"),
+             "top_left": sent.get((r - 1, c - 1), {}).get("below_right")}
+    return {k: v for k, v in found.items() if v is not None}
+
+
+def _tile_by_tile(model, tiles):
+    """``--schedule tile``: each tile's steps in one call, tiles in raster order."""
+    sent, done = {}, {}
+    for (r, c), x, request in tiles:
+        result = model.forward_tile(x, dataclasses.replace(request, contexts=_inbound(sent, r, c)))
+        sent[r, c] = result.contexts
+        done[r, c] = (result.output, result.steps)
+    return done
+
+
+def _step_by_step(model, tiles, steps, order):
+    """``--schedule step``: one step of one tile per call, in an order the (tile, step) DAG
+    allows; states and contexts go through pickle between calls, as through the store."""
+    nodes = [(k, i) for k in range(steps) for i in range(len(tiles))]
+    if order == "diagonal":  # a wavefront over rows, columns and steps
+        nodes.sort(key=lambda n: (sum(tiles[n[1]][0]) + n[0], n[1]))
+    sent, states, done = {}, {}, {}
+    for k, i in nodes:
+        (r, c), x, request = tiles[i]
+        step_sent = {index: contexts for (index, step), contexts in sent.items() if step == k}
+        result = model.forward_step(x, dataclasses.replace(request, contexts=_inbound(step_sent, r, c)),
+                                    k, states.pop((r, c), None))
+        sent[(r, c), k] = pickle.loads(pickle.dumps(result.contexts))
+        if k + 1 < steps:
+            assert result.output is None and result.steps is None
+            states[r, c] = pickle.loads(pickle.dumps(result.state))
+        else:
+            assert result.state is None
+            done[r, c] = (result.output, result.steps)
+    return done
+
+
+@pytest.mark.parametrize("folder, settings, order", [
+    ("full", {"seed": 5}, "step-major"),
+    ("full", {"seed": 5}, "diagonal"),
+    ("full", {"steps": 8, "early_stop": 0.2, "seed": 1}, "step-major"),
+    ("ddpm", {"seed": 3}, "diagonal"),
+])
+def test_steps_one_at_a_time_with_pickled_states_give_the_bytes_of_whole_tiles(folders, folder,
+                                                                               settings, order):
+    model = load_model(folders[folder], None, _sampler(**settings))
+    tiles = _tiles(_photo(48, 32), 16)  # 3 rows of 2 tiles
+    whole = _tile_by_tile(model, tiles)
+    stepped = _step_by_step(model, tiles, model.sampler.steps, order)
+    assert whole.keys() == stepped.keys() and len(whole) == 6
+    for index, (output, steps) in whole.items():
+        assert torch.equal(output, stepped[index][0]), index
+        assert steps == stepped[index][1]
+    if settings.get("early_stop"):
+        # Tiles stopped at different steps: the held estimate crossed the pickling too.
+        assert len({steps for _, steps in whole.values()}) > 1
+
+
+def _step(model, pixels, tile, index, step, state, contexts=None):
+    (_, x, request), = [t for t in _tiles(pixels, tile) if t[0] == index]
+    return model.forward_step(x, dataclasses.replace(request, contexts=contexts or {}), step, state)
+
+
+def _tensors(value):
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in _tensors(v)]
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in _tensors(v)]
+    assert value is None or isinstance(value, (int, float, str)), type(value)
+    return []
+
+
+def test_the_state_between_steps_is_plain_small_and_on_the_cpu(folders):
+    pixels = _photo(96, 96)
+    plain = load_model(folders["full"], None, _sampler(steps=4))
+    state = _step(plain, pixels, 32, (1, 1), 0, None).state
+    # An inner tile of 32: the region is its core, 16 behind and 32 ahead, 80 x 80 latents.
+    assert state["latents"].shape == (1, 4, 80, 80)
+    assert state["estimate"] is None and state["frozen"] is None and state["steps_run"] == 1
+    for t in _tensors(state):
+        assert t.device.type == "cpu" and t.untyped_storage().nbytes() == t.numel() * t.element_size()
+    assert len(pickle.dumps(state)) < 80 * 80 * 4 * 4 + 4096
+    early = load_model(folders["full"], None, _sampler(steps=8, early_stop=0.2, seed=1))
+    states = [None]
+    for k in range(7):
+        states.append(_step(early, pixels, 32, (1, 1), k, states[-1]).state)
+    before, after = states[1], states[-1]
+    # Before a stop it carries the estimate over the tile's own latents; after, the held
+    # estimate and its noise (padded, as the latents) instead.
+    assert before["estimate"].shape == (1, 4, 80, 80) and before["frozen"] is None
+    assert after["estimate"] is None and [t.shape for t in after["frozen"]] == [(1, 4, 80, 80)] * 2
+    assert after["step"] == 7 and after["steps_run"] < 7
+
+
+def test_a_step_leaves_its_state_alone_so_a_retry_gives_the_same_bytes(folders):
+    model = load_model(folders["full"], None, _sampler())
+    pixels = _photo(32, 32)
+    state = _step(model, pixels, 16, (0, 0), 0, None).state
+    kept = pickle.loads(pickle.dumps(state))
+    first = _step(model, pixels, 16, (0, 0), 1, state)
+    assert all(torch.equal(a, b) for a, b in zip(_tensors(state), _tensors(kept), strict=True))
+    again = _step(model, pixels, 16, (0, 0), 1, state)
+    assert torch.equal(first.state["latents"], again.state["latents"])
+
+
+def test_a_step_out_of_range_or_with_the_wrong_state_is_refused(folders):
+    model = load_model(folders["full"], None, _sampler())
+    pixels = _photo(16, 16)
+    state = _step(model, pixels, 16, (0, 0), 0, None).state
+    for step, given, message in ((STEPS, state, "not step 3"), (1, None, "needs the state of step 0"),
+                                 (0, state, "starts from no state"), (2, state, "left for step 1")):
+        with pytest.raises(ValueError, match=message):
+            _step(model, pixels, 16, (0, 0), step, given)
+
+
+def test_the_model_says_it_runs_step_by_step(folders):
+    assert describe().stepwise and "per sampler step" in describe().context_format
+    model = load_model(folders["full"], None, _sampler())
+    assert model.descriptor.stepwise and isinstance(model, SteppedModel)
 
 
 def test_a_folder_without_text_encoder_runs_and_refuses_a_prompt(folders, tmp_path, capsys):

@@ -9,7 +9,10 @@ sampling loop per tile (:mod:`.sampler`) so that
   on the tiling order, the worker or a retry;
 - in ``context`` mode (the default) a tile's latents where it overlaps its left and
   upper neighbours are set to theirs at every step, from per-step strips the raster DAG
-  carries, so tiles continue one trajectory: one pass, no ghosts;
+  carries, so tiles continue one trajectory: one pass, no ghosts; the model runs one
+  step of one tile per call (``stepwise``), so ``--schedule step`` can interleave the
+  tiles' steps with one step's contexts in flight and each tile's small sampler state
+  kept between its steps;
 - ``blend`` mode is the usual recipe, for comparison: each tile samples alone and the
   decoded overlaps are feathered.
 
@@ -44,6 +47,10 @@ GUIDANCE = 9.0
 def describe(facts: FolderFacts | None = None) -> ModelDescriptor:
     """The descriptor of the upscaler in ``facts``' folder (None: a generic one, listing)."""
     text = facts is None or facts.has_text_encoder
+    # One step's latent strips, float32: to the right and below, each 2 * OVERLAP across
+    # and as long as the region (the tile and 3 * OVERLAP). The last step's final latents
+    # and decoded strips, once per tile, are left out of this per-step figure.
+    strip = 4 * (facts.latent_channels if facts else 4) * 2 * OVERLAP
     sampler = SamplerSettings(steps=STEPS, noise=None, seed=0, noise_level=NOISE_LEVEL,
                               early_stop=0.0, prompt="" if text else None,
                               negative_prompt="" if text else None,
@@ -55,8 +62,9 @@ def describe(facts: FolderFacts | None = None) -> ModelDescriptor:
         halo=HALO,
         channels=(3,),
         supports_half=True,
-        context_format=(f"per sampler step, the latents within {OVERLAP} pixels of the border "
-                        f"(4 x rows x {2 * OVERLAP}, float32), and the decoded pixels of the "
+        context_format=(f"one context per sampler step: the latents within {OVERLAP} pixels of "
+                        f"the border that step started from (4 x rows x {2 * OVERLAP}, float32); "
+                        f"the last step's also the final latents, and the decoded pixels of the "
                         f"neighbour's first {OVERLAP} input rows or columns"),
         weights=facts.path if facts else "a local diffusers folder: --model PATH",
         description=("Stable Diffusion x4 upscaler from a local diffusers folder; latents "
@@ -69,6 +77,8 @@ def describe(facts: FolderFacts | None = None) -> ModelDescriptor:
         min_tile=OVERLAP,
         positional=True,
         tolerates_missing_contexts=True,
+        stepwise=True,
+        step_context_bytes=(2 * strip, 2 * strip * 3 * OVERLAP),
         trained_for="photos, guided by a prompt (a diffusion model: detail is generated)",
     )
 

@@ -1,4 +1,5 @@
-"""The upscaler as a :class:`~tilewave.models.base.TileModel`.
+"""The upscaler as a :class:`~tilewave.models.base.TileModel` that runs one sampler step
+of one tile per call (:class:`~tilewave.models.base.SteppedModel`).
 
 A tile of core ``[y0, y1) x [x0, x1)`` samples the latents of its *region*, the core
 grown by ``h`` (:data:`~tilewave.models.sd_x4.OVERLAP`) behind and ``2h`` ahead, clipped
@@ -8,12 +9,24 @@ margin on every side, and feathers the first ``h`` rows and columns of its core 
 its upper and left neighbours decoded there. It hands on the latents within ``h`` of its
 right and bottom borders, step by step, and its decoded strips past them, which lie
 ``h`` inside its region so that its decoder saw both sides of them.
+
+A step's context for a neighbour (None where it has nothing for it) is a dict::
+
+    {"latents": {"window": (y0, y1, x0, x1), "states": [state k] (+ [final state])} | None,
+     "pixels": decoded strip (numpy, last step only) | None}
+
+Step ``k`` hands on the latents it started from after its own pulls; the last step also
+the final latents, after the final pull, which needs the neighbours' final ones: they
+send them at their last step, which comes before this tile's. ``forward_tile`` runs every
+step in turn, its contexts per-step lists of these.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,21 +35,69 @@ import torch
 from ...pipeline.blend import blend_core, split_prediction
 from ...pipeline.directions import Direction
 from ...pipeline.grid import Tile
-from ..base import ModelDescriptor, SamplerSettings, TileRequest, TileResult
+from ...pipeline.indices import Window
+from ..base import ModelDescriptor, SamplerSettings, StepResult, TileRequest, TileResult, run_all_steps
 from . import OVERLAP
 from .folder import FolderFacts, Parts, load_parts
-from .sampler import Conditioning, LatentStrip, decode, sample_region
+from .sampler import Conditioning, LoopState, Strip, decode, finish, initial_state, low_res_input, sample_step
+
+#: The neighbours whose latents a tile takes over (the upper-left one's lie inside theirs).
+_PULLED = (Direction.LEFT, Direction.TOP)
 
 
-def _strip(value: dict[str, Any] | None) -> LatentStrip | None:
-    if not value:
-        return None
-    return LatentStrip(tuple(value["window"]), list(value["states"]))
+@dataclass(frozen=True)
+class _Geometry:
+    """Where a tile samples and what it hands on, from its request alone (so that every
+    step finds the same)."""
+
+    #: The latents the tile samples: its core grown by ``h`` behind and ``2h`` ahead.
+    region: Window
+    #: The latents it hands to its right and lower neighbours, by direction.
+    outbound: dict[str, Window]
+
+    @classmethod
+    def of(cls, request: TileRequest) -> _Geometry:
+        h = OVERLAP
+        H, W = request.image_size
+        cy0, cy1, cx0, cx1 = request.core
+        wy0, wy1, wx0, wx1 = request.window
+        ry0, ry1, rx0, rx1 = region = (max(wy0, cy0 - h), min(wy1, cy1 + 2 * h),
+                                       max(wx0, cx0 - h), min(wx1, cx1 + 2 * h))
+        outbound: dict[str, Window] = {}
+        if cx1 < W:
+            outbound[Direction.RIGHT] = (ry0, ry1, max(rx0, cx1 - h), min(rx1, cx1 + h))
+        if cy1 < H:
+            outbound[Direction.BELOW] = (max(ry0, cy1 - h), min(ry1, cy1 + h), rx0, rx1)
+        return cls(region, outbound)
 
 
-def _plain(strip: LatentStrip | None) -> dict[str, Any] | None:
-    # Contexts are pickled to the job's context store: plain containers and tensors only.
-    return None if strip is None else {"window": strip.window, "states": strip.states}
+def _inbound(contexts: Mapping[str, Any], index: int) -> list[Strip]:
+    """The left and upper neighbours' latent strips of one step's contexts: entry
+    ``index`` of each one's states (0: the step's, 1: the final one, last step only)."""
+    strips = []
+    for d in _PULLED:
+        latents = (contexts.get(d) or {}).get("latents")
+        if latents is None:
+            continue
+        states = latents["states"]
+        if index >= len(states):
+            raise ValueError(f"the {d} neighbour's context of the last step holds no final latents")
+        strips.append(Strip(tuple(latents["window"]), states[index]))
+    return strips
+
+
+def _sent(latents: Mapping[str, list[torch.Tensor]], outbound: Mapping[str, Window],
+          pixels: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """One step's contexts, for every outbound direction (None where there is nothing
+    for it), so that a tile's per-step lists line up with the steps. Plain containers:
+    they are pickled to the job's context store."""
+    sent: dict[str, Any] = {}
+    for d in (Direction.RIGHT, Direction.BELOW, Direction.BELOW_RIGHT):
+        strip = ({"window": outbound[d], "states": latents[d]} if d in outbound else None)
+        pixels_d = pixels.get(d)
+        sent[d] = None if strip is None and pixels_d is None else {
+            "latents": strip, "pixels": None if pixels_d is None else np.ascontiguousarray(pixels_d)}
+    return sent
 
 
 class SDX4:
@@ -105,43 +166,65 @@ class SDX4:
                                                 image_size=(h, w), contexts={})).output
 
     def forward_tile(self, x: torch.Tensor, request: TileRequest) -> TileResult:
-        """Sample the tile's region (its read window), return its core's pixels.
+        """Sample the tile's region (its read window), return its core's pixels: every
+        step in turn, its inbound and outbound contexts per-step lists.
 
         Outside ``context`` mode ``request.core`` is the whole prediction the pipeline
         blends (a tile of final-only blending); there are no contexts to honour then.
         """
-        parts, s, h = self.parts, self.parts.scale, OVERLAP
-        H, W = request.image_size
-        cy0, cy1, cx0, cx1 = request.core
-        wy0, wy1, wx0, wx1 = request.window
-        region = (max(wy0, cy0 - h), min(wy1, cy1 + 2 * h), max(wx0, cx0 - h), min(wx1, cx1 + 2 * h))
-        ry0, ry1, rx0, rx1 = region
+        return run_all_steps(self, x, request, self.sampler.steps)
+
+    def forward_step(self, x: torch.Tensor, request: TileRequest, step: int,
+                     state: Any) -> StepResult:
+        """Run sampler step ``step`` of the tile, from ``state`` (what step ``step - 1``
+        returned; None at step 0), with its neighbours' contexts of that step.
+
+        ``x`` is the tile's whole input window, given again at every step. Returns the
+        state for the next step (plain containers of CPU tensors) and this step's
+        contexts; after the last one, the tile's output and steps run.
+        """
+        steps = self.sampler.steps
+        if not 0 <= step < steps:
+            raise ValueError(f"sd-x4 runs steps 0 to {steps - 1}, not step {step}")
+        if (state is None) != (step == 0):
+            raise ValueError(f"step {step} of sd-x4 needs the state of step {step - 1}"
+                             if state is None else "step 0 of sd-x4 starts from no state")
+        geometry = _Geometry.of(request)
+        ry0, ry1, rx0, rx1 = region = geometry.region
+        wy0, _, wx0, _ = request.window
         x = x[..., ry0 - wy0 : ry1 - wy0, rx0 - wx0 : rx1 - wx0]
-        contexts = {Direction(k): v for k, v in request.contexts.items() if v is not None}
-        inbound = [strip for d in (Direction.LEFT, Direction.TOP)
-                   if (strip := _strip(contexts.get(d, {}).get("latents"))) is not None]
-        outbound: dict[str, tuple[int, int, int, int]] = {}
-        if cx1 < W:
-            outbound[Direction.RIGHT] = (ry0, ry1, max(rx0, cx1 - h), min(rx1, cx1 + h))
-        if cy1 < H:
-            outbound[Direction.BELOW] = (max(ry0, cy1 - h), min(ry1, cy1 + h), rx0, rx1)
+        contexts = {k: v for k, v in request.contexts.items() if v is not None}
+        parts, cond = self.parts, self.conditioning()
         with torch.inference_mode():
-            sampled = sample_region(parts, x, region, self.sampler.steps, self.conditioning(),
-                                    inbound, outbound)
-            pixels = decode(parts, sampled.latents, ry1 - ry0, rx1 - rx0)[0].cpu().numpy()
+            loop = (initial_state(parts, region, cond, x.device) if state is None
+                    else LoopState.from_plain(state, step, x.device))
+            low_res = low_res_input(parts, x, region, cond)
+            loop, kept = sample_step(parts, loop, low_res, region, step, cond,
+                                     _inbound(contexts, 0), geometry.outbound)
+            if step + 1 < steps:
+                latents = {d: [t] for d, t in kept.items()}
+                return StepResult(loop.plain(step + 1), _sent(latents, geometry.outbound, {}))
+            z, final = finish(loop, region, _inbound(contexts, 1), geometry.outbound)
+            pixels = decode(parts, z, ry1 - ry0, rx1 - rx0)[0].cpu().numpy()
+        core, strips = self._blended(request, region, pixels, contexts)
+        latents = {d: [kept[d], final[d]] for d in kept}
+        return StepResult(None, _sent(latents, geometry.outbound, strips),
+                          torch.from_numpy(np.ascontiguousarray(core))[None], (loop.steps_run, steps))
+
+    def _blended(self, request: TileRequest, region: Window, pixels: np.ndarray,
+                 contexts: Mapping[str, Any]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The core of the region's decoded ``pixels``, feathered with the strips its
+        neighbours decoded, and its own strips for the neighbours past its core."""
+        s, h = self.parts.scale, OVERLAP
+        cy0, cy1, cx0, cx1 = request.core
+        ry0, ry1, rx0, rx1 = region
         py1, px1 = min(cy1 + h, ry1), min(cx1 + h, rx1)
         prediction = pixels[:, (cy0 - ry0) * s : (py1 - ry0) * s, (cx0 - rx0) * s : (px1 - rx0) * s]
         core, strips = split_prediction(s, Tile(request.row, request.col, request.core,
                                                 (cy0, py1, cx0, px1), region), prediction)
-        received = {d: contexts.get(d, {}).get("pixels")
+        received = {d: (contexts.get(d) or {}).get("pixels")
                     for d in (Direction.LEFT, Direction.TOP, Direction.TOP_LEFT)}
         if received[Direction.LEFT] is None or received[Direction.TOP] is None:
             received[Direction.TOP_LEFT] = None  # a corner blends only between two strips
         core = blend_core(core, {d: v for d, v in received.items() if v is not None}, "cosine")
-        sent: dict[str, Any] = {}
-        for d in (Direction.RIGHT, Direction.BELOW, Direction.BELOW_RIGHT):
-            pixels_d = strips.get(d)
-            sent[d] = {"latents": _plain(sampled.strips.get(d)),
-                       "pixels": None if pixels_d is None else np.ascontiguousarray(pixels_d)}
-        return TileResult(torch.from_numpy(np.ascontiguousarray(core))[None], sent,
-                          (sampled.steps_run, self.sampler.steps))
+        return core, strips
