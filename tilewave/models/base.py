@@ -163,6 +163,10 @@ class ModelDescriptor:
     #: ``(per input pixel of the tile's side, constant)``: what ``--schedule auto``
     #: weighs (a tile's contexts of all steps travel together under ``--schedule tile``).
     step_context_bytes: tuple[int, int] = (0, 0)
+    #: The model is shown the whole input, box-averaged to about this many pixels on its
+    #: short side (:mod:`tilewave.pipeline.overview`), once per job, through
+    #: ``with_condition({"overview": pixels})``; 0: it is not.
+    overview: int = 0
 
     def __post_init__(self) -> None:
         if self.scale < 1:

@@ -118,10 +118,13 @@ def canonical_name(name: str) -> str:
 
 def get_entry(name: str) -> ModelEntry:
     """The registered model ``name``, a weights file (tilewave's own, or any spandrel
-    reads), or a model folder (the Stable Diffusion x4 upscaler's)."""
+    reads), or a model folder (an Inf-DiT checkpoint's, or the Stable Diffusion x4
+    upscaler's)."""
     if _is_folder(name):
-        from . import sd_x4
+        from . import infdit, sd_x4
 
+        if infdit.is_infdit_folder(name):
+            return infdit.folder_entry(name)
         return sd_x4.folder_entry(name)
     if is_weights_path(name):
         from . import span, sr3, uniba, user_weights

@@ -72,6 +72,8 @@ class StagePlan:
     #: A multi-step context model's tiles run one sampler step at a time
     #: (``--schedule step``), their states kept between steps.
     stepwise: bool = False
+    #: The short side of the view of its whole input the model is shown (0: none).
+    overview: int = 0
 
     @property
     def dependent(self) -> bool:
@@ -226,7 +228,8 @@ def _plan_stage(index: int, stage: Stage, desc: ModelDescriptor, facts: ImageFac
     return StagePlan(index=index, model=model, scale=stage.scale, mode=mode, grid=grid,
                      ramp=options.ramp, output=output, adaptive=options.adaptive,
                      sampler=sampler, nodata=options.nodata, condition=condition,
-                     stepwise=_stepwise(desc, mode, grid, sampler, options))
+                     stepwise=_stepwise(desc, mode, grid, sampler, options),
+                     overview=desc.overview)
 
 
 def _flag(name: str) -> str:

@@ -157,6 +157,16 @@ class StageRun:
     def guide_tile(self) -> int:
         return max(1, self.stage.grid.tile // self.stage.guide_scale)
 
+    def overview(self, source: Any, short_side: int) -> Any:
+        """The whole input, box-averaged to about ``short_side`` pixels on its short side."""
+        from ..storage.arrays import ArrayReader
+        from .overview import overview
+
+        self.progress.say(f"{self.label}reading the whole input once for the model's view of it")
+        reader = ArrayReader(source)
+        height, width = self.stage.grid.height, self.stage.grid.width
+        return overview(reader.read, height, width, short_side)
+
     def copy_inputs(self, copies: list[tuple[InputImage, Any, int]]) -> None:
         """Copy each ``(image, spec, chunk)`` into the working copy ``spec`` names."""
         from ..storage.ingest import ingest
@@ -199,6 +209,13 @@ class StageRun:
                       pyramid=pyramid if pyramid.levels else None, batch=self.options.batch,
                       durable=self.options.durable, guide=guide, guide_scale=stage.guide_scale,
                       condition=stage.condition, stepwise=stage.stepwise)
+        if stage.overview:
+            # The view of the whole input goes to the workers with the job, so it is made
+            # before they start, from the working copy.
+            self.copy_inputs(copies)
+            copies = []
+            job = replace(job, condition={**(job.condition or {}),
+                                          "overview": self.overview(source, stage.overview)})
         ledger = Ledger(self.store)
         verified, repaired = self.read_back(ledger, pyramid)
         # Under --schedule step the progress bar counts sampler steps: no tile finishes
