@@ -35,6 +35,8 @@ class Counts:
     #: Tiles computing at once, and the worker processes they ran in (0: this process).
     workers: int = 0
     processes: int = 0
+    #: The most bytes of contexts waiting for their consumers at once (persisted files).
+    peak_context_bytes: int = 0
 
     def counts(self) -> Counts:
         """These counters alone (of a subclass that carries more)."""
@@ -47,7 +49,7 @@ class Counts:
         for part in parts:
             for f in fields(Counts):
                 mine, theirs = getattr(total, f.name), getattr(part, f.name)
-                at_once = f.name in ("workers", "processes")
+                at_once = f.name in ("workers", "processes", "peak_context_bytes")
                 setattr(total, f.name, max(mine, theirs) if at_once else mine + theirs)
         return total
 

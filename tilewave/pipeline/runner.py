@@ -206,4 +206,4 @@ def run_tiles(
     return RunStats(tiles_run=tiles_run, tiles_cheap=tiles_cheap, steps_run=steps_run,
                     steps_total=steps_total, tile_seconds=end - start - tail, pyramid_seconds=tail,
                     seconds=end - start, peak_contexts=table.peak, peak_in_flight=peak_in_flight,
-                    chunks_run=chunks_run)
+                    chunks_run=chunks_run, peak_context_bytes=table.peak_bytes)

@@ -184,6 +184,9 @@ class ContextTable(Generic[V]):
         self.rows, self.cols = rows, cols
         self._live: dict[ContextKey, V] = {}
         self.peak = 0
+        #: Bytes of the live contexts that say theirs (``nbytes``), and the most at once.
+        self._bytes = 0
+        self.peak_bytes = 0
 
     def consumer(self, producer: TileIndex, direction: Direction) -> TileIndex | None:
         dr, dc = OUTBOUND[direction]
@@ -195,8 +198,11 @@ class ContextTable(Generic[V]):
         that neighbour lies outside the grid."""
         if self.consumer(producer, direction) is None:
             return False
+        self._drop((producer, direction, step))
         self._live[(producer, direction, step)] = value
         self.peak = max(self.peak, len(self._live))
+        self._bytes += getattr(value, "nbytes", 0)
+        self.peak_bytes = max(self.peak_bytes, self._bytes)
         return True
 
     def inbound(self, consumer: TileIndex, step: int = 0) -> dict[Direction, V | None]:
@@ -215,9 +221,16 @@ class ContextTable(Generic[V]):
         for direction in ARRIVES_AS:
             dr, dc = OUTBOUND[direction]
             key = ((r - dr, c - dc), direction, step)
-            if self._live.pop(key, None) is not None:
+            if self._drop(key):
                 freed.append(key)
         return freed
+
+    def _drop(self, key: ContextKey) -> bool:
+        value = self._live.pop(key, None)
+        if value is None:
+            return False
+        self._bytes -= getattr(value, "nbytes", 0)
+        return True
 
     def __len__(self) -> int:
         return len(self._live)

@@ -19,6 +19,8 @@ class PersistedContext:
     """A context that lives in the job's context store rather than in memory."""
 
     path: str
+    #: The pickled size, for the driver's count of context bytes in flight.
+    nbytes: int = 0
 
     def load(self) -> Any:
         return pickle.loads(location.read_bytes(self.path))
@@ -41,7 +43,7 @@ class ContextStore:
     def existing(self, producer: TileIndex, direction: str,
                  step: int | None = None) -> PersistedContext | None:
         path = self.path(producer, direction, step)
-        return PersistedContext(path) if location.exists(path) else None
+        return PersistedContext(path, location.stat(path)[0] or 0) if location.exists(path) else None
 
     def remove(self, producer: TileIndex, direction: str, step: int | None = None) -> None:
         location.remove_file(self.path(producer, direction, step))
@@ -73,5 +75,6 @@ class StateStore:
 
 
 def _save(path: str, value: Any) -> PersistedContext:
-    location.write_bytes(path, pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL), durable=True)
-    return PersistedContext(path)
+    payload = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    location.write_bytes(path, payload, durable=True)
+    return PersistedContext(path, len(payload))
