@@ -517,6 +517,20 @@ def test_a_ray_job_equals_the_tiles_by_hand_for_any_worker_count(ray_local, fold
 
 
 @pytest.mark.ray
+def test_a_step_scheduled_ray_job_writes_the_bytes_of_the_tile_schedule(ray_local, folders,
+                                                                         tmp_path):
+    src = zarr_input(tmp_path / "in.zarr", _photo(40, 56), chunk=16)
+    options = {"model": folders["full"], "tile": 16, "steps": STEPS, "seed": 2, "progress": False,
+               "early_stop": 0.05}
+    tile = tilewave.upscale(src, tmp_path / "tile.zarr", schedule="tile", **options)
+    step = tilewave.upscale(src, tmp_path / "step.zarr", schedule="step", workers=2, **options)
+    assert (tile.schedule, step.schedule) == ("tile", "step")
+    assert step.steps_run == tile.steps_run and step.steps_total == 12 * STEPS
+    assert step.peak_context_bytes < tile.peak_context_bytes
+    assert _output(tmp_path / "step.zarr").tobytes() == _output(tmp_path / "tile.zarr").tobytes()
+
+
+@pytest.mark.ray
 def test_adaptive_sends_glass_to_bicubic_and_counts_the_steps_saved(ray_local, folders, tmp_path):
     from tilewave.models.bicubic import Bicubic
 
