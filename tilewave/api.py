@@ -21,13 +21,15 @@ from .options import (
     in_python_terms,
     option_fields,
 )
+from .pipeline.cohort import CohortReport, run_cohort
 from .pipeline.job import run_job
 from .pipeline.prepare import check_replaceable
 from .pipeline.report import Report
 from .storage import location
 from .storage.arrays import ArraySpec
 
-__all__ = ["DEFAULT_TILE", "Options", "Report", "ingest_image", "tune", "upscale"]
+__all__ = ["DEFAULT_TILE", "CohortReport", "Options", "Report", "ingest_image", "tune", "upscale",
+           "upscale_cohort"]
 
 
 @contextlib.contextmanager
@@ -96,6 +98,31 @@ def run_upscale(input: str | os.PathLike[str], output: str | os.PathLike[str],
                 options: Options) -> Report:
     """:func:`upscale` with its options gathered in an :class:`Options`."""
     return run_job(os.fspath(input), os.fspath(output), options)
+
+
+def upscale_cohort(inputs: str | os.PathLike[str] | list[str | os.PathLike[str]],
+                   output_dir: str | os.PathLike[str], *, suffix: str = ".zarr",
+                   **options: Any) -> CohortReport:
+    """Upscale many inputs in one run, each into ``output_dir/<its name><suffix>``.
+
+    ``inputs`` are files, Zarr stores, folders (the images in them) and glob patterns.
+    ``options`` are :func:`upscale`'s, the same for every input. One Ray instance and one
+    set of workers serve them all, keeping their model loaded from one input to the
+    next. Each input is a job of its own (own output, job state, ledger): with
+    ``resume`` a complete output is skipped, a partial one continued, a missing one run.
+    An input that fails is recorded in the report (``CohortReport.failed``) and the
+    others still run. Each output has the bytes the same input upscaled alone would have.
+    """
+    specs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    return run_cohort_options([os.fspath(i) for i in specs], os.fspath(output_dir),
+                              from_keywords("upscale", options), suffix)
+
+
+@_python_terms()
+def run_cohort_options(inputs: list[str], output_dir: str, options: Options,
+                       suffix: str = ".zarr") -> CohortReport:
+    """:func:`upscale_cohort` with its options gathered in an :class:`Options`."""
+    return run_cohort(inputs, output_dir, options, suffix)
 
 
 @_python_terms()

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import __version__
-from .errors import user_error
+from .errors import SettingsError, user_error
 from .install import pip_hint
 from .options import FLAGS_GIVEN, add_arguments, from_arguments, non_negative, positive, positive_float
 
@@ -41,11 +41,21 @@ def _parser() -> argparse.ArgumentParser:
 
 def _add_upscale(sub: Any) -> None:
     up = sub.add_parser("upscale", help="upscale an image into an OME-Zarr image",
+                        usage="tilewave upscale [options] INPUT OUTPUT\n"
+                              "       tilewave upscale [options] INPUT [INPUT ...] --output-dir DIR",
                         description="Upscale INPUT (TIFF/SVS/OME-TIFF/GeoTIFF, PNG, JPEG, Zarr "
-                        "or OME-Zarr) into the OME-Zarr image OUTPUT, tile by tile.")
-    up.add_argument("input")
-    up.add_argument("output")
+                        "or OME-Zarr) into the OME-Zarr image OUTPUT, tile by tile; or, with "
+                        "--output-dir, many inputs (files, folders of images, quoted glob "
+                        "patterns) in one run, each into DIR/NAME.zarr.")
+    up.add_argument("paths", nargs="+", metavar="INPUT OUTPUT",
+                    help="the input and the output; with --output-dir, the inputs")
     add_arguments(up)
+    up.add_argument("--output-dir", metavar="DIR",
+                    help="upscale every INPUT into DIR, each output named after its input; "
+                    "one Ray start and one set of workers serve them all")
+    up.add_argument("--suffix", default=".zarr", metavar="SUFFIX",
+                    help="with --output-dir: the outputs' suffix, .zarr (OME-Zarr) or .tif "
+                    "(pyramidal TIFF) (default: .zarr)")
     up.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
@@ -187,9 +197,35 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_cohort(args: argparse.Namespace) -> int:
+    from .api import run_cohort_options
+
+    cohort = run_cohort_options(args.paths, args.output_dir, from_arguments(args), args.suffix)
+    if args.json:
+        print(json.dumps(cohort.as_dict()))
+    elif args.progress:
+        for outcome in cohort.outcomes:
+            report = outcome.report
+            if report is None:
+                print(f"FAILED {outcome.input}: {outcome.error}")
+            else:
+                print(f"wrote {outcome.output}: {report.tiles_run} of {report.tiles} tiles run "
+                      f"in {outcome.seconds:.1f} s")
+        print(f"{len(cohort.outcomes) - len(cohort.failed)} of {len(cohort.outcomes)} inputs "
+              f"done in {cohort.seconds:.1f} s" + (f"; {len(cohort.failed)} failed"
+                                                   if cohort.failed else ""))
+    return 1 if cohort.failed else 0
+
+
 def _cmd_upscale(args: argparse.Namespace) -> int:
     from .api import run_upscale
 
+    if args.output_dir is not None:
+        return _cmd_cohort(args)
+    if len(args.paths) != 2:
+        raise SettingsError(f"give one INPUT and one OUTPUT (got {len(args.paths)} paths), or "
+                            "several inputs with --output-dir DIR")
+    args.input, args.output = args.paths
     report = run_upscale(args.input, args.output, from_arguments(args))
     if args.json:
         print(json.dumps(report.as_dict()))

@@ -17,11 +17,18 @@ from ..pipeline.report import Progress
 
 class PoolFactory:
     """Starts a stage's workers: in this process, or Ray actors on the job's cluster,
-    which is joined (or started) once for all stages."""
+    which is joined (or started) once for all stages.
 
-    def __init__(self, plan: JobPlan, progress: Progress):
-        self.plan, self.progress = plan, progress
+    With ``keep``, workers outlive their stage: the next stage (of this job, or of the
+    next input of a cohort) is handed the same ones, retargeted, and they keep their
+    model where it runs the same one. A stage that fails discards them (calls of its
+    tiles may still be running).
+    """
+
+    def __init__(self, plan: JobPlan, progress: Progress, keep: bool = False):
+        self.plan, self.progress, self.keep = plan, progress, keep
         self.cluster: Any = None
+        self._kept: TilePool | None = None
 
     def _connect(self) -> Any:
         from .cluster import connect
@@ -34,11 +41,21 @@ class PoolFactory:
 
     @contextlib.contextmanager
     def __call__(self, job: TileJob, tiles: int, label: str) -> Iterator[TilePool]:
-        """Workers for ``job`` (at most one per remaining tile), closed on leaving."""
-        pool = self._start(job, tiles, label)
+        """Workers for ``job`` (at most one per remaining tile), closed on leaving unless
+        kept for the next stage."""
+        if self._kept is not None:
+            pool, self._kept = self._kept, None
+            pool.retarget(job)
+        else:
+            pool = self._start(job, tiles, label)
         try:
             yield pool
-        finally:
+        except BaseException:
+            pool.close()
+            raise
+        if self.keep:
+            self._kept = pool
+        else:
             pool.close()
 
     def _start(self, job: TileJob, tiles: int, label: str) -> TilePool:
@@ -63,6 +80,9 @@ class PoolFactory:
         return RayPool(job, placements, gpus)
 
     def close(self) -> None:
+        if self._kept is not None:
+            self._kept.close()
+            self._kept = None
         if self.cluster is not None:
             from .cluster import disconnect
 

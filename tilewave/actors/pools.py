@@ -47,6 +47,10 @@ class InProcessPool:
     def submit(self, index: WorkIndex, inbound: Inbound, step: int | None = None) -> None:
         self._queue.append((index, inbound, step))
 
+    def retarget(self, job: TileJob) -> None:
+        """Run ``job``'s tiles from now on, with the model already loaded if it is the same."""
+        self.worker.bind(job, self.worker.token + 1)
+
     @property
     def retried(self) -> int:
         return 0  # a tile in this process fails with it, and is never retried
@@ -78,6 +82,11 @@ class RayPool:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         self.job = job
+        #: Which job the actors run (:meth:`retarget`), and a reference to it that every
+        #: call carries, so that an actor Ray restarted with the job it was created for
+        #: binds itself to the current one.
+        self._token = 0
+        self._job_ref = ray.put(job)
         self.placements = placements
         #: Tiles computing at once, over all worker processes.
         self.workers = sum(p.slots for p in placements)
@@ -102,7 +111,7 @@ class RayPool:
                 num_cpus=0 if gpus else place.slots, num_gpus=gpus, max_restarts=3,
                 max_task_retries=0, max_concurrency=place.slots * queue_depth,
                 scheduling_strategy=where,
-            ).remote(job, place.slots, 1 if not gpus else None)
+            ).remote(self.job, place.slots, 1 if not gpus else None)
 
         self._start_actor = start
         #: Told of every tile or chunk submitted again after its worker was lost.
@@ -128,6 +137,17 @@ class RayPool:
 
     def in_flight(self) -> int:
         return len(self._pending) + len(self._later)
+
+    def retarget(self, job: TileJob) -> None:
+        """Run ``job``'s tiles from now on: each actor binds to it at its next call,
+        keeping its model where ``job`` runs the same one (a cohort's next input)."""
+        import ray
+
+        if self.in_flight():
+            raise RuntimeError("a pool is retargeted only between jobs")
+        self.job = job
+        self._token += 1
+        self._job_ref = ray.put(job)
 
     @property
     def retried(self) -> int:
@@ -156,8 +176,9 @@ class RayPool:
     def submit(self, index: WorkIndex, inbound: Inbound, step: int | None = None) -> None:
         k = self._dispatch.pick()
         actor = self._actors[k]
-        ref = (actor.downsample.remote(*index) if len(index) == 3
-               else actor.process.remote(index[0], index[1], inbound, step))
+        ref = (actor.downsample.remote(*index, self._token, self._job_ref) if len(index) == 3
+               else actor.process.remote(index[0], index[1], inbound, step, self._token,
+                                         self._job_ref))
         self._pending[ref] = (index, k, actor, inbound, step)
 
     def wait(self) -> list[TileDone]:

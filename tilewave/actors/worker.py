@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import os
 import socket
+import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -29,44 +30,78 @@ from ..pipeline.messages import TileDone, TileJob
 
 
 class TileWorker:
-    """Runs tiles of one job with one loaded model."""
+    """Runs tiles of one job at a time with one loaded model; bound to the next job of a
+    cohort (:meth:`bind`), it keeps the model when the next job runs the same one."""
 
     def __init__(self, job: TileJob, slots: int = 1, threads: int | None = None):
         """Load ``job``'s model for ``slots`` concurrent tiles, each computing on
         ``threads`` torch threads (default: this process's CPUs shared among the slots)."""
         import torch
 
-        from ..models import load_model
-        from ..models.bicubic import Bicubic
-        from ..pipeline.tile_work import States, TileSetup, to_cpu
-        from ..storage.arrays import ArrayReader, ArraySpec, ArrayWriter
-        from ..storage.contexts import ContextStore, StateStore
-        from .device import default_batch, pick_device
+        from .device import pick_device
 
-        device = pick_device()
+        self.device = pick_device()
         # Slots times intra-op threads = the CPUs this worker was given, so that tiles
         # computing side by side do not oversubscribe the cores.
-        torch.set_num_threads(threads or max(1, torch.get_num_threads() // slots))
+        self._threads = threads or max(1, torch.get_num_threads() // slots)
+        self.slots = slots
+        self._computing = ThreadPoolExecutor(slots, thread_name_prefix="compute")
+        self.name = f"{socket.gethostname()}:{os.getpid()}:{self.device}"
+        self._loaded: tuple[Any, Any] | None = None  # (what was loaded, the model)
+        self._binding = threading.Lock()
+        #: Which of the driver's jobs this worker is bound to (:meth:`bind`).
+        self.token = 0
+        self.bind(job)
+
+    def _model(self, job: TileJob) -> Any:
+        """``job``'s model: the loaded one again where the job asks for the same weights
+        and sampler, told the job's conditions, wrapped for its bands."""
+        import torch
+
+        from ..models import load_model
+
         if job.guide is not None:
             from ..pipeline.consistency import BackProjection
+            from ..storage.arrays import ArrayReader
 
             guide = functools.cache(lambda: ArrayReader(job.guide))  # type: ignore[arg-type]
             model: Any = BackProjection(lambda w: guide().read(*w), job.guide_scale, job.nodata)
-        else:
+            model.to(self.device, False)
+            return model
+        key = (job.model, job.scale, job.sampler)
+        if self._loaded is None or self._loaded[0] != key:
+            self._loaded = None  # the old weights go before the new ones load
             model = load_model(job.model, job.scale, job.sampler)
-            if job.condition is not None:
-                model = model.with_condition(job.condition)
-            if job.mode != "context" and not model.descriptor.positional:
-                from ..models.bandwise import Bandwise
-
-                model = Bandwise(model)  # any number of bands (a satellite stack)
-        if model.descriptor.positional and device.type == "cpu":
+            model.to(self.device, self.device.type == "cuda" and model.descriptor.supports_half)
+            self._loaded = (key, model)
+        model = self._loaded[1]
+        torch.set_num_threads(self._threads)
+        if model.descriptor.positional and self.device.type == "cpu":
             # Its output promises the same bytes for any --workers, and a float reduction
             # split over more threads rounds differently (by about 1e-6, enough to flip a
             # rounded pixel): every tile computes on one thread, whatever the slots.
             torch.set_num_threads(1)
+        if job.condition is not None:
+            model = model.with_condition(job.condition)
+        if job.mode != "context" and not model.descriptor.positional:
+            from ..models.bandwise import Bandwise
+
+            model = Bandwise(model)  # any number of bands (a satellite stack)
+        return model
+
+    def bind(self, job: TileJob, token: int = 0) -> None:
+        """Run ``job``'s tiles from now on (the driver's ``token`` names it)."""
+        import torch
+
+        from ..models.bicubic import Bicubic
+        from ..pipeline.tile_work import States, TileSetup, to_cpu
+        from ..storage.arrays import ArrayReader, ArraySpec, ArrayWriter
+        from ..storage.contexts import ContextStore, StateStore
+        from .device import default_batch
+
+        device = self.device
+        model = self._model(job)
         half = device.type == "cuda" and model.descriptor.supports_half
-        model.to(device, half)
         # Opened at the first read: a worker may start while the driver still copies the
         # input into the working copy it reads. Two threads racing here open it twice,
         # read-only, which is harmless.
@@ -85,9 +120,7 @@ class TileWorker:
             kept = StateStore(job.contexts_in)
             states = States(load=kept.load, save=kept.save)
 
-        self.slots = slots
-        self._computing = ThreadPoolExecutor(slots, thread_name_prefix="compute")
-        self.batch = min(job.batch or default_batch(device), slots)
+        self.batch = min(job.batch or default_batch(device), self.slots)
         forward = None
         if self.batch > 1 and job.mode != "context" and not model.descriptor.positional:
             from .batching import Batcher
@@ -97,7 +130,6 @@ class TileWorker:
                     return model.forward_image(x)
 
             forward = Batcher(run, self.batch)
-        self.name = f"{socket.gethostname()}:{os.getpid()}:{device}"
         self.setup = TileSetup(
             grid=job.grid, mode=job.mode, model=model, read=lambda w: reader().read(*w),
             write=writer.write, keep=keep if store is not None else None, ramp=job.ramp,
@@ -116,23 +148,37 @@ class TileWorker:
             self.pyramid = PyramidSetup(plan=job.pyramid, read=lambda k, w: readers[k].read(*w),
                                         write=lambda k, y, x, data: writers[k].write(y, x, data),
                                         worker=self.name, nodata=job.nodata)
+        self.token = token
+
+    def _follow(self, token: int | None, job: TileJob | None) -> None:
+        """Bind to the job a call names, if this worker is not bound to it yet: a cohort's
+        next input, or (after Ray restarted this actor with the job it was created for)
+        the job running now."""
+        if token is None or token == self.token:
+            return
+        with self._binding:
+            if token != self.token and job is not None:
+                self.bind(job, token)
 
     def describe(self) -> str:
         return self.name
 
     def process(self, row: int, col: int, inbound: Mapping[str, Any] | None = None,
-                step: int | None = None) -> TileDone:
-        """Run tile ``(row, col)`` (only its sampler ``step``, if given); raises the
-        user's error if it fails."""
+                step: int | None = None, token: int | None = None,
+                job: TileJob | None = None) -> TileDone:
+        """Run tile ``(row, col)`` (only its sampler ``step``, if given) of the job
+        ``token`` names (``job``); raises the user's error if it fails."""
         from ..pipeline.tile_work import process_tile
 
+        self._follow(token, job)
         return process_tile(self.setup, row, col, inbound, step)
 
-    def downsample(self, level: int, row: int, col: int) -> TileDone:
+    def downsample(self, level: int, row: int, col: int, token: int | None = None,
+                   job: TileJob | None = None) -> TileDone:
         """Compute chunk ``(row, col)`` of pyramid ``level`` from the level below."""
         from ..pipeline.pyramid_work import process_chunk
 
+        self._follow(token, job)
         if self.pyramid is None:
             raise RuntimeError("this job builds no pyramid")
         return process_chunk(self.pyramid, level, row, col)
-

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from ..models import describe_model
 from ..options import Options
@@ -24,6 +25,7 @@ from ..storage import location
 from ..storage.associated import read_associated, write_associated
 from ..storage.inputs import InputImage, open_input
 from .job_plan import JobPlan
+from .pool import PoolLauncher
 from .prepare import prepare
 from .report import Counts, Progress, Report
 from .stage_run import StageRun
@@ -51,6 +53,10 @@ def _report(plan: JobPlan, image: InputImage, results: list[Counts], seconds: fl
                   consistent=last.consistency)
 
 
+#: Gives a job the launcher of the workers it shares with other jobs (a cohort's).
+SharedPools = Callable[[JobPlan, Progress], PoolLauncher]
+
+
 def scan_hint(image: InputImage, plan: JobPlan) -> str | None:
     """One line for a JPEG-compressed input met by a model trained on clean images only:
     the scan-aware model to use instead. None when there is nothing to say."""
@@ -67,8 +73,10 @@ def scan_hint(image: InputImage, plan: JobPlan) -> str | None:
             "such scans")
 
 
-def run_job(input_path: str, output: str, options: Options) -> Report:
-    """Check, then run every stage of the job, then export; see the module's docstring."""
+def run_job(input_path: str, output: str, options: Options,
+            shared: SharedPools | None = None) -> Report:
+    """Check, then run every stage of the job, then export; see the module's docstring.
+    ``shared`` (a cohort's) hands the job workers that outlive it."""
     image, plan = prepare(input_path, output, options)
     started = time.perf_counter()
     progress = Progress(options.progress)
@@ -77,7 +85,7 @@ def run_job(input_path: str, output: str, options: Options) -> Report:
         progress.say(hint)
     from ..actors.launch import PoolFactory
 
-    pools = PoolFactory(plan, progress)
+    pools: PoolLauncher = shared(plan, progress) if shared is not None else PoolFactory(plan, progress)
     results = []
     source = image
     try:
@@ -89,7 +97,8 @@ def run_job(input_path: str, output: str, options: Options) -> Report:
                                     image if stage.consistency else None).run(pools))
             source = open_input(stage.output) if stage is not plan.stages[-1] else source
     finally:
-        pools.close()
+        if shared is None:
+            pools.close()
     write_associated(plan.stages[-1].output, read_associated(image.path))
     if plan.export is not None:
         from ..storage.tiff_export import export_tiff

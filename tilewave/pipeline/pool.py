@@ -45,6 +45,11 @@ class TilePool(Protocol):
         """Tiles and chunks submitted again because their worker was lost."""
         ...
 
+    def retarget(self, job: TileJob) -> None:
+        """Run ``job``'s tiles from now on (a cohort's next input), keeping the workers and
+        their model where ``job`` runs the same one. Only between jobs: nothing in flight."""
+        ...
+
     def close(self) -> None:
         """Stop the workers (and give back what this process changed for them)."""
         ...

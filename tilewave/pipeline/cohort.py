@@ -1,0 +1,181 @@
+"""A cohort: many inputs upscaled in one run, each into its own output in one folder.
+
+One Ray instance (or cluster connection) and one set of workers serve every input: the
+workers are retargeted from one input to the next and keep their model loaded while the
+inputs run the same one (:class:`~tilewave.actors.launch.PoolFactory` with ``keep``).
+Each input is its own job, with its own output, job state and ledger, so each resumes on
+its own; an input that fails is reported and the others still run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import OutputExistsError, SettingsError, TilewaveError, first_line
+from ..options import Options
+from ..storage import location
+from .job import run_job
+from .job_plan import IMAGE_SUFFIXES, TIFF_SUFFIXES, JobPlan
+from .pool import PoolLauncher
+from .report import Progress, Report
+
+#: File names a folder given as an input contributes (a Zarr store is an input itself).
+INPUT_SUFFIXES = (".tif", ".tiff", ".svs", ".png", ".jpg", ".jpeg", ".zarr")
+#: What an output may be named with: OME-Zarr, or a pyramidal TIFF.
+OUTPUT_SUFFIXES = (".zarr", *TIFF_SUFFIXES, ".ome.tif", ".ome.tiff")
+#: Marker files of a Zarr store (v3, v2).
+_ZARR_MARKERS = ("zarr.json", ".zgroup", ".zarray")
+
+
+def _is_zarr(path: str) -> bool:
+    return any(location.exists(location.join(path, m)) for m in _ZARR_MARKERS)
+
+
+def expand_inputs(specs: Sequence[str]) -> list[str]:
+    """The inputs ``specs`` name: files and Zarr stores as they are, the images in a
+    folder (not in its subfolders), and glob patterns (quoted, so the shell left them),
+    in the order given (a folder's and a pattern's sorted), each once."""
+    found: list[str] = []
+    for spec in specs:
+        if glob.has_magic(spec):
+            matches = sorted(glob.glob(spec))
+            if not matches:
+                raise SettingsError(f"no input matches {spec!r}; check the pattern")
+        elif location.isdir(spec) and not _is_zarr(spec):
+            matches = sorted(os.path.join(spec, name) for name in os.listdir(spec)
+                             if name.lower().endswith(INPUT_SUFFIXES) and not name.startswith("."))
+            if not matches:
+                raise SettingsError(f"folder {spec!r} holds no image ({', '.join(INPUT_SUFFIXES)})"
+                                    "; name the inputs instead")
+        else:
+            matches = [spec]
+        found.extend(m.rstrip("/") for m in matches)
+    return list(dict.fromkeys(found))
+
+
+def _stem(path: str) -> str:
+    name = os.path.basename(path.rstrip("/"))
+    for suffix in (".ome.tiff", ".ome.tif", ".ome.zarr"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return os.path.splitext(name)[0]
+
+
+def outputs_for(inputs: Sequence[str], output_dir: str, suffix: str = ".zarr") -> list[str]:
+    """Each input's output: ``OUTPUT_DIR/<its name without suffix><suffix>``; two inputs
+    with the same name are refused (their outputs would collide)."""
+    if not suffix.lower().endswith(OUTPUT_SUFFIXES) or suffix.lower().endswith(IMAGE_SUFFIXES):
+        raise SettingsError(f"--suffix {suffix!r} names no output tilewave writes; use .zarr "
+                            "(OME-Zarr) or .tif (pyramidal TIFF)")
+    outputs = [location.join(output_dir.rstrip("/"), _stem(i) + suffix) for i in inputs]
+    seen: dict[str, str] = {}
+    for given, out in zip(inputs, outputs, strict=True):
+        if out in seen:
+            raise SettingsError(f"inputs {seen[out]!r} and {given!r} would both write {out!r}; "
+                                "rename one or run them into separate --output-dir folders")
+        seen[out] = given
+    return outputs
+
+
+@dataclass(kw_only=True)
+class Outcome:
+    """What became of one input of a cohort: its report, or why it failed."""
+
+    input: str
+    output: str
+    report: Report | None = None
+    error: str | None = None
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"input": self.input, "output": self.output,
+                "status": "failed" if self.error is not None else "done",
+                "seconds": self.seconds, "error": self.error,
+                "report": self.report.as_dict() if self.report is not None else None}
+
+
+@dataclass(kw_only=True)
+class CohortReport:
+    """What :func:`tilewave.upscale_cohort` did, input by input."""
+
+    outcomes: list[Outcome] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.error is not None]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"inputs": [o.as_dict() for o in self.outcomes], "seconds": self.seconds,
+                "done": len(self.outcomes) - len(self.failed), "failed": len(self.failed)}
+
+
+class SharedWorkers:
+    """The one set of workers a cohort's jobs share: started by the first job's first
+    stage, handed on to each next stage, closed at the end."""
+
+    def __init__(self) -> None:
+        self.launcher: Any = None
+
+    def __call__(self, plan: JobPlan, progress: Progress) -> PoolLauncher:
+        from ..actors.launch import PoolFactory
+
+        if self.launcher is None:
+            self.launcher = PoolFactory(plan, progress, keep=True)
+        else:
+            self.launcher.progress = progress
+        return self.launcher
+
+    def close(self) -> None:
+        if self.launcher is not None:
+            self.launcher.close()
+            self.launcher = None
+
+
+def run_cohort(inputs: Sequence[str], output_dir: str, options: Options,
+               suffix: str = ".zarr") -> CohortReport:
+    """Upscale every input of ``inputs`` (see :func:`expand_inputs`) into ``output_dir``
+    with the same ``options``; see the module's docstring. With ``options.resume``, an
+    input whose output is complete is skipped, a partial one resumed, a missing one run."""
+    started = time.perf_counter()
+    paths = expand_inputs(inputs)
+    outputs = outputs_for(paths, output_dir, suffix)
+    existing = [o for o in outputs if location.exists(o)]
+    if existing and not (options.resume or options.overwrite):
+        # Refused before anything runs, rather than once per input.
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise OutputExistsError(f"output {existing[0]!r} exists{more}; pass --resume to "
+                                "continue the cohort or --overwrite to replace them")
+    if location.is_local(output_dir):
+        os.makedirs(output_dir, exist_ok=True)
+    progress = Progress(options.progress)
+    workers = SharedWorkers()
+    report = CohortReport()
+    try:
+        for number, (path, output) in enumerate(zip(paths, outputs, strict=True), 1):
+            progress.say(f"input {number} of {len(paths)}: {path} -> {output}")
+            mine = options
+            if options.resume and not location.exists(output):
+                mine = dataclasses.replace(options, resume=False)  # nothing to resume yet
+            begun = time.perf_counter()
+            try:
+                done = run_job(path, output, mine, workers)
+                report.outcomes.append(Outcome(input=path, output=output, report=done,
+                                               seconds=time.perf_counter() - begun))
+            except Exception as exc:
+                # This input's failure is its own: the others still run. The workers may
+                # still be running its tiles; the next input starts fresh ones.
+                message = str(exc) if isinstance(exc, TilewaveError) else first_line(exc)
+                progress.say(f"input {number} of {len(paths)} failed: {message}")
+                report.outcomes.append(Outcome(input=path, output=output, error=message,
+                                               seconds=time.perf_counter() - begun))
+    finally:
+        workers.close()
+    report.seconds = time.perf_counter() - started
+    return report
