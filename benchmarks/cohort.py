@@ -1,0 +1,134 @@
+"""What each extra input of a cohort costs: ``tilewave upscale IN... --output-dir DIR``
+with 1 and with 16 small inputs (256 x 256 crops of scikit-image's astronaut), on a fresh
+local Ray instance, side by side with running the same 16 inputs as 16 commands; then a
+cohort of the shared real data (the Aperio slide, the H&E image, the Landsat scene).
+
+    python benchmarks/cohort.py            # docs/benchmarks/cohort.{json,md}
+    python benchmarks/cohort.py --quick    # 4 inputs, bicubic only
+
+Per extra input = (wall of 16 inputs - wall of 1 input) / 15, each a fresh process;
+the target is at most 0.5 s for span-x2 and bicubic. Each cohort runs ``--repeats``
+times (default 2) and the fastest is kept (the machine is shared).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from measure import REPO, last_json_object, machine_info, machine_line  # noqa: E402
+
+OUT = REPO / "docs" / "benchmarks"
+SHARED = REPO.parent / "shared" / "data"
+SHARED_FILES = ("cmu_small_region.svs", "he_target_image.png", "landsat8_224078_rgb.tif")
+
+
+def _crops(folder: Path, count: int) -> list[str]:
+    """``count`` different 256 x 256 PNG crops of a real photo."""
+    import imagecodecs
+    from skimage import data
+
+    photo = data.astronaut()
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        y, x = (i // 4) * 64, (i % 4) * 64
+        path = folder / f"crop{i:02d}.png"
+        path.write_bytes(imagecodecs.png_encode(photo[y : y + 256, x : x + 256]))
+        paths.append(str(path))
+    return paths
+
+
+def _run(args: list[str]) -> tuple[float, dict[str, Any]]:
+    """Wall seconds of one ``tilewave upscale ... --json`` process, and its report."""
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "tilewave.cli", "upscale", *args, "--json",
+                           "--quiet"], capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - start
+    if done.returncode not in (0, 1):
+        raise RuntimeError(f"tilewave upscale {' '.join(args)} failed: {done.stderr[-800:]}")
+    return wall, last_json_object(done.stdout)
+
+
+def _cohort(inputs: list[str], out: Path, model: str, repeats: int) -> dict[str, Any]:
+    best: dict[str, Any] | None = None
+    for _ in range(repeats):
+        wall, report = _run([*inputs, "--output-dir", str(out), "--model", model, "--overwrite"])
+        if best is None or wall < best["wall_s"]:
+            best = {"wall_s": wall, "inputs": len(inputs), "failed": report["failed"],
+                    "per_input_s": [o["seconds"] for o in report["inputs"]],
+                    "tile_s": [o["report"]["tile_seconds"] for o in report["inputs"] if o["report"]]}
+    assert best is not None
+    return best
+
+
+def _separate(inputs: list[str], out: Path, model: str) -> float:
+    start = time.perf_counter()
+    for i, path in enumerate(inputs):
+        _run([path, str(out / f"alone{i:02d}.zarr"), "--model", model, "--overwrite"])
+    return time.perf_counter() - start
+
+
+def measure(quick: bool, repeats: int) -> dict[str, Any]:
+    models = ["bicubic"] if quick else ["bicubic", "span-x2"]
+    count = 4 if quick else 16
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="tw-cohort-") as tmp:
+        root = Path(tmp)
+        inputs = _crops(root / "in", count)
+        for model in models:
+            one = _cohort(inputs[:1], root / "one", model, repeats)
+            many = _cohort(inputs, root / "many", model, repeats)
+            separate = None if quick else _separate(inputs, root / "alone", model)
+            rows.append({"model": model, "one": one, "many": many, "separate_wall_s": separate,
+                         "per_extra_input_s": (many["wall_s"] - one["wall_s"]) / (count - 1)})
+        real = None
+        if not quick and all((SHARED / f).exists() for f in SHARED_FILES):
+            real = _cohort([str(SHARED / f) for f in SHARED_FILES], root / "real", "span-x2", 1)
+    return {"command": "python benchmarks/cohort.py" + (" --quick" if quick else ""),
+            "machine": machine_info(), "inputs": count, "rows": rows, "shared_data": real}
+
+
+def _table(result: dict[str, Any]) -> str:
+    lines = [f"`{result['command']}` on {machine_line(result['machine'])}", "",
+             f"| model | 1 input, wall s | {result['inputs']} inputs, wall s | per extra input, s "
+             f"| {result['inputs']} separate commands, wall s |", "|---|---|---|---|---|"]
+    for row in result["rows"]:
+        separate = row["separate_wall_s"]
+        lines.append(f"| {row['model']} | {row['one']['wall_s']:.1f} | {row['many']['wall_s']:.1f} "
+                     f"| {row['per_extra_input_s']:.2f} | "
+                     f"{'' if separate is None else f'{separate:.1f}'} |")
+    real = result["shared_data"]
+    if real is not None:
+        lines += ["", f"The shared slide, H&E image and Landsat scene with span-x2 in one cohort: "
+                      f"{real['wall_s']:.1f} s wall; per input "
+                      + ", ".join(f"{s:.1f} s" for s in real["per_input_s"])
+                      + " (their tiles: " + ", ".join(f"{s:.1f} s" for s in real["tile_s"]) + ")."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="4 inputs, bicubic, one repeat")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=None, help="folder for cohort.{json,md}")
+    args = parser.parse_args()
+    result = measure(args.quick, 1 if args.quick else args.repeats)
+    out = args.out or (Path(tempfile.gettempdir()) if args.quick else OUT)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "cohort.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out / "cohort.md").write_text(_table(result))
+    print(_table(result))
+
+
+if __name__ == "__main__":
+    main()
