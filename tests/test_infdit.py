@@ -342,3 +342,9 @@ def test_the_overview_box_averages_the_whole_image_window_by_window():
         3, 333, 3, 233, 3).mean((2, 4))
     assert np.abs(view - expected).max() < 1e-5
     assert max(reads) <= 256 * 256  # never the whole image at once
+    # Nodata is left out of the averages: a box with some is the mean of the rest.
+    holes = pixels.copy()
+    holes[:, :3, :3] = 7
+    holes[:, 0, :3] = 100
+    view = overview(lambda y0, y1, x0, x1: holes[:, y0:y1, x0:x1], 1000, 700, 224, nodata=7)
+    assert np.allclose(view[:, 0, 0], 100 / 65535)

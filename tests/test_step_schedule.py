@@ -184,3 +184,24 @@ def test_resuming_with_the_other_schedule_is_refused(weights, tmp_path):
     _run(src, out, weights, "step", 2)
     with pytest.raises(ResumeMismatchError, match="schedule"):
         _run(src, out, weights, "tile", 2, overwrite=False, resume=True)
+
+
+def test_verify_takes_back_tiles_part_way_through_their_steps_too():
+    """A damaged tile runs again with every tile above and left of it; under --schedule
+    step that includes tiles that ran only some steps, whose earlier steps' contexts are
+    gone (their neighbours used them)."""
+    from tilewave.pipeline.verify import to_rerun
+
+    tiles, _ = to_rerun({(0, 1)}, set(), {(0, 1), (0, 2)}, set(), True, None, partial={(0, 0)})
+    assert tiles == {(0, 0), (0, 1)}
+
+
+def test_step_applies_to_the_stages_that_have_steps():
+    from tilewave.pipeline.cascade import plan_stages
+
+    options = Options(model="uniba-diff-x2,bicubic:3", schedule="step")
+    stages = plan_stages(options.model, None)
+    descs = [describe_model(s.model, s.scale) for s in stages]
+    facts = ImageFacts(height=96, width=96, channels=3)
+    plan = plan_job("/tmp/o.zarr", options, facts, stages, descs)
+    assert [s.stepwise for s in plan.stages] == [True, False]

@@ -170,9 +170,10 @@ class Options:
     schedule: str | None = option(
         None, "multi-step context models: run each tile's steps in one go, handing its "
         "neighbours the contexts of every step (tile), or one step at a time across the "
-        "image, holding one step's contexts (step; each tile's state waits on disk between "
-        "its steps); default: step where one tile's contexts of all steps would exceed "
-        "256 MiB, else tile", group="sampling", choices=SCHEDULES)
+        "image, holding one step's contexts (step; each tile's state waits in the output's "
+        "working store between its steps: at the peak one per tile, for uniba-diff-x2 12 "
+        "bytes per output pixel); default: step where one tile's contexts of all steps "
+        "would exceed 256 MiB, else tile", group="sampling", choices=SCHEDULES)
     keep_stages: bool = option(False, "keep the stores of intermediate stages "
                                "(OUTPUT.stage1.zarr, ...)")
     resume: bool = option(False, "continue an interrupted run")

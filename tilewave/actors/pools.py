@@ -206,7 +206,8 @@ class RayPool:
                 self._lost(index, _cause(exc))
                 self._later.append((time.monotonic() + RESTART_POLL_S, index, inbound, step))
             except ray.exceptions.RayActorError as exc:
-                self._retry.record_loss(index, _cause(exc))
+                # Each sampler step of a tile is an attempt of its own (--schedule step).
+                self._retry.record_loss(index if step is None else (*index, step), _cause(exc))
                 self._lost(index, _cause(exc))
                 if isinstance(exc, ray.exceptions.ActorDiedError) and self._actors[k] is actor:
                     # Out of restarts (or its node is gone for good): a fresh actor takes

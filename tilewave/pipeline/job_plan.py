@@ -282,14 +282,12 @@ def _stepwise(desc: ModelDescriptor, mode: str, grid: TileGrid, sampler: Sampler
               options: Options) -> bool:
     """Whether the stage's tiles run one sampler step at a time (``--schedule``)."""
     can = desc.stepwise and mode == "context" and sampler is not None
-    if options.schedule == "step" and not can:
-        raise SettingsError(
-            f"--schedule step runs the sampler steps of a multi-step model in context mode one "
-            f"at a time; {desc.name!r} in {mode} mode has no such steps: drop --schedule")
+    if not can:
+        return False  # a stage without such steps; refused if no stage has them (plan_job)
     if options.schedule == "step" and options.adaptive:
         raise SettingsError("--adaptive upscales easy tiles in one bicubic pass, which has no "
                             "steps to interleave; drop --adaptive or use --schedule tile")
-    if options.schedule is not None or not can or options.adaptive:
+    if options.schedule is not None or options.adaptive:
         return options.schedule == "step"
     assert sampler is not None
     return tile_context_bytes(desc, grid.tile, sampler.steps) > TILE_CONTEXT_BUDGET
@@ -325,6 +323,13 @@ def plan_job(output: str, options: Options, facts: ImageFacts, stages: Sequence[
         # A later stage reads the stage before's output, which no JPEG compressed.
         facts = ImageFacts(height=facts.height * stage.scale, width=facts.width * stage.scale,
                            channels=facts.channels)
+    if options.schedule == "step" and not any(p.stepwise for p in planned):
+        names = ", ".join(f"{d.name!r} ({d.default_mode if options.mode is None else options.mode})"
+                          for d in descriptors)
+        raise SettingsError(
+            f"--schedule step runs the sampler steps of a multi-step model in context mode one "
+            f"at a time; {names} has no such steps: drop --schedule, or give --mode context "
+            "where the model has it")
     if options.consistent:
         planned.append(_consistency_stage(planned, last_store))
     return JobPlan(output=output, stages=tuple(planned), export=export, executor=executor,

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ..storage.nodata import nodata_mask
 from .upscale_window import unit_scale
 
 #: Reads ``(c, h, w)`` pixels of the window ``y0, y1, x0, x1``.
@@ -15,11 +16,12 @@ ReadWindow = Callable[[int, int, int, int], np.ndarray]
 
 
 def overview(read: ReadWindow, height: int, width: int, short_side: int,
-             window: int = 2048) -> np.ndarray:
+             window: int = 2048, nodata: float | None = None) -> np.ndarray:
     """The image box-averaged by the largest whole factor that leaves its short side at
     least ``short_side`` pixels (the last rows and columns short of a whole box left
     out), as ``(c, h, w)`` float32 in unit space. Read in windows of about ``window``
-    pixels on a side."""
+    pixels on a side. Pixels equal to ``nodata`` are left out of every average (a box
+    of nothing but nodata is 0), as the model never sees them either."""
     factor = max(1, min(height, width) // max(1, short_side))
     oh, ow = height // factor, width // factor
     step = max(factor, window // factor * factor)
@@ -32,7 +34,15 @@ def overview(read: ReadWindow, height: int, width: int, short_side: int,
             c = block.shape[0]
             if out is None:
                 out = np.zeros((c, oh, ow), np.float32)
-            boxes = block.reshape(c, (y1 - y0) // factor, factor, (x1 - x0) // factor, factor)
-            out[:, y0 // factor : y1 // factor, x0 // factor : x1 // factor] = boxes.mean((2, 4))
+            shape = (c, (y1 - y0) // factor, factor, (x1 - x0) // factor, factor)
+            mask = nodata_mask(pixels, nodata)
+            if mask is None:
+                mean = block.reshape(shape).mean((2, 4))
+            else:
+                valid = ~mask[None]
+                weights = np.broadcast_to(valid, block.shape).reshape(shape).sum((2, 4))
+                sums = np.where(valid, block, 0).reshape(shape).sum((2, 4))
+                mean = np.divide(sums, weights, out=np.zeros_like(sums), where=weights > 0)
+            out[:, y0 // factor : y1 // factor, x0 // factor : x1 // factor] = mean
     assert out is not None  # an image has at least one pixel
     return out

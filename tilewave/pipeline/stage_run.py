@@ -165,7 +165,8 @@ class StageRun:
         self.progress.say(f"{self.label}reading the whole input once for the model's view of it")
         reader = ArrayReader(source)
         height, width = self.stage.grid.height, self.stage.grid.width
-        return overview(reader.read, height, width, short_side)
+        return overview(reader.read, height, width, short_side,
+                        nodata=self.output_metadata.get("nodata"))
 
     def copy_inputs(self, copies: list[tuple[InputImage, Any, int]]) -> None:
         """Copy each ``(image, spec, chunk)`` into the working copy ``spec`` names."""
@@ -276,7 +277,8 @@ class StageRun:
                           f"the ledger lists ({why})")
         with self.progress.bar(len(recorded), 0, f"{self.label}verify") as bar:
             verdict = check_recorded(self.store, self.stage.grid, pyramid if pyramid.levels else None,
-                                     recorded, self.stage.dependent, bar.update)
+                                     recorded, self.stage.dependent, bar.update,
+                                     partial=ledger.steps_done())
         self.progress.say(self.label + verdict.describe())
         taken_back = sorted(verdict.rerun_tiles) + sorted(verdict.rerun_chunks)
         ledger.forget(taken_back)

@@ -195,6 +195,11 @@ def _work_step(setup: TileSetup, tile: Tile, inbound: Mapping[str, Any], step: i
                         setup.device, setup.half)
 
     core, outbound, state, steps = setup.compute(compute) if setup.compute is not None else compute()
+    if (core is None) != (setup.steps is not None and step < setup.steps - 1):
+        # The ledger records a tile's last step as the tile: an output before it, or none
+        # at it, would leave a recorded tile without its pixels or a step without a state.
+        raise ValueError(f"the model returned {'no output' if core is None else 'an output'} "
+                         f"at step {step} of {setup.steps}")
     written = None
     if core is None:
         setup.states.save(tile.index, step, to_cpu(state))

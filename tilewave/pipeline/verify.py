@@ -55,14 +55,19 @@ class Verdict:
 
 def to_rerun(damaged_tiles: Iterable[TileIndex], damaged_chunks: Iterable[Chunk],
              done_tiles: set[TileIndex], done_chunks: set[Chunk], dependent: bool,
-             pyramid: PyramidPlan | None) -> tuple[set[TileIndex], set[Chunk]]:
-    """The recorded tiles and chunks to take back, given the damaged ones."""
+             pyramid: PyramidPlan | None, partial: Iterable[TileIndex] = ()
+             ) -> tuple[set[TileIndex], set[Chunk]]:
+    """The recorded tiles and chunks to take back, given the damaged ones; ``partial``
+    are tiles part-way through their sampler steps (``--schedule step``)."""
     damaged = set(damaged_tiles)
     tiles = set(damaged)
+    started = done_tiles | set(partial)
     if dependent and damaged:
         # A tile's contexts come from the tiles above and to its left, and theirs from
-        # the tiles above and to their left: every recorded tile in the rectangle.
-        tiles = {(r, c) for (r, c) in done_tiles
+        # the tiles above and to their left: every recorded tile in the rectangle. Under
+        # --schedule step that includes tiles part-way through their steps: the contexts
+        # of steps their neighbours ran are gone, and a neighbour run again needs them.
+        tiles = {(r, c) for (r, c) in started
                  if any(r <= dr and c <= dc for dr, dc in damaged)}
     chunks = set(damaged_chunks) & done_chunks
     if pyramid is not None:
@@ -73,7 +78,7 @@ def to_rerun(damaged_tiles: Iterable[TileIndex], damaged_chunks: Iterable[Chunk]
                 if parent in done_chunks and parent not in chunks:
                     chunks.add(parent)
                     stale.append(parent)
-    return tiles & done_tiles, chunks
+    return tiles & started, chunks
 
 
 def _intact(reader: ArrayReader, window: tuple[int, int, int, int], expected: int | None) -> bool:
@@ -92,7 +97,7 @@ def _intact(reader: ArrayReader, window: tuple[int, int, int, int], expected: in
 def check_recorded(store: str, grid: TileGrid, pyramid: PyramidPlan | None,
                    recorded: dict[WorkIndex, int | None], dependent: bool,
                    on_checked: Callable[[int], None] | None = None,
-                   threads: int = 4) -> Verdict:
+                   threads: int = 4, partial: Iterable[TileIndex] = ()) -> Verdict:
     """Read back every entry of ``recorded`` (the ledger's entries and checksums) from
     the output ``store``; see the module's docstring."""
     group = zarr.open_group(store, mode="r")
@@ -132,7 +137,8 @@ def check_recorded(store: str, grid: TileGrid, pyramid: PyramidPlan | None,
     bad_chunks = {(e[0], e[1], e[2]) for e, ok in results if not ok and len(e) == 3}
     done_tiles = {(e[0], e[1]) for e in entries if len(e) == 2}
     done_chunks = {(e[0], e[1], e[2]) for e in entries if len(e) == 3}
-    tiles, chunks = to_rerun(bad_tiles, bad_chunks, done_tiles, done_chunks, dependent, pyramid)
+    tiles, chunks = to_rerun(bad_tiles, bad_chunks, done_tiles, done_chunks, dependent, pyramid,
+                             partial)
     return Verdict(checked=len(entries), damaged_tiles=frozenset(bad_tiles),
                    damaged_chunks=frozenset(bad_chunks), rerun_tiles=frozenset(tiles),
                    rerun_chunks=frozenset(chunks))
