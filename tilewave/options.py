@@ -87,6 +87,8 @@ def option(default: Any, help: str, *, flag: str | None = None, group: str | Non
                                             "argparse": argparse_kwargs})
 
 
+#: How models compute on GPUs (``--precision``).
+PRECISIONS = ("auto", "fp32")
 #: How a multi-step context model's steps are scheduled (``--schedule``).
 SCHEDULES = ("tile", "step")
 
@@ -148,6 +150,10 @@ class Options:
     batch: int | None = option(
         None, "tiles a worker runs through a halo or blend model as one batch (default: 4 on "
         "GPUs, 1 on CPUs, where batches ran slower)", type=positive)
+    #: Output bytes on a GPU depend on it; on CPUs models always run in float32.
+    precision: str = option(
+        "auto", "on GPUs: auto runs models that allow it in half precision (fp16/bf16), fp32 "
+        "keeps every model in float32 (CPUs always compute in float32)", choices=PRECISIONS)
     address: str | None = option(None, "Ray cluster address (`auto` for the running one; "
                                  "default: start a local instance)")
     executor: Executor = option("ray", "run tiles in this process, without Ray", flag="--local",

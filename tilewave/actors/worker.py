@@ -68,11 +68,11 @@ class TileWorker:
             model: Any = BackProjection(lambda w: guide().read(*w), job.guide_scale, job.nodata)
             model.to(self.device, False)
             return model
-        key = (job.model, job.scale, job.sampler)
+        key = (job.model, job.scale, job.sampler, job.precision)
         if self._loaded is None or self._loaded[0] != key:
             self._loaded = None  # the old weights go before the new ones load
             model = load_model(job.model, job.scale, job.sampler)
-            model.to(self.device, self.device.type == "cuda" and model.descriptor.supports_half)
+            model.to(self.device, self._half(job, model))
             self._loaded = (key, model)
         model = self._loaded[1]
         torch.set_num_threads(self._threads)
@@ -89,6 +89,12 @@ class TileWorker:
             model = Bandwise(model)  # any number of bands (a satellite stack)
         return model
 
+    def _half(self, job: TileJob, model: Any) -> bool:
+        """Whether ``model`` computes in half precision: on a GPU, where it allows it,
+        unless the job keeps float32 (``--precision fp32``)."""
+        return (self.device.type == "cuda" and model.descriptor.supports_half
+                and job.precision != "fp32")
+
     def bind(self, job: TileJob, token: int = 0) -> None:
         """Run ``job``'s tiles from now on (the driver's ``token`` names it)."""
         import torch
@@ -101,7 +107,7 @@ class TileWorker:
 
         device = self.device
         model = self._model(job)
-        half = device.type == "cuda" and model.descriptor.supports_half
+        half = self._half(job, model)
         # Opened at the first read: a worker may start while the driver still copies the
         # input into the working copy it reads. Two threads racing here open it twice,
         # read-only, which is harmless.

@@ -74,6 +74,8 @@ class StagePlan:
     stepwise: bool = False
     #: The short side of the view of its whole input the model is shown (0: none).
     overview: int = 0
+    #: ``fp32``: no half precision on GPUs (``--precision``); bytes on a GPU depend on it.
+    precision: str = "auto"
 
     @property
     def dependent(self) -> bool:
@@ -100,6 +102,7 @@ class StagePlan:
                 **({"condition": self.condition} if self.condition else {}),
                 # A resumed job finds the ledger and contexts of the same schedule.
                 **({"schedule": "step"} if self.stepwise else {}),
+                **({"precision": self.precision} if self.precision != "auto" else {}),
                 **(self.sampler.as_dict() if self.sampler else {})}
 
 
@@ -229,7 +232,7 @@ def _plan_stage(index: int, stage: Stage, desc: ModelDescriptor, facts: ImageFac
                      ramp=options.ramp, output=output, adaptive=options.adaptive,
                      sampler=sampler, nodata=options.nodata, condition=condition,
                      stepwise=_stepwise(desc, mode, grid, sampler, options),
-                     overview=desc.overview)
+                     overview=desc.overview, precision=options.precision)
 
 
 def _flag(name: str) -> str:

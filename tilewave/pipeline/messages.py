@@ -54,6 +54,8 @@ class TileJob:
     #: Tiles run one sampler step at a time (``--schedule step``): states wait between
     #: steps in the working store (under ``contexts_in``).
     stepwise: bool = False
+    #: ``fp32`` keeps a model that allows half precision in float32 on a GPU (``--precision``).
+    precision: str = "auto"
 
     def level_array(self, level: int) -> str:
         """The path of pyramid level ``level``'s array, a sibling of ``output_array``."""

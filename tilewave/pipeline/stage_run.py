@@ -209,7 +209,8 @@ class StageRun:
                       nodata=self.output_metadata.get("nodata"), sampler=stage.sampler,
                       pyramid=pyramid if pyramid.levels else None, batch=self.options.batch,
                       durable=self.options.durable, guide=guide, guide_scale=stage.guide_scale,
-                      condition=stage.condition, stepwise=stage.stepwise)
+                      condition=stage.condition, stepwise=stage.stepwise,
+                      precision=stage.precision)
         if stage.overview:
             # The view of the whole input goes to the workers with the job, so it is made
             # before they start, from the working copy.
