@@ -209,6 +209,10 @@ class UniBADiff(UniBA):
         return sample_tile(self.net, x, origin, contexts, self.sampler.steps,
                            self.sampler.noise or 0.0, self._noise(x, origin))
 
+    def forward_tile(self, x: torch.Tensor, request: TileRequest) -> TileResult:
+        out, ctx = self._run(x, request.core, request.window, dict(request.contexts))
+        return TileResult(out, ctx, (self.sampler.steps, self.sampler.steps))
+
     def forward_step(self, x: torch.Tensor, request: TileRequest, step: int,
                      state: Any) -> StepResult:
         """Step ``step`` of the tile: the state is the tile's current image (padded to
