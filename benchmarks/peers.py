@@ -81,7 +81,7 @@ def tile_loop(model: Any, grid: Any, mode: str, read: Callable[[tuple[int, int, 
 
     dependent = depends_on_neighbours(mode, grid.overlap)
     setup = TileSetup(grid=grid, mode=mode, model=model, read=read,  # type: ignore[arg-type]
-                      write=write, keep=(lambda _tile, _direction, value: value) if dependent else None)
+                      write=write, keep=(lambda _tile, _direction, value, _step: value) if dependent else None)
     table: ContextTable[Any] = ContextTable(grid.rows, grid.cols)
     for tile in grid:  # raster order: every tile's neighbours ran before it
         done = process_tile(setup, tile.row, tile.col, table.inbound(tile.index))
