@@ -348,3 +348,14 @@ def test_the_overview_box_averages_the_whole_image_window_by_window():
     holes[:, 0, :3] = 100
     view = overview(lambda y0, y1, x0, x1: holes[:, y0:y1, x0:x1], 1000, 700, 224, nodata=7)
     assert np.allclose(view[:, 0, 0], 100 / 65535)
+
+
+def test_the_family_is_listed_and_by_name_says_to_give_the_folder(capsys):
+    from tilewave.cli import main
+    from tilewave.models import describe_model
+
+    with pytest.raises(SettingsError, match="--model /path/to/inf-dit"):
+        describe_model("inf-dit")
+    assert main(["models"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("inf-dit"))
+    assert "--steps 20" in row and "--model PATH" in row

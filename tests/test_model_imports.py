@@ -24,8 +24,7 @@ for entry in models.available_models():
     name = models.get_entry(entry.name).name
     models.resolve_scale(name, None)
     if entry.folder:  # described by its folder (tests/test_sd_x4.py); listed generically
-        from tilewave.models.sd_x4 import listing
-        listing()
+        entry.listing()
     else:
         models.describe_model(name, entry.default_scale)
     if entry.requires:

@@ -317,10 +317,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
     records: list[dict[str, Any]] = []
     for entry in available_models():
-        if entry.folder:  # described by its folder; the listing shows the family
-            from .models.sd_x4 import listing
-
-            d = listing()
+        if entry.listing is not None:  # described by its folder; the listing shows the family
+            d = entry.listing()
         else:
             d = describe_model(entry.name)
         if entry.requires is None:

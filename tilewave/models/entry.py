@@ -34,6 +34,8 @@ class ModelEntry:
     #: The name stands for a family that runs from a folder given as ``--model PATH``;
     #: building or describing it by name is refused with the hint.
     folder: bool = False
+    #: For such a family: the generic descriptor ``tilewave models`` lists.
+    listing: Callable[[], ModelDescriptor] | None = None
 
 
 def file_entry_for(path: str, entry: Callable[[str, int, int], ModelEntry]) -> ModelEntry:

@@ -29,7 +29,7 @@ __all__ = ["BUILTIN_FAMILIES", "ModelEntry", "available_models", "canonical_name
 
 #: Modules (relative to this package) whose ``entries()`` are the built-in models.
 BUILTIN_FAMILIES: tuple[str, ...] = (".bicubic", ".prefix_sum", ".uniba", ".span", ".realesrgan",
-                                     ".sd_x4")
+                                     ".sd_x4", ".infdit")
 
 #: Models added with :func:`register`, by canonical name. They take precedence over
 #: built-ins of the same name, and are kept apart from them so that a test can snapshot

@@ -22,7 +22,8 @@ from .config import InfDiTConfig
 if TYPE_CHECKING:
     from .model import InfDiT
 
-__all__ = ["NAME", "SAMPLER_DEFAULTS", "describe", "folder_entry", "is_infdit_folder", "load"]
+__all__ = ["NAME", "SAMPLER_DEFAULTS", "describe", "entries", "folder_entry", "is_infdit_folder",
+           "listing", "load"]
 
 NAME = "inf-dit"
 #: The release's sampler: 20 Heun steps; its only noise is the start's, keyed by --seed.
@@ -118,3 +119,20 @@ def folder_entry(path: str) -> ModelEntry:
                       default_scale=facts.config.scale, summary="Inf-DiT checkpoint folder",
                       describe=lambda scale: desc)
 
+
+
+def _by_name(scale: int) -> ModelDescriptor:
+    raise SettingsError("inf-dit runs from its checkpoint folder on this machine: give "
+                        "--model /path/to/inf-dit (the folder with `latest` or "
+                        "mp_rank_00_model_states.pt, and its CLIP image tower; see docs/infdit.md)")
+
+
+def listing() -> ModelDescriptor:
+    """The generic descriptor ``tilewave models`` shows for ``inf-dit``: the release's."""
+    return describe(InfDiTConfig(), "a local checkpoint folder: --model PATH")
+
+
+def entries() -> list[ModelEntry]:
+    return [ModelEntry(NAME, _by_name, scales=(4,), default_scale=4,  # type: ignore[arg-type]
+                       summary="Inf-DiT: --model PATH of its SwissArmyTransformer checkpoint folder",
+                       describe=_by_name, folder=True, listing=listing)]

@@ -108,7 +108,8 @@ def _by_name(scale: int) -> ModelDescriptor:
 def entries() -> list[ModelEntry]:
     return [ModelEntry("sd-x4", _by_name, scales=(4,), default_scale=4,  # type: ignore[arg-type]
                        summary="Stable Diffusion x4 upscaler: --model PATH of its diffusers folder",
-                       describe=_by_name, requires="diffusers", extra="diffusion", folder=True)]
+                       describe=_by_name, requires="diffusers", extra="diffusion", folder=True,
+                       listing=listing)]
 
 
 def listing() -> ModelDescriptor:
