@@ -70,7 +70,10 @@ class TileWorker:
             return model
         key = (job.model, job.scale, job.sampler, job.precision)
         if self._loaded is None or self._loaded[0] != key:
-            self._loaded = None  # the old weights go before the new ones load
+            # The old weights go before the new ones load: the old job's setup holds them too.
+            self._loaded = None
+            if hasattr(self, "setup"):
+                del self.setup
             model = load_model(job.model, job.scale, job.sampler)
             model.to(self.device, self._half(job, model))
             self._loaded = (key, model)

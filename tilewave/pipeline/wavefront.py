@@ -116,11 +116,6 @@ class Wavefront:
         return self._progress[index]
 
     @property
-    def remaining(self) -> int:
-        """Tiles not finished yet (running, ready or waiting)."""
-        return sum(ran < self.steps for ran in self._progress.values())
-
-    @property
     def finished(self) -> bool:
         return self._first_row[-1] >= self.rows if self.steps else True
 
