@@ -87,6 +87,7 @@ def test_flags_read_as_keywords():
     assert in_python_terms("--workers 3 asks; --nodata -5 is; --no-durable; --quiet") == (
         "workers=3 asks; nodata=-5 is; durable=False; progress=False")
     assert in_python_terms("give --minutes or --steps") == "give minutes or steps"
+    assert in_python_terms("--local, or --executor ray") == "executor='local', or executor='ray'"
 
 
 def test_dir_of_the_package_lists_its_api():

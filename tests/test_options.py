@@ -58,6 +58,10 @@ def test_flags_and_keywords_give_the_same_options():
                                      "durable": False, "tiff_format": "ome"}) == given
     with pytest.raises(TypeError, match="give one of them"):
         from_keywords("upscale", {"sampler": SamplerOptions(), "steps": 2})
+    # --local is a shorthand of --executor local.
+    for flags in (["--local"], ["--executor", "local"]):
+        args = _upscale_parser().parse_args(["in.tif", "out.zarr", *flags])
+        assert from_arguments(args) == from_keywords("upscale", {"executor": "local"})
 
 
 def test_the_sampler_options_are_the_sampler_settings():

@@ -19,7 +19,10 @@ from collections.abc import Callable
 from dataclasses import Field, dataclass, field, fields
 from typing import Any, Literal
 
+#: Where a job's tiles run: Ray actors, this process, or the cheaper of the two for the
+#: job (``auto``, the default; :func:`~tilewave.pipeline.job_plan.resolve_executor`).
 Executor = Literal["ray", "local"]
+EXECUTORS = ("auto", "ray", "local")
 #: Set by the command line, whose users gave flags: its errors keep naming them, where the
 #: API's name its keywords (:func:`in_python_terms`).
 FLAGS_GIVEN: contextvars.ContextVar[bool] = contextvars.ContextVar("FLAGS_GIVEN", default=False)
@@ -79,11 +82,13 @@ GROUPS = {
 
 
 def option(default: Any, help: str, *, flag: str | None = None, group: str | None = None,
-           **argparse_kwargs: Any) -> Any:
+           shorthands: dict[str, Any] | None = None, **argparse_kwargs: Any) -> Any:
     """A field of :class:`Options` with its command-line flag: ``help`` and the
     ``add_argument`` keywords (``type``, ``choices``, ``metavar``, ``action``); ``flag``
-    where it is not the field's name (``--local`` for ``executor``)."""
+    where it is not the field's name (``--quiet`` for ``progress``); ``shorthands``, flags
+    that each give the field one value (``--local`` for ``--executor local``)."""
     return field(default=default, metadata={"help": help, "flag": flag, "group": group,
+                                            "shorthands": shorthands or {},
                                             "argparse": argparse_kwargs})
 
 
@@ -156,8 +161,12 @@ class Options:
         "keeps every model in float32 (CPUs always compute in float32)", choices=PRECISIONS)
     address: str | None = option(None, "Ray cluster address (`auto` for the running one; "
                                  "default: start a local instance)")
-    executor: Executor = option("ray", "run tiles in this process, without Ray", flag="--local",
-                                action="store_const", const="local")
+    executor: str = option(
+        "auto", "where tiles run: ray (worker processes on a Ray cluster: a local instance "
+        "unless --address), local (this process, without Ray), or auto (default): this "
+        "process when the job has no more tiles than this machine has CPUs and neither "
+        "--address nor --workers is given, where starting Ray would take longer than it "
+        "saves; else Ray", choices=EXECUTORS, shorthands={"--local": "local"})
     nodata: float | None = option(
         None, "the value of pixels without data, in every channel (default: the input's "
         "nodata tag): the model never sees them and they stay VALUE", type=float,
@@ -247,6 +256,9 @@ def add_arguments(parser: argparse.ArgumentParser, names: tuple[str, ...] | None
             target = groups[group]
         target.add_argument(flag_of(f), dest=f.name, default=f.default,
                             help=f.metadata["help"], **kwargs)
+        for shorthand, value in f.metadata["shorthands"].items():
+            target.add_argument(shorthand, dest=f.name, action="store_const", const=value,
+                                help=f"same as {flag_of(f)} {value}")
 
 
 def from_arguments(args: argparse.Namespace) -> Options:
@@ -286,11 +298,15 @@ def in_python_terms(message: str) -> str:
     ``mode='halo'``, ``--local`` as ``executor='local'``, ``--steps`` (a value to give)
     as ``steps``."""
     by_flag = {flag_of(f): f for f in option_fields()}
+    shorthands = {s: (f, v) for f in option_fields() for s, v in f.metadata["shorthands"].items()}
 
     def keyword(match: re.Match[str]) -> str:
         negated, name, word = match.group(1), match.group(2), match.group(3)
         after = f" {word}" if word is not None else ""
         number = word if word is not None and _NUMBER.fullmatch(word) else None
+        if "--" + name in shorthands:
+            of, value = shorthands["--" + name]
+            return f"{of.name}={value!r}" + after
         f = by_flag.get("--" + name)
         if f is None:  # the flags of other commands (tune's --minutes) take the same name
             key = name.replace("-", "_")

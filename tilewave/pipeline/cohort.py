@@ -21,8 +21,9 @@ from ..errors import OutputExistsError, SettingsError, TilewaveError, first_line
 from ..options import Options
 from ..storage import location
 from .job import run_job
-from .job_plan import IMAGE_SUFFIXES, TIFF_SUFFIXES, JobPlan
+from .job_plan import IMAGE_SUFFIXES, TIFF_SUFFIXES, JobPlan, resolve_executor
 from .pool import PoolLauncher
+from .prepare import prepare
 from .report import Progress, Report
 
 #: File names a folder given as an input contributes (a Zarr store is an input itself).
@@ -138,6 +139,30 @@ class SharedWorkers:
             self.launcher = None
 
 
+def _cohort_executor(paths: Sequence[str], outputs: Sequence[str], options: Options,
+                     progress: Progress) -> str:
+    """Where the cohort's tiles run: one choice for all inputs (they share the workers),
+    made as for one job of all their tiles (:func:`resolve_executor`)."""
+    if options.executor != "auto" or options.address or options.workers:
+        return resolve_executor(options, 0)
+    if len(paths) > (os.cpu_count() or 1):  # at least a tile each
+        return "ray"
+    tiles = 0
+    for path, output in zip(paths, outputs, strict=True):
+        mine = options if location.exists(output) else dataclasses.replace(options, resume=False)
+        try:
+            _, plan = prepare(path, output, mine)
+        except Exception:  # refused again, and reported, in its turn
+            continue
+        tiles += sum(s.grid.count for s in plan.stages)
+    executor = resolve_executor(options, tiles)
+    if executor == "local":
+        progress.say(f"running the cohort's {tiles} tile{'s' * (tiles != 1)} in this process: "
+                     "with no more tiles than CPUs, starting Ray would take longer than it "
+                     "saves (--executor ray runs them on Ray)")
+    return executor
+
+
 def run_cohort(inputs: Sequence[str], output_dir: str, options: Options,
                suffix: str = ".zarr") -> CohortReport:
     """Upscale every input of ``inputs`` (see :func:`expand_inputs`) into ``output_dir``
@@ -155,6 +180,7 @@ def run_cohort(inputs: Sequence[str], output_dir: str, options: Options,
     if location.is_local(output_dir):
         os.makedirs(output_dir, exist_ok=True)
     progress = Progress(options.progress)
+    options = dataclasses.replace(options, executor=_cohort_executor(paths, outputs, options, progress))
     workers = SharedWorkers()
     report = CohortReport()
     try:

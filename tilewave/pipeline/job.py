@@ -83,6 +83,11 @@ def run_job(input_path: str, output: str, options: Options,
     hint = scan_hint(image, plan)
     if hint is not None:
         progress.say(hint)
+    if options.executor == "auto" and plan.executor == "local":
+        tiles = sum(s.grid.count for s in plan.stages)
+        progress.say(f"running the job's {tiles} tile{'s' * (tiles != 1)} in this process: with "
+                     "no more tiles than CPUs, starting Ray would take longer than it saves "
+                     "(--executor ray runs them on Ray)")
     from ..actors.launch import PoolFactory
 
     pools: PoolLauncher = shared(plan, progress) if shared is not None else PoolFactory(plan, progress)

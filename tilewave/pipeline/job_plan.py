@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import SettingsError
 from ..models.base import ModelDescriptor, SamplerSettings, TilingMode, runs_bandwise
-from ..options import SAMPLER_OPTIONS, Executor, Options, sampler_given
+from ..options import EXECUTORS, SAMPLER_OPTIONS, Executor, Options, sampler_given
 from ..storage import location
 from .blend import RAMPS, Ramp
 from .cascade import Stage, stage_store
@@ -142,16 +142,30 @@ class JobPlan:
         return [s.output for s in self.stages[:-1]]
 
 
-def _check_runner(options: Options) -> Executor:
-    if options.executor not in ("ray", "local"):
-        raise SettingsError(f"executor must be 'ray' or 'local', not {options.executor!r}")
+def _check_runner(options: Options) -> None:
+    if options.executor not in EXECUTORS:
+        raise SettingsError(f"executor must be one of {', '.join(map(repr, EXECUTORS))}, "
+                            f"not {options.executor!r}")
     if options.workers is not None and options.workers < 1:
         raise SettingsError(f"--workers must be at least 1, got {options.workers}")
     if options.batch is not None and options.batch < 1:
         raise SettingsError(f"--batch must be at least 1, got {options.batch}")
     if options.executor == "local" and (options.workers or options.address):
         raise SettingsError("--local runs tiles in this process; drop --workers and --address")
-    return options.executor
+
+
+def resolve_executor(options: Options, tiles: int) -> Executor:
+    """Where a job (or a cohort) of ``tiles`` tiles runs. ``auto`` picks this process when
+    Ray could not run them faster: with no more tiles than CPUs, a worker per tile computes
+    each on one core, about as fast as this process computes them one after another on
+    every core, and Ray's start and stop cost seconds (about 4 s on 2 cores) that this
+    process does not pay. A cluster's ``--address`` or an explicit ``--workers`` asks for
+    Ray."""
+    if options.executor != "auto":
+        return options.executor  # type: ignore[return-value]
+    if options.address or options.workers:
+        return "ray"
+    return "local" if tiles <= (os.cpu_count() or 1) else "ray"
 
 
 def _export_step(output: str, options: Options) -> tuple[str, ExportStep | None]:
@@ -313,7 +327,7 @@ def plan_job(output: str, options: Options, facts: ImageFacts, stages: Sequence[
     ``descriptors`` say which models run; every stage is checked here, so a cascade
     whose second stage cannot run is refused before its first starts.
     """
-    executor = _check_runner(options)
+    _check_runner(options)
     _check_sampler_options(options, descriptors)
     output = output.rstrip("/")
     last_store, export = _export_step(output, options)
@@ -335,6 +349,7 @@ def plan_job(output: str, options: Options, facts: ImageFacts, stages: Sequence[
             "where the model has it")
     if options.consistent:
         planned.append(_consistency_stage(planned, last_store))
+    executor = resolve_executor(options, sum(p.grid.count for p in planned))
     return JobPlan(output=output, stages=tuple(planned), export=export, executor=executor,
                    workers=options.workers, address=options.address, batch=options.batch)
 

@@ -1,0 +1,98 @@
+"""Where a job's tiles run by default (``executor="auto"``): in this process when the job
+has no more tiles than this machine has CPUs, where Ray's start and stop would cost more
+than a worker per tile saves; on Ray otherwise, or when asked for."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import zarr
+from helpers import random_image, zarr_input
+
+import tilewave
+from tilewave.errors import SettingsError
+from tilewave.options import Options
+from tilewave.pipeline.job_plan import resolve_executor
+
+CPUS = os.cpu_count() or 1
+
+
+def test_auto_runs_in_this_process_up_to_one_tile_per_cpu():
+    auto = Options()
+    assert auto.executor == "auto"
+    assert resolve_executor(auto, 1) == "local"
+    assert resolve_executor(auto, CPUS) == "local"
+    assert resolve_executor(auto, CPUS + 1) == "ray"
+    # A cluster, or a number of workers, is a request for Ray whatever the job's size.
+    assert resolve_executor(Options(address="auto"), 1) == "ray"
+    assert resolve_executor(Options(workers=1), 1) == "ray"
+    # An explicit choice stands.
+    assert resolve_executor(Options(executor="ray"), 1) == "ray"
+    assert resolve_executor(Options(executor="local"), 10_000) == "local"
+
+
+def test_an_unknown_executor_is_refused_in_one_line(tmp_path):
+    src = zarr_input(tmp_path / "in.zarr", random_image((3, 32, 32), "uint8"), chunk=32)
+    with pytest.raises(SettingsError, match=r"^executor must be one of 'auto', 'ray', 'local', "
+                                            r"not 'dask'$"):
+        tilewave.upscale(src, tmp_path / "out.zarr", executor="dask", progress=False)
+
+
+def test_a_small_job_runs_in_this_process_and_says_why(tmp_path, capsys):
+    """Not marked ``ray``: the test session refuses to start Ray here, so this job proves
+    it ran without it."""
+    tiles = min(CPUS, 4)  # a row of tiles of 64, one per CPU
+    pixels = random_image((3, 60, 64 * tiles - 10), "uint8", seed=3)
+    src = zarr_input(tmp_path / "in.zarr", pixels, chunk=64)
+    report = tilewave.upscale(src, tmp_path / "out.zarr", tile=64, model="span-x2")
+    assert report.tiles == tiles
+    assert report.executor == "local" and report.processes == 0
+    err = capsys.readouterr().err
+    assert f"running the job's {tiles} tile{'s' * (tiles > 1)} in this process" in err
+    assert "--executor ray" in err
+
+
+@pytest.mark.ray
+def test_auto_gives_the_bytes_ray_gives_and_a_larger_job_goes_to_ray(ray_local, tmp_path):
+    pixels = random_image((3, 64, 64 * (CPUS + 1)), "uint8", seed=4)
+    src = zarr_input(tmp_path / "in.zarr", pixels, chunk=64)
+    small = tilewave.upscale(src, tmp_path / "auto.zarr", tile=64 * (CPUS + 1), progress=False)
+    on_ray = tilewave.upscale(src, tmp_path / "ray.zarr", tile=64 * (CPUS + 1), executor="ray",
+                              progress=False)
+    assert (small.executor, on_ray.executor) == ("local", "ray")
+    assert on_ray.processes == 1
+    outputs = [zarr.open_array(str(tmp_path / n / "0"))[:] for n in ("auto.zarr", "ray.zarr")]
+    assert np.array_equal(*outputs)
+    # One tile more than CPUs: Ray.
+    large = tilewave.upscale(src, tmp_path / "large.zarr", tile=64, progress=False)
+    assert large.tiles == CPUS + 1 and large.executor == "ray"
+
+
+def test_a_cohort_chooses_once_for_all_its_tiles(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    zarr_input(folder / "a.zarr", random_image((3, 40, 40), "uint8", seed=1), chunk=64)
+    if CPUS < 2:
+        pytest.skip("two one-tile inputs on one CPU run on Ray")
+    zarr_input(folder / "b.zarr", random_image((3, 30, 50), "uint8", seed=2), chunk=64)
+    report = tilewave.upscale_cohort(folder, tmp_path / "out", tile=64, progress=False)
+    assert [o.report.executor for o in report.outcomes] == ["local", "local"]
+
+
+@pytest.mark.subprocess
+def test_the_command_line_runs_a_one_tile_png_without_starting_ray(tmp_path):
+    import imagecodecs
+    from skimage import data
+
+    png = tmp_path / "p.png"
+    png.write_bytes(imagecodecs.png_encode(data.astronaut()[:96, :96]))
+    done = subprocess.run([sys.executable, "-m", "tilewave.cli", "upscale", str(png),
+                           str(tmp_path / "o.zarr")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "running the job's 1 tile in this process" in done.stderr
+    assert "starting a local Ray instance" not in done.stderr and "worker process" not in done.stderr
+    assert "in this process" in done.stdout
