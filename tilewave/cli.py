@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -452,5 +454,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         FLAGS_GIVEN.reset(given)
 
 
+def run() -> None:
+    """The ``tilewave`` command: :func:`main`, then an exit that skips Python's teardown of
+    the modules. A finished command needs none of it (files are closed, Ray is stopped,
+    the exit handlers still run), and with torch loaded it takes 0.4 s, a sixth of a
+    small job's."""
+    code = main()
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
