@@ -499,8 +499,8 @@ def test_ray_folder_too_deep_for_sockets_is_refused(tmp_path):
     source.write_bytes(imagecodecs.png_encode(random_image((70, 90, 3), "uint8")))
     out = tmp_path / "out.zarr"
     proc = subprocess.run([sys.executable, "-m", "tilewave.cli", "upscale", str(source), str(out),
-                           "--quiet"], capture_output=True, text=True, timeout=TIMEOUT_S,
-                          env={**cli_env(), "RAY_TMPDIR": str(deep)})
+                           "--quiet", "--executor", "ray"], capture_output=True, text=True,
+                          timeout=TIMEOUT_S, env={**cli_env(), "RAY_TMPDIR": str(deep)})
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "RAY_TMPDIR" in lines[0] and "shorter" in lines[0], lines

@@ -73,7 +73,7 @@ def test_a_tiff_output_is_a_store_then_an_export():
     ({"tile": 0}, "--tile must be a positive"),
     ({"ramp": "square"}, "--ramp must be one of"),
     ({"mode": "halo", "overlap": 8}, "--overlap applies to --mode blend only"),
-    ({"executor": "dask"}, "executor must be 'ray' or 'local'"),
+    ({"executor": "dask"}, "executor must be one of 'auto', 'ray', 'local'"),
     ({"executor": "local", "workers": 2}, "drop --workers and --address"),
     ({"workers": 0}, "--workers must be at least 1"),
     ({"tiff_format": "ome"}, "apply to a .tif/.tiff output"),

@@ -46,7 +46,9 @@ def run_demo(folder: str = "tilewave-demo", progress: bool = True) -> str:
         f.write(imagecodecs.png_encode(image))
     if os.path.isdir(output):  # the demo's own earlier result, nothing of the user's
         shutil.rmtree(output)
-    report = upscale(source, output, model="uniba-x2", progress=progress)
+    # On Ray, as a slide's job runs, although its 6 tiles alone would run in this process
+    # on a machine of 6 CPUs or more.
+    report = upscale(source, output, model="uniba-x2", executor="ray", progress=progress)
 
     c, h, w = report.shape
     scale = h // image.shape[0]
