@@ -51,6 +51,7 @@ def test_a_small_job_runs_in_this_process_and_says_why(tmp_path, capsys):
     report = tilewave.upscale(src, tmp_path / "out.zarr", tile=64, model="span-x2")
     assert report.tiles == tiles
     assert report.executor == "local" and report.processes == 0
+    assert report.workers == tiles  # all at once, each on its share of the CPUs
     err = capsys.readouterr().err
     assert f"running the job's {tiles} tile{'s' * (tiles > 1)} in this process" in err
     assert "--executor ray" in err
@@ -96,3 +97,30 @@ def test_the_command_line_runs_a_one_tile_png_without_starting_ray(tmp_path):
     assert "running the job's 1 tile in this process" in done.stderr
     assert "starting a local Ray instance" not in done.stderr and "worker process" not in done.stderr
     assert "in this process" in done.stdout
+
+
+@pytest.mark.parametrize("model", ["bicubic", "uniba-x2"])
+def test_tiles_side_by_side_in_this_process_write_the_bytes_of_one_at_a_time(tmp_path, model):
+    """``--local --workers N``: N tiles at once on threads sharing one model, as a Ray
+    worker runs them; halo and context models alike (uniba-x2 waits for its neighbours'
+    contexts), the bytes of one tile at a time."""
+    if CPUS < 2:
+        pytest.skip("one CPU runs one tile at a time")
+    pixels = random_image((3, 90, 120), "uint8", seed=7)
+    src = zarr_input(tmp_path / "in.zarr", pixels, chunk=32)
+    one = tilewave.upscale(src, tmp_path / "one.zarr", model=model, tile=32, executor="local",
+                           progress=False)
+    two = tilewave.upscale(src, tmp_path / "two.zarr", model=model, tile=32, executor="local",
+                           workers=2, progress=False)
+    assert (one.workers, two.workers) == (1, 2) and one.tiles == two.tiles == 12
+    outputs = [zarr.open_array(str(tmp_path / n / "0"))[:] for n in ("one.zarr", "two.zarr")]
+    assert np.array_equal(*outputs)
+
+
+def test_more_tiles_at_once_than_cpus_in_this_process_is_refused(tmp_path):
+    src = zarr_input(tmp_path / "in.zarr", random_image((3, 32, 32), "uint8"), chunk=32)
+    with pytest.raises(SettingsError, match=rf"^workers={CPUS + 1} asks for more workers than "
+                                            rf"this machine's {CPUS} CPUs; lower it$"):
+        tilewave.upscale(src, tmp_path / "out.zarr", executor="local", workers=CPUS + 1,
+                         progress=False)
+    assert not (tmp_path / "out.zarr").exists()

@@ -74,7 +74,7 @@ def test_a_tiff_output_is_a_store_then_an_export():
     ({"ramp": "square"}, "--ramp must be one of"),
     ({"mode": "halo", "overlap": 8}, "--overlap applies to --mode blend only"),
     ({"executor": "dask"}, "executor must be one of 'auto', 'ray', 'local'"),
-    ({"executor": "local", "workers": 2}, "drop --workers and --address"),
+    ({"executor": "local", "address": "auto"}, "drop --address"),
     ({"workers": 0}, "--workers must be at least 1"),
     ({"tiff_format": "ome"}, "apply to a .tif/.tiff output"),
     ({"adaptive": True, "halo": 1}, "--adaptive needs --halo of at least 2"),

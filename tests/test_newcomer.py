@@ -68,8 +68,8 @@ def test_api_errors_name_keywords_and_the_cli_names_flags(small, tmp_path, capsy
                                                 r"resume=True to continue"):
         tilewave.upscale(small, out, executor="local", progress=False)
     with pytest.raises(SettingsError, match=r"^executor='local' runs tiles in this process; drop "
-                                            r"workers and address$"):
-        tilewave.upscale(small, tmp_path / "p.zarr", executor="local", workers=2)
+                                            r"address$"):
+        tilewave.upscale(small, tmp_path / "p.zarr", executor="local", address="auto")
     assert main(["upscale", small, str(out), "--local", "--quiet"]) == 2
     assert "pass --overwrite to replace it or --resume" in capsys.readouterr().err
     # The command line's flags do not stay switched on for the API afterwards.

@@ -150,7 +150,8 @@ class Options:
     ramp: str = option("cosine", "blend mode: weight ramp", choices=RAMPS)
     workers: int | None = option(
         None, "tiles computed at once (default: one per CPU, or one per GPU when the cluster "
-        "has GPUs); each node runs them in one worker process, on threads", type=positive)
+        "has GPUs); each node runs them in one worker process, on threads; with --local, "
+        "in this process (default there: one, on every CPU)", type=positive)
     #: Output bytes do not depend on it, so resumes may change it.
     batch: int | None = option(
         None, "tiles a worker runs through a halo or blend model as one batch (default: 4 on "

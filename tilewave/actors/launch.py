@@ -62,8 +62,14 @@ class PoolFactory:
         from .pools import InProcessPool, RayPool
 
         if self.plan.executor == "local":
-            self.progress.say(f"{label}loading {job.model} in this process")
-            return InProcessPool(job)
+            import torch
+
+            # On CPUs, --workers tiles at once (default one, on every core); on a GPU one
+            # at a time (it batches them).
+            slots = 1 if torch.cuda.is_available() else max(1, min(self.plan.workers or 1, tiles))
+            self.progress.say(f"{label}loading {job.model} in this process, {slots} "
+                              f"tile{'s' * (slots != 1)} at once")
+            return InProcessPool(job, slots)
         cluster = self._connect()
         gpus = 1.0 if cluster.gpus >= 1 else 0.0
         available = int(cluster.gpus if gpus else cluster.cpus)

@@ -9,9 +9,10 @@ producing worker and read by the consuming one, never passing through the driver
 
 from __future__ import annotations
 
-import collections
 import time
 from collections.abc import Callable
+from concurrent import futures
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, cast
 
 from ..errors import WorkerLostError
@@ -28,24 +29,36 @@ RESTART_POLL_S = 0.5
 
 
 class InProcessPool:
-    """Runs tiles one after another in this process."""
+    """Runs tiles in this process as one Ray worker runs them in its own: ``slots`` tiles
+    computing at once on threads that share one model, each on CPUs / ``slots`` torch
+    threads, and as many calls again reading their input or writing their output.
 
-    def __init__(self, job: TileJob):
+    With one slot a tile computes on every CPU; with one per CPU, tiles compute side by
+    side on one thread each, which on 2 cores ran SPAN 1.27x faster than one tile at a
+    time on both (298 x 298 windows; convolutions of such maps do not split well over
+    threads)."""
+
+    def __init__(self, job: TileJob, slots: int = 1, queue_depth: int = 2):
         import torch
 
         # The worker sets torch's (process-wide) thread count for its model; this process
         # gets its own back at close(), so later work here computes as it did before.
         self._threads = torch.get_num_threads()
-        self.worker = TileWorker(job)
-        self.workers = 1
+        self.worker = TileWorker(job, slots)
+        self.workers = slots
         self.processes = 0
-        self.capacity = 1
+        self.capacity = slots * queue_depth
         # A tile in this process fails with it, and is never retried.
         self.on_retry: Callable[[WorkIndex, str], None] | None = None
-        self._queue: collections.deque[tuple[WorkIndex, Inbound, int | None]] = collections.deque()
+        self._calls = ThreadPoolExecutor(self.capacity, thread_name_prefix="tile-call")
+        self._pending: set[Future[TileDone]] = set()
 
     def submit(self, index: WorkIndex, inbound: Inbound, step: int | None = None) -> None:
-        self._queue.append((index, inbound, step))
+        if len(index) == 3:
+            call = self._calls.submit(self.worker.downsample, *index)
+        else:
+            call = self._calls.submit(self.worker.process, index[0], index[1], inbound, step)
+        self._pending.add(call)
 
     def retarget(self, job: TileJob) -> None:
         """Run ``job``'s tiles from now on, with the model already loaded if it is the same."""
@@ -56,18 +69,22 @@ class InProcessPool:
         return 0  # a tile in this process fails with it, and is never retried
 
     def in_flight(self) -> int:
-        return len(self._queue)
+        return len(self._pending)
 
     def wait(self) -> list[TileDone]:
-        index, inbound, step = self._queue.popleft()
-        if len(index) == 3:
-            return [self.worker.downsample(*index)]
-        return [self.worker.process(index[0], index[1], inbound, step)]
+        done, _ = futures.wait(self._pending, return_when=futures.FIRST_COMPLETED)
+        self._pending -= done
+        # A failed tile raises its error here; a tile that finished beside it goes
+        # unrecorded and runs again on --resume, as after any stop.
+        return [call.result() for call in done]
 
     def close(self) -> None:
         import torch
 
-        self._queue.clear()
+        # Calls not started are dropped; those computing finish first (a thread cannot be
+        # stopped), so nothing writes into the output after the stage ends.
+        self._calls.shutdown(wait=True, cancel_futures=True)
+        self._pending.clear()
         torch.set_num_threads(self._threads)
 
 

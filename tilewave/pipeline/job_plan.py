@@ -150,8 +150,8 @@ def _check_runner(options: Options) -> None:
         raise SettingsError(f"--workers must be at least 1, got {options.workers}")
     if options.batch is not None and options.batch < 1:
         raise SettingsError(f"--batch must be at least 1, got {options.batch}")
-    if options.executor == "local" and (options.workers or options.address):
-        raise SettingsError("--local runs tiles in this process; drop --workers and --address")
+    if options.executor == "local" and options.address:
+        raise SettingsError("--local runs tiles in this process; drop --address")
 
 
 def resolve_executor(options: Options, tiles: int) -> Executor:
@@ -349,9 +349,13 @@ def plan_job(output: str, options: Options, facts: ImageFacts, stages: Sequence[
             "where the model has it")
     if options.consistent:
         planned.append(_consistency_stage(planned, last_store))
-    executor = resolve_executor(options, sum(p.grid.count for p in planned))
+    tiles = sum(p.grid.count for p in planned)
+    executor = resolve_executor(options, tiles)
+    workers = options.workers
+    if executor == "local" and options.executor == "auto":
+        workers = tiles  # no more than CPUs: every tile at once, each on its share of them
     return JobPlan(output=output, stages=tuple(planned), export=export, executor=executor,
-                   workers=options.workers, address=options.address, batch=options.batch)
+                   workers=workers, address=options.address, batch=options.batch)
 
 
 def _consistency_stage(planned: Sequence[StagePlan], output: str) -> StagePlan:

@@ -76,11 +76,12 @@ def _check_cluster(plan: JobPlan) -> None:
         from ..actors.cluster import probe
 
         probe(plan.address)
-    if plan.executor == "ray" and plan.address is None and plan.workers:
+    if plan.address is None and plan.workers:
         cpus = os.cpu_count() or 1
         if plan.workers > cpus:
-            raise SettingsError(f"--workers {plan.workers} asks for more workers than the "
-                                f"cluster's {cpus} CPUs; lower it")
+            where = "the cluster's" if plan.executor == "ray" else "this machine's"
+            raise SettingsError(f"--workers {plan.workers} asks for more workers than "
+                                f"{where} {cpus} CPUs; lower it")
 
 
 def unholdable(nodata: float, dtype: Any) -> str | None:
