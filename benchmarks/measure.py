@@ -99,6 +99,9 @@ class TreeSampler:
     label_peak_pss: dict[str, int] = field(default_factory=dict)
     #: label -> the most processes of that kind seen at once.
     label_max_count: dict[str, int] = field(default_factory=dict)
+    #: pid -> (label, CPU seconds, user and system) as last read: what each process used
+    #: up to its last sample (one that exits between samples loses at most an interval).
+    cpu_by_pid: dict[int, tuple[str, float]] = field(default_factory=dict)
     _known: dict[int, psutil.Process] = field(default_factory=dict)
     _labels: dict[int, str] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -182,6 +185,8 @@ class TreeSampler:
                 # Read every time: Ray's processes retitle themselves (a worker starts as
                 # default_worker.py, becomes ray::IDLE, then ray::TileWorker).
                 label = self.label_of(proc)
+                times = proc.cpu_times()
+                self.cpu_by_pid[proc.pid] = (label, times.user + times.system)
                 if pss is None:
                     pss = rss
                     self.pss_fallbacks.add(label)
@@ -208,6 +213,13 @@ class TreeSampler:
             self.label_peak_pss[label] = max(self.label_peak_pss.get(label, 0), pss)
             self.label_max_count[label] = max(self.label_max_count.get(label, 0), n)
         return s
+
+    def cpu_seconds_by_label(self) -> dict[str, float]:
+        """label -> CPU seconds its processes used (as of their last samples)."""
+        out: dict[str, float] = defaultdict(float)
+        for label, seconds in self.cpu_by_pid.values():
+            out[label] += seconds
+        return {k: round(v, 2) for k, v in sorted(out.items(), key=lambda kv: -kv[1])}
 
 
 # --------------------------------------------------------------------------- object store
@@ -311,6 +323,8 @@ class Measured:
     #: label -> the highest PSS bytes that kind of process reached during the run.
     peak_pss_by_process: dict[str, int]
     max_processes_by_kind: dict[str, int]
+    #: label -> CPU seconds (user + system) that kind of process used.
+    cpu_seconds_by_process: dict[str, float]
     pss_unavailable_for: list[str]
     leftover_processes: list[str]
     #: Peak bytes used in the Ray object store (None: the command ran no Ray).
@@ -387,6 +401,7 @@ def measure_command(cmd: Sequence[str], *, env: dict[str, str] | None = None,
         pss_at_peak_by_process=sorted_desc({k: v[0] for k, v in peak.by_label.items()} if peak else {}),
         peak_pss_by_process=sorted_desc(sampler.label_peak_pss),
         max_processes_by_kind=dict(sorted(sampler.label_max_count.items())),
+        cpu_seconds_by_process=sampler.cpu_seconds_by_label(),
         pss_unavailable_for=sorted(sampler.pss_fallbacks),
         leftover_processes=leftovers,
         object_store_peak_bytes=store.peak_bytes if ran_ray else None,

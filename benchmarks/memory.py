@@ -126,7 +126,7 @@ def tilewave_command(input_path: Path, output_path: Path, model: str,
            "--model", model, "--tile", str(TILE), "--quiet", "--json", "--overwrite"]
     if local:
         cmd.append("--local")
-    elif workers is not None:
+    if workers is not None:
         cmd += ["--workers", str(workers)]
     return cmd
 
@@ -177,6 +177,7 @@ class Run:
     object_store_peak_bytes: int | None = None
     pss_at_peak_by_process: dict[str, int] = field(default_factory=dict)
     peak_pss_by_process: dict[str, int] = field(default_factory=dict)
+    cpu_seconds_by_process: dict[str, float] = field(default_factory=dict)
     sampler_cpu_s: float | None = None
     load_before: float | None = None
     leftover_processes: list[str] = field(default_factory=list)
@@ -194,6 +195,7 @@ class Run:
         self.object_store_peak_bytes = m.object_store_peak_bytes
         self.pss_at_peak_by_process = m.pss_at_peak_by_process
         self.peak_pss_by_process = m.peak_pss_by_process
+        self.cpu_seconds_by_process = m.cpu_seconds_by_process
         self.sampler_cpu_s = round(m.sampler_cpu_s, 2)
         self.load_before = m.load_before
         self.leftover_processes = m.leftover_processes

@@ -12,6 +12,9 @@ tile; see ``benchmarks/memory.py``) is upscaled x2 with tiles of 256 by:
 ``tilewave-1``, ``tilewave-2``
     ``tilewave upscale IN OUT --model M --workers N --quiet --json`` (Ray, 1 and 2 tiles
     at once, in one worker process);
+``local-2``
+    ``tilewave upscale IN OUT --model M --local --workers 2 --quiet --json``: no Ray, two
+    tiles at once on threads of this process, as one Ray worker runs them;
 ``dask``
     ``map_overlap`` with the model's halo and ``to_zarr`` on dask's threaded scheduler,
     2 threads of one torch thread each (``benchmarks/peers.py dask --pyramid``); not for
@@ -71,7 +74,7 @@ SIDES: dict[str, tuple[int, int]] = {
     "span-x2": (2048, 4096),
     "uniba-x2": (2048, 4096),
 }
-METHODS = ("bare", "tilewave-1", "tilewave-2", "dask")
+METHODS = ("bare", "tilewave-1", "tilewave-2", "local-2", "dask")
 
 
 @dataclass
@@ -91,13 +94,18 @@ class Speed:
     tiles_per_s: float
     mp_per_s: float
     report: dict[str, Any] = field(default_factory=dict)
+    #: The profile: PSS (MiB) of each kind of process in the sample of the peak total,
+    #: and the CPU seconds each kind used over the whole run.
+    pss_mib_at_peak_by_process: dict[str, int] = field(default_factory=dict)
+    cpu_seconds_by_process: dict[str, float] = field(default_factory=dict)
 
 
 def measure_speed(model: str, method: str, path: Path, side: int, scratch: Path,
                   env: dict[str, str], interval: float) -> Speed:
     out = scratch / f"out_{method}.zarr"
-    if method.startswith("tilewave"):
-        cmd = tilewave_command(path, out, model, int(method.split("-")[1]))
+    if method.startswith(("tilewave", "local")):
+        cmd = tilewave_command(path, out, model, int(method.split("-")[1]),
+                               local=method.startswith("local"))
     else:
         cmd = peer_command(method, path, out, model, 1 if method == "bare" else 2, pyramid=True)
     tiles = (-(-side // TILE)) ** 2
@@ -107,7 +115,9 @@ def measure_speed(model: str, method: str, path: Path, side: int, scratch: Path,
     assert run.wall_s is not None and run.peak_pss_bytes is not None
     return Speed(model, method, side, tiles, out_mp, run.wall_s, round(tile_s, 2),
                  run.peak_pss_bytes, run.object_store_peak_bytes,
-                 round(tiles / run.wall_s, 3), round(out_mp / run.wall_s, 3), run.report)
+                 round(tiles / run.wall_s, 3), round(out_mp / run.wall_s, 3), run.report,
+                 {k: round(v / 2**20) for k, v in run.pss_at_peak_by_process.items()},
+                 run.cpu_seconds_by_process)
 
 
 def measure_fixed_cost(workdir: Path, scratch: Path, env: dict[str, str],
@@ -128,7 +138,7 @@ def derived(speeds: Sequence[Speed]) -> dict[str, dict[str, Any]]:
     for model in dict.fromkeys(s.model for s in speeds):
         by = {s.method: s for s in speeds if s.model == model}
         d: dict[str, Any] = {}
-        bare, one, two, dask = (by.get(m) for m in METHODS)
+        bare, one, two, local, dask = (by.get(m) for m in METHODS)
         if bare and one:
             d["overhead_wall"] = round(one.wall_s / bare.wall_s, 3)
             d["overhead_steady"] = round(one.tile_s / bare.tile_s, 3)
@@ -139,6 +149,10 @@ def derived(speeds: Sequence[Speed]) -> dict[str, dict[str, Any]]:
         if two and dask:
             d["dask_time_ratio"] = round(dask.wall_s / two.wall_s, 3)
             d["memory_vs_dask"] = round(two.peak_pss_bytes / dask.peak_pss_bytes, 3)
+        if local and dask:  # --local --workers 2 against dask, as ratios of tilewave's
+            d["local_wall_vs_dask"] = round(local.wall_s / dask.wall_s, 3)
+            d["local_tiles_vs_dask"] = round(local.tile_s / dask.tile_s, 3)
+            d["local_memory_vs_dask"] = round(local.peak_pss_bytes / dask.peak_pss_bytes, 3)
         out[model] = d
     return out
 
@@ -149,6 +163,21 @@ def markdown_table(speeds: Sequence[Speed]) -> str:
     for s in speeds:
         rows.append(f"| {s.model} | {s.method} | {s.tiles} | {s.wall_s:.1f} | {s.tile_s:.1f} | "
                     f"{s.tiles_per_s:.2f} | {s.mp_per_s:.2f} | {s.peak_pss_bytes / 2**20:,.0f} |")
+    return "\n".join(rows)
+
+
+def profile_table(speeds: Sequence[Speed]) -> str:
+    """Per run, each kind of process: its PSS in the sample of the peak total and the CPU
+    seconds it used over the run (kinds under 1 MiB and 0.1 s left out)."""
+    rows = ["| model | method | process | PSS at the peak (MiB) | CPU (s) |",
+            "|---|---|---|---:|---:|"]
+    for s in speeds:
+        kinds = dict.fromkeys([*s.pss_mib_at_peak_by_process, *s.cpu_seconds_by_process])
+        for kind in kinds:
+            mib = s.pss_mib_at_peak_by_process.get(kind, 0)
+            cpu = s.cpu_seconds_by_process.get(kind, 0.0)
+            if mib >= 1 or cpu >= 0.1:
+                rows.append(f"| {s.model} | {s.method} | {kind} | {mib:,} | {cpu:.1f} |")
     return "\n".join(rows)
 
 
@@ -200,6 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         shutil.rmtree(env["RAY_TMPDIR"], ignore_errors=True)
     table = markdown_table(speeds)
     print(table)
+    print(profile_table(speeds))
     machine = machine_info()
     payload = {
         "benchmark": "throughput",
@@ -214,11 +244,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "fixed_cost": fixed,
         "skipped": skipped,
         "table_markdown": table,
+        "profile_markdown": profile_table(speeds),
     }
     def recompute(merged: dict[str, Any]) -> None:
         all_speeds = [Speed(**s) for s in merged["speeds"]]
         merged["derived"] = derived(all_speeds)
         merged["table_markdown"] = markdown_table(all_speeds)
+        merged["profile_markdown"] = profile_table(all_speeds)
         merged["fixed_cost"] = fixed or merged.get("fixed_cost")
 
     payload = write_results(args.json_out, payload, args.update, "speeds",
