@@ -51,8 +51,12 @@ def _crops(folder: Path, count: int) -> list[str]:
 def _run(args: list[str]) -> tuple[float, dict[str, Any]]:
     """Wall seconds of one ``tilewave upscale ... --json`` process, and its report."""
     start = time.perf_counter()
+    # On Ray every time: a one-tile input alone would otherwise run in the command's own
+    # process (the default for so few tiles), and the cohort's cost per input is measured
+    # against the same executor.
     done = subprocess.run([sys.executable, "-m", "tilewave.cli", "upscale", *args, "--json",
-                           "--quiet"], capture_output=True, text=True, check=False)
+                           "--quiet", "--executor", "ray"], capture_output=True, text=True,
+                          check=False)
     wall = time.perf_counter() - start
     if done.returncode not in (0, 1):
         raise RuntimeError(f"tilewave upscale {' '.join(args)} failed: {done.stderr[-800:]}")
