@@ -124,3 +124,21 @@ def test_more_tiles_at_once_than_cpus_in_this_process_is_refused(tmp_path):
         tilewave.upscale(src, tmp_path / "out.zarr", executor="local", workers=CPUS + 1,
                          progress=False)
     assert not (tmp_path / "out.zarr").exists()
+
+
+@pytest.mark.subprocess
+def test_the_cpus_counted_are_those_this_process_may_use():
+    """Under an affinity of one CPU (as ``taskset`` or a container gives), two tiles are
+    more than the CPUs: auto picks Ray. And no GPU is visible where CUDA hides them all."""
+    if not hasattr(os, "sched_setaffinity"):
+        pytest.skip("no CPU affinity on this platform")
+    code = ("import os; os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]}); "
+            "from tilewave.pipeline.host import usable_cpus, has_nvidia_gpu; "
+            "from tilewave.pipeline.job_plan import resolve_executor; "
+            "from tilewave.options import Options; "
+            "print(usable_cpus(), resolve_executor(Options(), 1), resolve_executor(Options(), 2), "
+            "has_nvidia_gpu())")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["1", "local", "ray", "False"]

@@ -50,10 +50,10 @@ def upscale(input: str | os.PathLike[str], output: str | os.PathLike[str], **opt
     chunk of the output array. ``mode`` defaults to the model's own; ``halo`` to the
     model's receptive field; ``overlap`` (blend mode) to an eighth of the tile. With
     ``executor="ray"`` tiles run on Ray actors (a local instance unless ``address`` names
-    a cluster); ``"local"`` runs them in this process, one after another; ``"auto"`` (the
-    default) runs a job of no more tiles than this machine has CPUs in this process, where
-    Ray's start would cost more than it saves, and others on Ray (``address`` or
-    ``workers`` ask for Ray).
+    a cluster); ``"local"`` runs them in this process (``workers`` at once, default one);
+    ``"auto"`` (the default) runs a job of no more tiles than this machine has CPUs in this
+    process, all at once, where Ray's start would cost more than it saves, and others on
+    Ray (``address``, ``workers`` or a GPU ask for Ray).
 
     An ``output`` ending in ``.tif``/``.tiff`` is written as an OME-Zarr image beside it
     (``OUTPUT.zarr``, kept until the export succeeds, so ``resume`` works), then exported

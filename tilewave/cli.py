@@ -461,8 +461,11 @@ def run() -> None:
     small job's."""
     code = main()
     atexit._run_exitfuncs()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except OSError:  # a reader that went away (`tilewave ... --json | head -c1`)
+            code = code or 1
     os._exit(code)
 
 

@@ -1,5 +1,5 @@
 """Pools of tile workers behind one small interface: Ray actors, and an in-process pool
-that runs the same :class:`TileWorker` serially (for ``--local``, tests and debugging).
+that runs the same :class:`TileWorker` in this process (``--local``, and small jobs).
 
 A pool only moves references: the driver submits tile coordinates and context handles
 and gets back :class:`~tilewave.pipeline.messages.TileDone` reports, which carry handles
@@ -38,7 +38,7 @@ class InProcessPool:
     time on both (298 x 298 windows; convolutions of such maps do not split well over
     threads)."""
 
-    def __init__(self, job: TileJob, slots: int = 1, queue_depth: int = 2):
+    def __init__(self, job: TileJob, slots: int = 1, queue_depth: int | None = None):
         import torch
 
         # The worker sets torch's (process-wide) thread count for its model; this process
@@ -47,7 +47,10 @@ class InProcessPool:
         self.worker = TileWorker(job, slots)
         self.workers = slots
         self.processes = 0
-        self.capacity = slots * queue_depth
+        # One slot runs tiles strictly one after another, in the wavefront's order, so
+        # that a failure leaves exactly the tiles before it recorded (tests and debugging
+        # rely on it); several also read and write beside their computing.
+        self.capacity = slots * (queue_depth or (1 if slots == 1 else 2))
         # A tile in this process fails with it, and is never retried.
         self.on_retry: Callable[[WorkIndex, str], None] | None = None
         self._calls = ThreadPoolExecutor(self.capacity, thread_name_prefix="tile-call")
@@ -81,10 +84,13 @@ class InProcessPool:
     def close(self) -> None:
         import torch
 
-        # Calls not started are dropped; those computing finish first (a thread cannot be
-        # stopped), so nothing writes into the output after the stage ends.
+        # Calls not started are dropped, and so are tiles waiting for a compute slot; those
+        # computing finish first (a thread cannot be stopped), so nothing writes into the
+        # output after the stage ends. Then the model goes: this process may live on.
+        self.worker.cancel_waiting()
         self._calls.shutdown(wait=True, cancel_futures=True)
         self._pending.clear()
+        self.worker.release()
         torch.set_num_threads(self._threads)
 
 

@@ -172,6 +172,19 @@ class TileWorker:
     def describe(self) -> str:
         return self.name
 
+    def cancel_waiting(self) -> None:
+        """Drop the tiles waiting for a compute slot (their calls raise CancelledError)."""
+        self._computing.shutdown(wait=False, cancel_futures=True)
+
+    def release(self) -> None:
+        """Let go of the model and the job's setup (for a worker in a process that lives
+        on after its job: the in-process pool's)."""
+        self._computing.shutdown(wait=True)
+        self._loaded = None
+        for name in ("setup", "pyramid"):
+            if hasattr(self, name):
+                delattr(self, name)
+
     def process(self, row: int, col: int, inbound: Mapping[str, Any] | None = None,
                 step: int | None = None, token: int | None = None,
                 job: TileJob | None = None) -> TileDone:

@@ -20,6 +20,7 @@ from typing import Any
 from ..errors import OutputExistsError, SettingsError, TilewaveError, first_line
 from ..options import Options
 from ..storage import location
+from .host import usable_cpus
 from .job import run_job
 from .job_plan import IMAGE_SUFFIXES, TIFF_SUFFIXES, JobPlan, resolve_executor
 from .pool import PoolLauncher
@@ -140,13 +141,13 @@ class SharedWorkers:
 
 
 def _cohort_executor(paths: Sequence[str], outputs: Sequence[str], options: Options,
-                     progress: Progress) -> str:
-    """Where the cohort's tiles run: one choice for all inputs (they share the workers),
-    made as for one job of all their tiles (:func:`resolve_executor`)."""
+                     progress: Progress) -> Options:
+    """``options`` with the cohort's executor: one choice for all inputs (they share the
+    workers), made as for one job of all their tiles (:func:`resolve_executor`)."""
     if options.executor != "auto" or options.address or options.workers:
-        return resolve_executor(options, 0)
-    if len(paths) > (os.cpu_count() or 1):  # at least a tile each
-        return "ray"
+        return dataclasses.replace(options, executor=resolve_executor(options, 0))
+    if len(paths) > usable_cpus():  # at least a tile each
+        return dataclasses.replace(options, executor="ray")
     tiles = 0
     for path, output in zip(paths, outputs, strict=True):
         mine = options if location.exists(output) else dataclasses.replace(options, resume=False)
@@ -156,11 +157,13 @@ def _cohort_executor(paths: Sequence[str], outputs: Sequence[str], options: Opti
             continue
         tiles += sum(s.grid.count for s in plan.stages)
     executor = resolve_executor(options, tiles)
-    if executor == "local":
-        progress.say(f"running the cohort's {tiles} tile{'s' * (tiles != 1)} in this process: "
-                     "with no more tiles than CPUs, starting Ray would take longer than it "
-                     "saves (--executor ray runs them on Ray)")
-    return executor
+    if executor == "ray":
+        return dataclasses.replace(options, executor="ray")
+    progress.say(f"running the cohort's {tiles} tile{'s' * (tiles != 1)} in this process: "
+                 "with no more tiles than CPUs, starting Ray would take longer than it "
+                 "saves (--executor ray runs them on Ray)")
+    # A tile per thread, as a job alone runs its tiles.
+    return dataclasses.replace(options, executor="local", workers=max(1, tiles))
 
 
 def run_cohort(inputs: Sequence[str], output_dir: str, options: Options,
@@ -180,7 +183,7 @@ def run_cohort(inputs: Sequence[str], output_dir: str, options: Options,
     if location.is_local(output_dir):
         os.makedirs(output_dir, exist_ok=True)
     progress = Progress(options.progress)
-    options = dataclasses.replace(options, executor=_cohort_executor(paths, outputs, options, progress))
+    options = _cohort_executor(paths, outputs, options, progress)
     workers = SharedWorkers()
     report = CohortReport()
     try:

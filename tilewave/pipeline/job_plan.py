@@ -160,12 +160,14 @@ def resolve_executor(options: Options, tiles: int) -> Executor:
     each on one core, about as fast as this process computes them one after another on
     every core, and Ray's start and stop cost seconds (about 4 s on 2 cores) that this
     process does not pay. A cluster's ``--address`` or an explicit ``--workers`` asks for
-    Ray."""
+    Ray, and so does a GPU: Ray gives each GPU a worker that batches tiles."""
+    from .host import has_nvidia_gpu, usable_cpus
+
     if options.executor != "auto":
         return options.executor  # type: ignore[return-value]
-    if options.address or options.workers:
+    if options.address or options.workers or has_nvidia_gpu():
         return "ray"
-    return "local" if tiles <= (os.cpu_count() or 1) else "ray"
+    return "local" if tiles <= usable_cpus() else "ray"
 
 
 def _export_step(output: str, options: Options) -> tuple[str, ExportStep | None]:

@@ -19,6 +19,7 @@ from ..storage.locks import check_not_busy
 from ..storage.manifest import Manifest
 from ..storage.writable import check_creatable, check_writable
 from .cascade import plan_stages
+from .host import usable_cpus
 from .job_plan import ImageFacts, JobPlan, plan_job
 
 
@@ -77,7 +78,7 @@ def _check_cluster(plan: JobPlan) -> None:
 
         probe(plan.address)
     if plan.address is None and plan.workers:
-        cpus = os.cpu_count() or 1
+        cpus = usable_cpus()
         if plan.workers > cpus:
             where = "the cluster's" if plan.executor == "ray" else "this machine's"
             raise SettingsError(f"--workers {plan.workers} asks for more workers than "
