@@ -22,7 +22,14 @@ from ..options import Options
 from ..storage import location
 from .host import usable_cpus
 from .job import run_job
-from .job_plan import IMAGE_SUFFIXES, TIFF_SUFFIXES, JobPlan, resolve_executor
+from .job_plan import (
+    IMAGE_SUFFIXES,
+    TIFF_SUFFIXES,
+    JobPlan,
+    in_process_notice,
+    resolve_executor,
+    resolve_runner,
+)
 from .pool import PoolLauncher
 from .prepare import prepare
 from .report import Progress, Report
@@ -155,15 +162,11 @@ def _cohort_executor(paths: Sequence[str], outputs: Sequence[str], options: Opti
             _, plan = prepare(path, output, mine)
         except Exception:  # refused again, and reported, in its turn
             continue
-        tiles += sum(s.grid.count for s in plan.stages)
-    executor = resolve_executor(options, tiles)
-    if executor == "ray":
-        return dataclasses.replace(options, executor="ray")
-    progress.say(f"running the cohort's {tiles} tile{'s' * (tiles != 1)} in this process: "
-                 "with no more tiles than CPUs, starting Ray would take longer than it "
-                 "saves (--executor ray runs them on Ray)")
-    # A tile per thread, as a job alone runs its tiles.
-    return dataclasses.replace(options, executor="local", workers=max(1, tiles))
+        tiles += plan.tiles
+    executor, workers = resolve_runner(options, tiles)
+    if executor == "local":
+        progress.say(in_process_notice("the cohort", tiles))
+    return dataclasses.replace(options, executor=executor, workers=workers)
 
 
 def run_cohort(inputs: Sequence[str], output_dir: str, options: Options,

@@ -24,7 +24,7 @@ from ..options import Options
 from ..storage import location
 from ..storage.associated import read_associated, write_associated
 from ..storage.inputs import InputImage, open_input
-from .job_plan import JobPlan
+from .job_plan import JobPlan, in_process_notice
 from .pool import PoolLauncher
 from .prepare import prepare
 from .report import Counts, Progress, Report
@@ -44,8 +44,7 @@ def _report(plan: JobPlan, image: InputImage, results: list[Counts], seconds: fl
     return Report(**vars(counts), output=output,
                   array=output if plan.export else f"{last.output}/0",
                   shape=(image.channels, *grid.out_shape), dtype=str(image.dtype), model=model,
-                  scale=plan.scale, mode=models[-1].mode,
-                  tiles=sum(s.grid.count for s in plan.stages), seconds=seconds,
+                  scale=plan.scale, mode=models[-1].mode, tiles=plan.tiles, seconds=seconds,
                   executor=plan.executor,
                   sampler=next((s.sampler.as_dict() for s in plan.stages if s.sampler), None),
                   schedule=next(("step" if s.stepwise else "tile" for s in plan.stages
@@ -84,10 +83,7 @@ def run_job(input_path: str, output: str, options: Options,
     if hint is not None:
         progress.say(hint)
     if options.executor == "auto" and plan.executor == "local":
-        tiles = sum(s.grid.count for s in plan.stages)
-        progress.say(f"running the job's {tiles} tile{'s' * (tiles != 1)} in this process: with "
-                     "no more tiles than CPUs, starting Ray would take longer than it saves "
-                     "(--executor ray runs them on Ray)")
+        progress.say(in_process_notice("the job", plan.tiles))
     from ..actors.launch import PoolFactory
 
     pools: PoolLauncher = shared(plan, progress) if shared is not None else PoolFactory(plan, progress)

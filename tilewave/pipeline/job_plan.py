@@ -137,6 +137,11 @@ class JobPlan:
         return total
 
     @property
+    def tiles(self) -> int:
+        """Tiles of every stage."""
+        return sum(s.grid.count for s in self.stages)
+
+    @property
     def intermediate_stores(self) -> list[str]:
         """Stores of every stage but the last."""
         return [s.output for s in self.stages[:-1]]
@@ -168,6 +173,22 @@ def resolve_executor(options: Options, tiles: int) -> Executor:
     if options.address or options.workers or has_nvidia_gpu():
         return "ray"
     return "local" if tiles <= usable_cpus() else "ray"
+
+
+def resolve_runner(options: Options, tiles: int) -> tuple[Executor, int | None]:
+    """Where ``tiles`` tiles run (:func:`resolve_executor`) and how many at once: ``auto``
+    choosing this process runs every one at once, each on its share of the CPUs."""
+    executor = resolve_executor(options, tiles)
+    if executor == "local" and options.executor == "auto":
+        return executor, max(1, tiles)
+    return executor, options.workers
+
+
+def in_process_notice(what: str, tiles: int) -> str:
+    """The line saying that ``auto`` runs ``what`` (the job, the cohort) in this process."""
+    return (f"running {what}'s {tiles} tile{'s' * (tiles != 1)} in this process: with no "
+            "more tiles than CPUs, starting Ray would take longer than it saves "
+            "(--executor ray runs them on Ray)")
 
 
 def _export_step(output: str, options: Options) -> tuple[str, ExportStep | None]:
@@ -351,11 +372,7 @@ def plan_job(output: str, options: Options, facts: ImageFacts, stages: Sequence[
             "where the model has it")
     if options.consistent:
         planned.append(_consistency_stage(planned, last_store))
-    tiles = sum(p.grid.count for p in planned)
-    executor = resolve_executor(options, tiles)
-    workers = options.workers
-    if executor == "local" and options.executor == "auto":
-        workers = tiles  # no more than CPUs: every tile at once, each on its share of them
+    executor, workers = resolve_runner(options, sum(p.grid.count for p in planned))
     return JobPlan(output=output, stages=tuple(planned), export=export, executor=executor,
                    workers=workers, address=options.address, batch=options.batch)
 
