@@ -5,6 +5,7 @@ cohort of the shared real data (the Aperio slide, the H&E image, the Landsat sce
 
     python benchmarks/cohort.py            # docs/benchmarks/cohort.{json,md}
     python benchmarks/cohort.py --quick    # 4 inputs, bicubic only
+    python benchmarks/cohort.py --before ../old-checkout   # and an older tilewave, side by side
 
 Per extra input = (wall of 16 inputs - wall of 1 input) / 15, each a fresh process;
 the target is at most 0.5 s for span-x2 and bicubic. Each cohort runs ``--repeats``
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -48,31 +50,32 @@ def _crops(folder: Path, count: int) -> list[str]:
     return paths
 
 
-def _run(args: list[str]) -> tuple[float, dict[str, Any]]:
-    """Wall seconds of one ``tilewave upscale ... --json`` process, and its report."""
+def _run(args: list[str], code: Path = REPO) -> tuple[float, dict[str, Any]]:
+    """Wall seconds of one ``tilewave upscale ... --json`` process of the tilewave in
+    ``code``, and its report."""
+    env = {**os.environ, "PYTHONPATH": str(code), "RAY_AUTH_MODE": "disabled"}
     start = time.perf_counter()
     # On Ray every time: a one-tile input alone would otherwise run in the command's own
     # process (the default for so few tiles), and the cohort's cost per input is measured
     # against the same executor.
     done = subprocess.run([sys.executable, "-m", "tilewave.cli", "upscale", *args, "--json",
                            "--quiet", "--executor", "ray"], capture_output=True, text=True,
-                          check=False)
+                          check=False, env=env)
     wall = time.perf_counter() - start
     if done.returncode not in (0, 1):
         raise RuntimeError(f"tilewave upscale {' '.join(args)} failed: {done.stderr[-800:]}")
     return wall, last_json_object(done.stdout)
 
 
-def _cohort(inputs: list[str], out: Path, model: str, repeats: int) -> dict[str, Any]:
-    best: dict[str, Any] | None = None
-    for _ in range(repeats):
-        wall, report = _run([*inputs, "--output-dir", str(out), "--model", model, "--overwrite"])
-        if best is None or wall < best["wall_s"]:
-            best = {"wall_s": wall, "inputs": len(inputs), "failed": report["failed"],
-                    "per_input_s": [o["seconds"] for o in report["inputs"]],
-                    "tile_s": [o["report"]["tile_seconds"] for o in report["inputs"] if o["report"]]}
-    assert best is not None
-    return best
+def _cohort(inputs: list[str], out: Path, model: str, code: Path = REPO) -> dict[str, Any]:
+    wall, report = _run([*inputs, "--output-dir", str(out), "--model", model, "--overwrite"], code)
+    return {"wall_s": wall, "inputs": len(inputs), "failed": report["failed"],
+            "per_input_s": [o["seconds"] for o in report["inputs"]],
+            "tile_s": [o["report"]["tile_seconds"] for o in report["inputs"] if o["report"]]}
+
+
+def _fastest(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    return min(runs, key=lambda r: r["wall_s"])
 
 
 def _separate(inputs: list[str], out: Path, model: str) -> float:
@@ -82,33 +85,42 @@ def _separate(inputs: list[str], out: Path, model: str) -> float:
     return time.perf_counter() - start
 
 
-def measure(quick: bool, repeats: int) -> dict[str, Any]:
+def measure(quick: bool, repeats: int, before: Path | None = None) -> dict[str, Any]:
     models = ["bicubic"] if quick else ["bicubic", "span-x2"]
     count = 4 if quick else 16
+    versions = {**({"before": before.resolve()} if before else {}), "this": REPO}
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="tw-cohort-") as tmp:
         root = Path(tmp)
         inputs = _crops(root / "in", count)
         for model in models:
-            one = _cohort(inputs[:1], root / "one", model, repeats)
-            many = _cohort(inputs, root / "many", model, repeats)
+            runs: dict[tuple[str, int], list[dict[str, Any]]] = {
+                (v, n): [] for v in versions for n in (1, count)}
+            for _ in range(repeats):  # in turn, so that load affects every one alike
+                for (version, n), done in runs.items():
+                    done.append(_cohort(inputs[:n], root / f"{version}{n}", model, versions[version]))
             separate = None if quick else _separate(inputs, root / "alone", model)
-            rows.append({"model": model, "one": one, "many": many, "separate_wall_s": separate,
-                         "per_extra_input_s": (many["wall_s"] - one["wall_s"]) / (count - 1)})
+            for version in versions:
+                one, many = _fastest(runs[(version, 1)]), _fastest(runs[(version, count)])
+                rows.append({"model": model, "version": version, "one": one, "many": many,
+                             "separate_wall_s": separate if version == "this" else None,
+                             "per_extra_input_s": (many["wall_s"] - one["wall_s"]) / (count - 1)})
         real = None
         if not quick and all((SHARED / f).exists() for f in SHARED_FILES):
-            real = _cohort([str(SHARED / f) for f in SHARED_FILES], root / "real", "span-x2", 1)
-    return {"command": "python benchmarks/cohort.py" + (" --quick" if quick else ""),
+            real = _cohort([str(SHARED / f) for f in SHARED_FILES], root / "real", "span-x2")
+    return {"command": "python benchmarks/cohort.py" + (" --quick" if quick else "")
+            + (" --before OLD" if before else ""),
             "machine": machine_info(), "inputs": count, "rows": rows, "shared_data": real}
 
 
 def _table(result: dict[str, Any]) -> str:
     lines = [f"`{result['command']}` on {machine_line(result['machine'])}", "",
-             f"| model | 1 input, wall s | {result['inputs']} inputs, wall s | per extra input, s "
-             f"| {result['inputs']} separate commands, wall s |", "|---|---|---|---|---|"]
+             f"| model | tilewave | 1 input, wall s | {result['inputs']} inputs, wall s | per extra "
+             f"input, s | {result['inputs']} separate commands, wall s |", "|---|---|---|---|---|---|"]
     for row in result["rows"]:
         separate = row["separate_wall_s"]
-        lines.append(f"| {row['model']} | {row['one']['wall_s']:.1f} | {row['many']['wall_s']:.1f} "
+        lines.append(f"| {row['model']} | {row.get('version', 'this')} | {row['one']['wall_s']:.1f} "
+                     f"| {row['many']['wall_s']:.1f} "
                      f"| {row['per_extra_input_s']:.2f} | "
                      f"{'' if separate is None else f'{separate:.1f}'} |")
     real = result["shared_data"]
@@ -125,8 +137,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="4 inputs, bicubic, one repeat")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None, help="folder for cohort.{json,md}")
+    parser.add_argument("--before", type=Path, default=None,
+                        help="a checkout of an older tilewave, measured side by side")
     args = parser.parse_args()
-    result = measure(args.quick, 1 if args.quick else args.repeats)
+    result = measure(args.quick, 1 if args.quick else args.repeats, args.before)
     out = args.out or (Path(tempfile.gettempdir()) if args.quick else OUT)
     out.mkdir(parents=True, exist_ok=True)
     (out / "cohort.json").write_text(json.dumps(result, indent=1) + "\n")

@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import imagecodecs
+import numpy as np
 import pytest
 import tifffile
 import zarr
@@ -80,6 +81,53 @@ def test_resume_continues_the_cohort(inputs, tmp_path):
     assert [o.report.tiles_run for o in again.outcomes] == [0, 4, 4]
     with pytest.raises(OutputExistsError, match=r"exists \(and 2 more\); pass resume=True"):
         tilewave.upscale_cohort(inputs, out, model="bicubic", executor="local", progress=False)
+
+
+def test_the_next_input_fills_the_workers_an_input_leaves_idle(tmp_path):
+    """Two tiles at once: input a's first tile runs alone (its neighbours wait for it),
+    so input b's one tile takes the other slot and b ends first; each output is as if
+    upscaled alone."""
+    photo = data.astronaut()
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(imagecodecs.png_encode(photo[:96, :96]))
+    (folder / "b.png").write_bytes(imagecodecs.png_encode(photo[200:232, 200:232]))
+    report = tilewave.upscale_cohort(folder, tmp_path / "out", model="uniba-x2", tile=32,
+                                     executor="local", workers=2, progress=False)
+    a, b = report.outcomes
+    assert not report.failed and a.report.tiles_run == 9 and b.report.tiles_run == 1
+    assert b.began < a.ended and b.ended < a.ended
+    for name in ("a", "b"):
+        alone = tilewave.upscale(folder / f"{name}.png", tmp_path / f"alone_{name}.zarr",
+                                 model="uniba-x2", tile=32, executor="local", workers=2,
+                                 progress=False)
+        assert (zarr.open_array(str(tmp_path / "out" / f"{name}.zarr" / "0"))[:].tobytes()
+                == zarr.open_array(alone.array)[:].tobytes())
+
+
+@pytest.mark.parametrize("executor", ["local", pytest.param("ray", marks=pytest.mark.ray)])
+def test_an_input_whose_tile_fails_leaves_the_workers_to_the_others(tmp_path, executor):
+    """A NaN in input a's last tile fails a, part-way, while b and c share the workers
+    with it: they finish, equal to their inputs upscaled alone, and a's output goes, as
+    for a job alone stopped by its pixels (its tiles still running ended first)."""
+    rng = np.random.default_rng(3)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    images = {name: rng.random((1, 64, 64), dtype=np.float32) for name in "abc"}
+    images["a"][0, 60, 60] = np.nan
+    for name, pixels in images.items():
+        zarr_input(folder / f"{name}.zarr", pixels, chunk=32)
+    report = tilewave.upscale_cohort(folder, tmp_path / "out", model="bicubic", tile=32,
+                                     executor=executor, workers=2, progress=False)
+    assert [o.input.rsplit("/", 1)[1] for o in report.failed] == ["a.zarr"]
+    assert "NaN or infinite values (first at x=60, y=60" in report.failed[0].error
+    assert not (tmp_path / "out" / "a.zarr").exists()
+    for name in "bc":
+        alone = tilewave.upscale(folder / f"{name}.zarr", tmp_path / f"alone_{name}.zarr",
+                                 model="bicubic", tile=32, executor="local", workers=2,
+                                 progress=False)
+        assert (zarr.open_array(str(tmp_path / "out" / f"{name}.zarr" / "0"))[:].tobytes()
+                == zarr.open_array(alone.array)[:].tobytes())
 
 
 def _cli(*args, cwd=None):

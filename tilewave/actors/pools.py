@@ -1,6 +1,12 @@
 """Pools of tile workers behind one small interface: Ray actors, and an in-process pool
 that runs the same :class:`TileWorker` in this process (``--local``, and small jobs).
 
+Workers are started once (:class:`InProcessWorkers`, :class:`RayWorkers`) and run the
+tiles of one job or of several at once: each job submits through its own lane (the
+:class:`~tilewave.pipeline.pool.TilePool` its driver loop sees), and all lanes share the
+workers' capacity (:class:`SharedCapacity`), first come first served, so a second job's
+tiles fill what the first leaves idle at its end.
+
 A pool only moves references: the driver submits tile coordinates and context handles
 and gets back :class:`~tilewave.pipeline.messages.TileDone` reports, which carry handles
 to the contexts the tile left. Contexts live in the job's context store, written by the
@@ -9,6 +15,8 @@ producing worker and read by the consuming one, never passing through the driver
 
 from __future__ import annotations
 
+import itertools
+import threading
 import time
 from collections.abc import Callable
 from concurrent import futures
@@ -26,9 +34,47 @@ from .worker import TileWorker
 STARTUP_TIMEOUT_S = 900
 #: Seconds a call an actor refused while restarting waits before it is submitted again.
 RESTART_POLL_S = 0.5
+#: How long a failed job's lane waits for its tiles still running before it lets them be.
+DRAIN_TIMEOUT_S = 600
 
 
-class InProcessPool:
+class SharedCapacity:
+    """How many tiles all the lanes of one set of workers may have submitted and not yet
+    collected; a lane with none of its own waits here for the others to free one."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self._taken = 0
+        self._changed = threading.Condition()
+        self._closed = False
+
+    def free(self) -> int:
+        with self._changed:
+            return max(0, self.capacity - self._taken)
+
+    def take(self) -> None:
+        with self._changed:
+            self._taken += 1
+
+    def give(self, count: int) -> None:
+        if count:
+            with self._changed:
+                self._taken -= count
+                self._changed.notify_all()
+
+    def wait_free(self, timeout: float | None = None) -> None:
+        """Until some capacity is free, the workers stopped, or ``timeout`` seconds passed."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._closed or self._taken < self.capacity, timeout)
+
+    def close(self) -> None:
+        """The workers stopped: nobody waits for room any longer (their next call fails)."""
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+
+
+class InProcessWorkers:
     """Runs tiles in this process as one Ray worker runs them in its own: ``slots`` tiles
     computing at once on threads that share one model, each on CPUs / ``slots`` torch
     threads, and as many calls again reading their input or writing their output.
@@ -50,22 +96,51 @@ class InProcessPool:
         # One slot runs tiles strictly one after another, in the wavefront's order, so
         # that a failure leaves exactly the tiles before it recorded (tests and debugging
         # rely on it); several also read and write beside their computing.
-        self.capacity = slots * (queue_depth or (1 if slots == 1 else 2))
+        self.shared = SharedCapacity(slots * (queue_depth or (1 if slots == 1 else 2)))
+        self.calls = ThreadPoolExecutor(self.shared.capacity, thread_name_prefix="tile-call")
+        self._tokens = itertools.count()  # 0: the job the worker was made with
+
+    def lane(self, job: TileJob) -> InProcessPool:
+        """Where ``job``'s driver loop submits its tiles."""
+        return InProcessPool(self, job, next(self._tokens))
+
+    def close(self) -> None:
+        import torch
+
+        # Calls not started are dropped, and so are tiles waiting for a compute slot; those
+        # computing finish first (a thread cannot be stopped), so nothing writes into the
+        # output after the stage ends. Then the model goes: this process may live on.
+        self.shared.close()
+        self.worker.cancel_waiting()
+        self.calls.shutdown(wait=True, cancel_futures=True)
+        self.worker.release()
+        torch.set_num_threads(self._threads)
+
+
+class InProcessPool:
+    """One job's lane into :class:`InProcessWorkers`."""
+
+    def __init__(self, workers: InProcessWorkers, job: TileJob, token: int):
+        self._workers, self._job, self._token = workers, job, token
+        self.workers = workers.workers
+        self.processes = 0
         # A tile in this process fails with it, and is never retried.
         self.on_retry: Callable[[WorkIndex, str], None] | None = None
-        self._calls = ThreadPoolExecutor(self.capacity, thread_name_prefix="tile-call")
         self._pending: set[Future[TileDone]] = set()
 
-    def submit(self, index: WorkIndex, inbound: Inbound, step: int | None = None) -> None:
-        if len(index) == 3:
-            call = self._calls.submit(self.worker.downsample, *index)
-        else:
-            call = self._calls.submit(self.worker.process, index[0], index[1], inbound, step)
-        self._pending.add(call)
+    @property
+    def capacity(self) -> int:
+        return len(self._pending) + self._workers.shared.free()
 
-    def retarget(self, job: TileJob) -> None:
-        """Run ``job``'s tiles from now on, with the model already loaded if it is the same."""
-        self.worker.bind(job, self.worker.token + 1)
+    def submit(self, index: WorkIndex, inbound: Inbound, step: int | None = None) -> None:
+        worker, calls = self._workers.worker, self._workers.calls
+        if len(index) == 3:
+            call = calls.submit(worker.downsample, *index, self._token, self._job)
+        else:
+            call = calls.submit(worker.process, index[0], index[1], inbound, step, self._token,
+                                self._job)
+        self._workers.shared.take()
+        self._pending.add(call)
 
     @property
     def retried(self) -> int:
@@ -75,47 +150,43 @@ class InProcessPool:
         return len(self._pending)
 
     def wait(self) -> list[TileDone]:
+        if not self._pending:  # other jobs' tiles hold the workers: wait for room
+            self._workers.shared.wait_free()
+            return []
         done, _ = futures.wait(self._pending, return_when=futures.FIRST_COMPLETED)
         self._pending -= done
+        self._workers.shared.give(len(done))
         # A failed tile raises its error here; a tile that finished beside it goes
         # unrecorded and runs again on --resume, as after any stop.
         return [call.result() for call in done]
 
-    def close(self) -> None:
-        import torch
-
-        # Calls not started are dropped, and so are tiles waiting for a compute slot; those
-        # computing finish first (a thread cannot be stopped), so nothing writes into the
-        # output after the stage ends. Then the model goes: this process may live on.
-        self.worker.cancel_waiting()
-        self._calls.shutdown(wait=True, cancel_futures=True)
+    def close(self, drain: bool = True) -> None:
+        """Leave the workers; with ``drain``, after this job's tiles still running ended
+        (so nothing writes into its output afterwards), the others' tiles going on."""
+        if drain and self._pending:
+            futures.wait(self._pending, timeout=DRAIN_TIMEOUT_S)
+        for call in self._pending:
+            call.cancel()
+        self._workers.shared.give(len(self._pending))
         self._pending.clear()
-        self.worker.release()
-        torch.set_num_threads(self._threads)
 
 
-class RayPool:
+class RayWorkers:
     """Ray actors, one per node (or GPU), each running several tiles at once on threads,
-    fed by least-loaded dispatch; a tile whose worker died runs again on a restarted or
-    new actor."""
+    fed by least-loaded dispatch from every lane; an actor that died for good is
+    replaced by a fresh one wherever there is room."""
 
     def __init__(self, job: TileJob, placements: list[Placement], gpus_per_worker: float = 0.0,
                  queue_depth: int = 2):
         import ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        self.job = job
-        #: Which job the actors run (:meth:`retarget`), and a reference to it that every
-        #: call carries, so that an actor Ray restarted with the job it was created for
-        #: binds itself to the current one.
-        self._token = 0
-        self._job_ref = ray.put(job)
         self.placements = placements
         #: Tiles computing at once, over all worker processes.
         self.workers = sum(p.slots for p in placements)
         self.processes = len(placements)
         # Each slot has one tile computing and ``queue_depth - 1`` reading or writing.
-        self.capacity = self.workers * queue_depth
+        self.shared = SharedCapacity(self.workers * queue_depth)
         # A restarted actor reloads its model. Its unfinished calls fail, and the driver
         # submits them again (RetryLostTiles: one retry policy, which counts what it
         # retries) rather than Ray retrying them out of sight. Ray's type stubs do not
@@ -134,20 +205,14 @@ class RayPool:
                 num_cpus=0 if gpus else place.slots, num_gpus=gpus, max_restarts=3,
                 max_task_retries=0, max_concurrency=place.slots * queue_depth,
                 scheduling_strategy=where,
-            ).remote(self.job, place.slots, 1 if not gpus else None)
+            ).remote(job, place.slots, 1 if not gpus else None)
 
         self._start_actor = start
-        #: Told of every tile or chunk submitted again after its worker was lost.
-        self.on_retry: Callable[[WorkIndex, str], None] | None = None
+        self._lock = threading.Lock()  # lanes dispatch from their own threads
         self._actors = [start(p) for p in placements]
         self._dispatch = LeastLoaded(len(placements), [p.slots for p in placements])
-        self._retry = RetryLostTiles()
-        self._pending: dict[Any, tuple[WorkIndex, int, Any, Inbound, int | None]] = {}
-        #: Calls refused by an actor that was restarting, each with when to try again.
-        self._later: list[tuple[float, WorkIndex, Inbound, int | None]] = []
-        #: Tiles and chunks lost since they were submitted, and how many such losses.
-        self._unsettled: set[WorkIndex] = set()
-        self._retried = 0
+        self._tokens = itertools.count()  # 0: the job the actors were created with
+        self.closed = False
         # Surfaces model-loading errors now, as one clear failure, rather than per tile.
         try:
             ray.get([a.describe.remote() for a in self._actors], timeout=STARTUP_TIMEOUT_S)
@@ -158,19 +223,71 @@ class RayPool:
         except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as exc:
             raise WorkerLostError(f"tile workers failed to start: {_cause(exc)}") from None
 
-    def in_flight(self) -> int:
-        return len(self._pending) + len(self._later)
+    def lane(self, job: TileJob) -> RayPool:
+        """Where ``job``'s driver loop submits its tiles."""
+        return RayPool(self, job, next(self._tokens))
 
-    def retarget(self, job: TileJob) -> None:
-        """Run ``job``'s tiles from now on: each actor binds to it at its next call,
-        keeping its model where ``job`` runs the same one (a cohort's next input)."""
+    def pick(self) -> tuple[int, Any]:
+        """The actor to give the next call to, and its place; counts it as queued there."""
+        with self._lock:
+            if self.closed:
+                raise WorkerLostError("the tile workers were stopped")
+            k = self._dispatch.pick()
+            return k, self._actors[k]
+
+    def finished(self, k: int) -> None:
+        with self._lock:
+            self._dispatch.finished(k)
+
+    def replace(self, k: int, actor: Any) -> None:
+        """Put a fresh actor in place ``k`` if ``actor`` still holds it (out of restarts,
+        or its node gone for good). All its calls fail alike; the first replaces it."""
+        with self._lock:
+            if not self.closed and self._actors[k] is actor:
+                self._actors[k] = self._start_actor(self.placements[k])
+
+    def close(self) -> None:
         import ray
 
-        if self.in_flight():
-            raise RuntimeError("a pool is retargeted only between jobs")
-        self.job = job
-        self._token += 1
+        with self._lock:
+            self.closed = True
+            actors, self._actors = self._actors, []
+        self.shared.close()
+        for actor in actors:
+            ray.kill(actor)
+
+
+class RayPool:
+    """One job's lane into :class:`RayWorkers`: a tile whose worker died runs again, on
+    a restarted or new actor."""
+
+    def __init__(self, workers: RayWorkers, job: TileJob, token: int):
+        import ray
+
+        self._workers = workers
+        #: The job, named by a token that every call carries with a reference to the job,
+        #: so that an actor binds itself to it at its first call (one that Ray restarted
+        #: with the job it was created for too).
+        self._token = token
         self._job_ref = ray.put(job)
+        self.workers = workers.workers
+        self.processes = workers.processes
+        #: Told of every tile or chunk submitted again after its worker was lost.
+        self.on_retry: Callable[[WorkIndex, str], None] | None = None
+        self._retry = RetryLostTiles()
+        self._pending: dict[Any, tuple[WorkIndex, int, Any, Inbound, int | None]] = {}
+        #: Calls refused by an actor that was restarting, each with when to try again.
+        self._later: list[tuple[float, WorkIndex, Inbound, int | None]] = []
+        #: Tiles and chunks lost since they were submitted, and how many such losses.
+        self._unsettled: set[WorkIndex] = set()
+        self._retried = 0
+
+    @property
+    def capacity(self) -> int:
+        return self.in_flight() + self._workers.shared.free()
+
+    def in_flight(self) -> int:
+        return len(self._pending) + len(self._later)
 
     @property
     def retried(self) -> int:
@@ -194,11 +311,15 @@ class RayPool:
         due = [(index, inbound, step) for t, index, inbound, step in self._later if t <= now]
         self._later = [item for item in self._later if item[0] > now]
         for index, inbound, step in due:
-            self.submit(index, inbound, step)
+            self._call(index, inbound, step)
 
     def submit(self, index: WorkIndex, inbound: Inbound, step: int | None = None) -> None:
-        k = self._dispatch.pick()
-        actor = self._actors[k]
+        self._workers.shared.take()
+        self._call(index, inbound, step)
+
+    def _call(self, index: WorkIndex, inbound: Inbound, step: int | None) -> None:
+        """Send one call (a first one, or one again) to the least loaded actor."""
+        k, actor = self._workers.pick()
         ref = (actor.downsample.remote(*index, self._token, self._job_ref) if len(index) == 3
                else actor.process.remote(index[0], index[1], inbound, step, self._token,
                                          self._job_ref))
@@ -207,6 +328,9 @@ class RayPool:
     def wait(self) -> list[TileDone]:
         import ray
 
+        if not self.in_flight():  # other jobs' tiles hold the workers: wait for room
+            self._workers.shared.wait_free()
+            return []
         self._submit_due()
         ready, _ = ray.wait(list(self._pending), num_returns=1,
                             timeout=RESTART_POLL_S if self._later else None)
@@ -215,11 +339,13 @@ class RayPool:
         out = []
         for ref in [*ready, *more]:
             index, k, actor, inbound, step = self._pending.pop(ref)
-            self._dispatch.finished(k)
+            self._workers.finished(k)
             try:
                 out.append(ray.get(ref))
                 self._unsettled.discard(index)
+                self._workers.shared.give(1)
             except ray.exceptions.RayTaskError as exc:
+                self._workers.shared.give(1)
                 # The worker raised the user's error already (process_tile): pass it on.
                 raise exc.cause if isinstance(exc.cause, Exception) else exc from None
             except ray.exceptions.ActorUnavailableError as exc:
@@ -229,27 +355,35 @@ class RayPool:
                 self._lost(index, _cause(exc))
                 self._later.append((time.monotonic() + RESTART_POLL_S, index, inbound, step))
             except ray.exceptions.RayActorError as exc:
-                # Each sampler step of a tile is an attempt of its own (--schedule step).
-                self._retry.record_loss(index if step is None else (*index, step), _cause(exc))
+                if self._workers.closed:
+                    self._workers.shared.give(1)
+                    raise WorkerLostError("the tile workers were stopped") from None
+                try:
+                    # Each sampler step of a tile is an attempt of its own (--schedule step).
+                    self._retry.record_loss(index if step is None else (*index, step), _cause(exc))
+                except WorkerLostError:
+                    self._workers.shared.give(1)
+                    raise
                 self._lost(index, _cause(exc))
-                if isinstance(exc, ray.exceptions.ActorDiedError) and self._actors[k] is actor:
-                    # Out of restarts (or its node is gone for good): a fresh actor takes
-                    # its place, wherever the scheduler finds room. All its tiles fail
-                    # alike; the first failure replaces it for all of them.
-                    self._actors[k] = self._start_actor(self.placements[k])
-                self.submit(index, inbound, step)
+                if isinstance(exc, ray.exceptions.ActorDiedError):
+                    self._workers.replace(k, actor)
+                self._call(index, inbound, step)
         return out
 
-    def close(self) -> None:
+    def close(self, drain: bool = True) -> None:
+        """Leave the workers; with ``drain``, after this job's tiles still running ended
+        (so nothing writes into its output afterwards), the others' tiles going on."""
         import ray
 
-        for ref in list(self._pending):
+        refs = list(self._pending)
+        if drain and refs and not self._workers.closed:
+            ray.wait(refs, num_returns=len(refs), timeout=DRAIN_TIMEOUT_S)
+        for ref, (_, k, *_) in self._pending.items():
             ray.cancel(ref, force=False)
+            self._workers.finished(k)
+        self._workers.shared.give(len(refs) + len(self._later))
         self._pending.clear()
         self._later.clear()
-        for actor in self._actors:
-            ray.kill(actor)
-        self._actors = []
 
 
 def _cause(exc: BaseException) -> str:
@@ -257,4 +391,4 @@ def _cause(exc: BaseException) -> str:
     return text[-1][:300] if text else type(exc).__name__
 
 
-__all__ = ["InProcessPool", "RayPool", "TilePool"]
+__all__ = ["InProcessPool", "InProcessWorkers", "RayPool", "RayWorkers", "TilePool"]

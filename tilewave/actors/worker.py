@@ -14,6 +14,10 @@ glibc gives every thread that allocates its own heap arena and keeps what is fre
 there, so activations allocated by every call thread in turn held 1.7 GiB where 1.1 GiB
 is enough (span-x2, 2 slots, 4 calls, over the 64 tiles of the throughput benchmark's
 input, in one process).
+
+A worker may serve several jobs at once (a cohort's inputs, whose tiles interleave): it
+keeps a setup per job, named by the driver's token that every call carries, and one
+loaded model per distinct model among them.
 """
 
 from __future__ import annotations
@@ -22,16 +26,36 @@ import functools
 import os
 import socket
 import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from ..pipeline.messages import TileDone, TileJob
 
+#: Jobs a worker keeps a setup for (the least recently used goes first; a call of a job
+#: whose setup went binds it again from the job the call carries): more than a cohort
+#: runs at once, two stages each. A setup holds array handles, not pixels.
+KEPT_JOBS = 16
+#: Distinct models a worker keeps loaded: two, so that a cohort's inputs running at once
+#: at different stages of a cascade do not reload their models in turn.
+KEPT_MODELS = 2
+
+
+@dataclass
+class _Bound:
+    """One job's setup in this worker, and which loaded model it uses (None: its own)."""
+
+    key: Any
+    setup: Any
+    pyramid: Any
+
 
 class TileWorker:
-    """Runs tiles of one job at a time with one loaded model; bound to the next job of a
-    cohort (:meth:`bind`), it keeps the model when the next job runs the same one."""
+    """Runs tiles of the jobs it is bound to (:meth:`bind`) with one loaded model per
+    distinct model among them; a cohort's next input that runs the same model finds it
+    loaded."""
 
     def __init__(self, job: TileJob, slots: int = 1, threads: int | None = None):
         """Load ``job``'s model for ``slots`` concurrent tiles, each computing on
@@ -47,15 +71,23 @@ class TileWorker:
         self.slots = slots
         self._computing = ThreadPoolExecutor(slots, thread_name_prefix="compute")
         self.name = f"{socket.gethostname()}:{os.getpid()}:{self.device}"
-        self._loaded: tuple[Any, Any] | None = None  # (what was loaded, the model)
+        self._models: dict[Any, Any] = {}  # what was loaded -> the model
+        self._bound: OrderedDict[int, _Bound] = OrderedDict()
         self._binding = threading.Lock()
-        #: Which of the driver's jobs this worker is bound to (:meth:`bind`).
+        #: The job this worker was bound to last (:meth:`bind`): calls naming no token run it.
         self.token = 0
         self.bind(job)
 
-    def _model(self, job: TileJob) -> Any:
-        """``job``'s model: the loaded one again where the job asks for the same weights
-        and sampler, told the job's conditions, wrapped for its bands."""
+    def _unload(self, key: Any) -> None:
+        """Let go of the model loaded for ``key`` and of the jobs' setups that use it."""
+        self._models.pop(key, None)
+        for token in [t for t, b in self._bound.items() if b.key == key]:
+            del self._bound[token]
+
+    def _model(self, job: TileJob) -> tuple[Any, Any]:
+        """``job``'s model and what it was loaded for: the loaded one again where the job
+        asks for the same weights and sampler, told the job's conditions, wrapped for its
+        bands."""
         import torch
 
         from ..models import load_model
@@ -67,17 +99,19 @@ class TileWorker:
             guide = functools.cache(lambda: ArrayReader(job.guide))  # type: ignore[arg-type]
             model: Any = BackProjection(lambda w: guide().read(*w), job.guide_scale, job.nodata)
             model.to(self.device, False)
-            return model
+            return None, model
         key = (job.model, job.scale, job.sampler, job.precision)
-        if self._loaded is None or self._loaded[0] != key:
-            # The old weights go before the new ones load: the old job's setup holds them too.
-            self._loaded = None
-            if hasattr(self, "setup"):
-                del self.setup
+        if key not in self._models:
+            # Old weights go before new ones load (the setups of the jobs using them hold
+            # them too, so those go as well): all but the newest job's model.
+            if len(self._models) >= KEPT_MODELS:
+                newest = next(reversed(self._bound.values())).key if self._bound else None
+                for old in [k for k in self._models if k != newest]:
+                    self._unload(old)
             model = load_model(job.model, job.scale, job.sampler)
             model.to(self.device, self._half(job, model))
-            self._loaded = (key, model)
-        model = self._loaded[1]
+            self._models[key] = model
+        model = self._models[key]
         torch.set_num_threads(self._threads)
         if model.descriptor.positional and self.device.type == "cpu":
             # Its output promises the same bytes for any --workers, and a float reduction
@@ -90,7 +124,7 @@ class TileWorker:
             from ..models.bandwise import Bandwise
 
             model = Bandwise(model)  # any number of bands (a satellite stack)
-        return model
+        return key, model
 
     def _half(self, job: TileJob, model: Any) -> bool:
         """Whether ``model`` computes in half precision: on a GPU, where it allows it,
@@ -99,7 +133,8 @@ class TileWorker:
                 and job.precision != "fp32")
 
     def bind(self, job: TileJob, token: int = 0) -> None:
-        """Run ``job``'s tiles from now on (the driver's ``token`` names it)."""
+        """Set up ``job``, which calls carrying ``token`` run (and calls naming no token,
+        until the next bind)."""
         import torch
 
         from ..models.bicubic import Bicubic
@@ -109,7 +144,7 @@ class TileWorker:
         from .device import default_batch
 
         device = self.device
-        model = self._model(job)
+        key, model = self._model(job)
         half = self._half(job, model)
         # Opened at the first read: a worker may start while the driver still copies the
         # input into the working copy it reads. Two threads racing here open it twice,
@@ -129,17 +164,17 @@ class TileWorker:
             kept = StateStore(job.contexts_in)
             states = States(load=kept.load, save=kept.save)
 
-        self.batch = min(job.batch or default_batch(device), self.slots)
+        batch = min(job.batch or default_batch(device), self.slots)
         forward = None
-        if self.batch > 1 and job.mode != "context" and not model.descriptor.positional:
+        if batch > 1 and job.mode != "context" and not model.descriptor.positional:
             from .batching import Batcher
 
             def run(x: Any) -> Any:
                 with torch.inference_mode():  # per thread: the batcher's needs its own
                     return model.forward_image(x)
 
-            forward = Batcher(run, self.batch)
-        self.setup = TileSetup(
+            forward = Batcher(run, batch)
+        setup = TileSetup(
             grid=job.grid, mode=job.mode, model=model, read=lambda w: reader().read(*w),
             write=writer.write, keep=keep if store is not None else None, ramp=job.ramp,
             device=device, half=half, cheap=Bicubic(job.scale) if job.adaptive else None,
@@ -147,27 +182,38 @@ class TileWorker:
             compute=lambda work: self._computing.submit(work).result(), forward=forward,
             steps=job.sampler.steps if job.sampler else None, states=states)
 
-        self.pyramid = None
+        pyramid = None
         if job.pyramid is not None:
             from ..pipeline.pyramid_work import PyramidSetup
 
             levels = range(job.pyramid.levels + 1)
             readers = {k: ArrayReader(ArraySpec(job.level_array(k))) for k in levels[:-1]}
             writers = {k: ArrayWriter(job.level_array(k), job.durable) for k in levels[1:]}
-            self.pyramid = PyramidSetup(plan=job.pyramid, read=lambda k, w: readers[k].read(*w),
-                                        write=lambda k, y, x, data: writers[k].write(y, x, data),
-                                        worker=self.name, nodata=job.nodata)
+            pyramid = PyramidSetup(plan=job.pyramid, read=lambda k, w: readers[k].read(*w),
+                                   write=lambda k, y, x, data: writers[k].write(y, x, data),
+                                   worker=self.name, nodata=job.nodata)
+        self._bound[token] = _Bound(key=key, setup=setup, pyramid=pyramid)
+        self._bound.move_to_end(token)
+        while len(self._bound) > KEPT_JOBS:
+            self._bound.popitem(last=False)
         self.token = token
 
-    def _follow(self, token: int | None, job: TileJob | None) -> None:
-        """Bind to the job a call names, if this worker is not bound to it yet: a cohort's
-        next input, or (after Ray restarted this actor with the job it was created for)
-        the job running now."""
-        if token is None or token == self.token:
-            return
+    def _follow(self, token: int | None, job: TileJob | None) -> _Bound:
+        """The setup of the job a call names, made first if this worker has none for it:
+        a cohort's next input, or (after Ray restarted this actor with the job it was
+        created for) the job running now."""
         with self._binding:
-            if token != self.token and job is not None:
+            if token is None:
+                token = self.token
+            bound = self._bound.get(token)
+            if bound is None:
+                if job is None:
+                    raise RuntimeError(f"this worker has no setup for job {token}")
                 self.bind(job, token)
+                bound = self._bound[token]
+            else:
+                self._bound.move_to_end(token)
+            return bound
 
     def describe(self) -> str:
         return self.name
@@ -180,10 +226,8 @@ class TileWorker:
         """Let go of the model and the job's setup (for a worker in a process that lives
         on after its job: the in-process pool's)."""
         self._computing.shutdown(wait=True)
-        self._loaded = None
-        for name in ("setup", "pyramid"):
-            if hasattr(self, name):
-                delattr(self, name)
+        self._bound.clear()
+        self._models.clear()
 
     def process(self, row: int, col: int, inbound: Mapping[str, Any] | None = None,
                 step: int | None = None, token: int | None = None,
@@ -192,15 +236,14 @@ class TileWorker:
         ``token`` names (``job``); raises the user's error if it fails."""
         from ..pipeline.tile_work import process_tile
 
-        self._follow(token, job)
-        return process_tile(self.setup, row, col, inbound, step)
+        return process_tile(self._follow(token, job).setup, row, col, inbound, step)
 
     def downsample(self, level: int, row: int, col: int, token: int | None = None,
                    job: TileJob | None = None) -> TileDone:
         """Compute chunk ``(row, col)`` of pyramid ``level`` from the level below."""
         from ..pipeline.pyramid_work import process_chunk
 
-        self._follow(token, job)
-        if self.pyramid is None:
+        pyramid = self._follow(token, job).pyramid
+        if pyramid is None:
             raise RuntimeError("this job builds no pyramid")
-        return process_chunk(self.pyramid, level, row, col)
+        return process_chunk(pyramid, level, row, col)

@@ -1,8 +1,11 @@
 """A cohort: many inputs upscaled in one run, each into its own output in one folder.
 
-One Ray instance (or cluster connection) and one set of workers serve every input: the
-workers are retargeted from one input to the next and keep their model loaded while the
-inputs run the same one (:class:`~tilewave.actors.launch.PoolFactory` with ``keep``).
+One Ray instance (or cluster connection) and one set of workers serve every input, and
+keep their model loaded while the inputs run the same one
+(:class:`~tilewave.actors.launch.PoolFactory` with ``keep``). Several inputs run at once,
+each its own job on its own driver thread, in order of the inputs: their tiles share the
+workers first come first served, so while one input's last tiles run, the next one's
+fill the workers it leaves idle (and its input is read and copied meanwhile).
 Each input is its own job, with its own output, job state and ledger, so each resumes on
 its own; an input that fails is reported and the others still run.
 """
@@ -12,8 +15,10 @@ from __future__ import annotations
 import dataclasses
 import glob
 import os
+import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,12 +105,19 @@ class Outcome:
     output: str
     report: Report | None = None
     error: str | None = None
-    seconds: float = 0.0
+    #: When its job began and ended, in seconds from the cohort's start (inputs overlap).
+    began: float = 0.0
+    ended: float = 0.0
+
+    @property
+    def seconds(self) -> float:
+        return self.ended - self.began
 
     def as_dict(self) -> dict[str, Any]:
         return {"input": self.input, "output": self.output,
                 "status": "failed" if self.error is not None else "done",
-                "seconds": self.seconds, "error": self.error,
+                "seconds": self.seconds, "began": self.began, "ended": self.ended,
+                "error": self.error,
                 "report": self.report.as_dict() if self.report is not None else None}
 
 
@@ -126,25 +138,33 @@ class CohortReport:
 
 
 class SharedWorkers:
-    """The one set of workers a cohort's jobs share: started by the first job's first
-    stage, handed on to each next stage, closed at the end."""
+    """The one set of workers a cohort's jobs share: started by the first stage that
+    asks, serving every stage of every input, closed at the end. On Ray, the instance is
+    joined or started at once, from the thread that outlives the jobs (Ray's daemons die
+    with the thread that started them)."""
 
-    def __init__(self) -> None:
-        self.launcher: Any = None
-
-    def __call__(self, plan: JobPlan, progress: Progress) -> PoolLauncher:
+    def __init__(self, options: Options, progress: Progress):
         from ..actors.launch import PoolFactory
 
-        if self.launcher is None:
-            self.launcher = PoolFactory(plan, progress, keep=True)
-        else:
-            self.launcher.progress = progress
+        plan = JobPlan(output="", stages=(), export=None, executor=options.executor,  # type: ignore[arg-type]
+                       workers=options.workers, address=options.address, batch=options.batch)
+        self.launcher = PoolFactory(plan, progress, keep=True)
+        if options.executor == "ray":
+            self.launcher.connect()
+
+    def __call__(self, plan: JobPlan, progress: Progress) -> PoolLauncher:
         return self.launcher
 
     def close(self) -> None:
-        if self.launcher is not None:
-            self.launcher.close()
-            self.launcher = None
+        self.launcher.close()
+
+
+def jobs_at_once(inputs: int, workers: int) -> int:
+    """How many of a cohort's inputs run at once: one more than the tiles the workers
+    run at once (so that inputs of a tile each keep them all busy, with the next input
+    prepared meanwhile), at least two, at most eight (each holds an output's lock and
+    reads its input), and no more than there are inputs."""
+    return max(1, min(inputs, 8, max(2, workers + 1)))
 
 
 def _cohort_executor(paths: Sequence[str], outputs: Sequence[str], options: Options,
@@ -187,27 +207,44 @@ def run_cohort(inputs: Sequence[str], output_dir: str, options: Options,
         os.makedirs(output_dir, exist_ok=True)
     progress = Progress(options.progress)
     options = _cohort_executor(paths, outputs, options, progress)
-    workers = SharedWorkers()
+    workers = SharedWorkers(options, progress)
     report = CohortReport()
-    try:
-        for number, (path, output) in enumerate(zip(paths, outputs, strict=True), 1):
+    said = threading.Lock()
+
+    def run_one(number: int, path: str, output: str) -> Outcome:
+        with said:
             progress.say(f"input {number} of {len(paths)}: {path} -> {output}")
-            mine = options
-            if options.resume and not location.exists(output):
-                mine = dataclasses.replace(options, resume=False)  # nothing to resume yet
-            begun = time.perf_counter()
-            try:
-                done = run_job(path, output, mine, workers)
-                report.outcomes.append(Outcome(input=path, output=output, report=done,
-                                               seconds=time.perf_counter() - begun))
-            except Exception as exc:
-                # This input's failure is its own: the others still run. The workers may
-                # still be running its tiles; the next input starts fresh ones.
-                message = str(exc) if isinstance(exc, TilewaveError) else first_line(exc)
+        mine = options
+        if options.resume and not location.exists(output):
+            mine = dataclasses.replace(options, resume=False)  # nothing to resume yet
+        began = time.perf_counter() - started
+        try:
+            done = run_job(path, output, mine, workers)
+            return Outcome(input=path, output=output, report=done, began=began,
+                           ended=time.perf_counter() - started)
+        except Exception as exc:
+            # This input's failure is its own: its tiles still running end first, and
+            # the other inputs go on with the workers.
+            message = str(exc) if isinstance(exc, TilewaveError) else first_line(exc)
+            with said:
                 progress.say(f"input {number} of {len(paths)} failed: {message}")
-                report.outcomes.append(Outcome(input=path, output=output, error=message,
-                                               seconds=time.perf_counter() - begun))
+            return Outcome(input=path, output=output, error=message, began=began,
+                           ended=time.perf_counter() - started)
+
+    at_once = jobs_at_once(len(paths), options.workers or usable_cpus())
+    inputs_running = ThreadPoolExecutor(at_once, thread_name_prefix="tilewave-input")
+    try:
+        # Submitted in order: an input starts once one before it ended.
+        running = [inputs_running.submit(run_one, number, path, output) for number, (path, output)
+                   in enumerate(zip(paths, outputs, strict=True), 1)]
+        report.outcomes = [job.result() for job in running]
+    except BaseException:
+        # Interrupted: inputs not started never start, and stopping the workers ends the
+        # running ones' tiles, so their threads end too rather than run to completion.
+        inputs_running.shutdown(wait=False, cancel_futures=True)
+        raise
     finally:
         workers.close()
+        inputs_running.shutdown(wait=False)
     report.seconds = time.perf_counter() - started
     return report

@@ -16,13 +16,19 @@ Inbound = Mapping[str, Any]
 
 
 class TilePool(Protocol):
-    """Workers that run one stage's tiles and pyramid chunks."""
+    """One stage's way into workers that run its tiles and pyramid chunks, and may run
+    other stages' (a cohort's inputs) at the same time: ``capacity`` is what this stage
+    has submitted plus what no stage holds, and :meth:`wait` with nothing submitted
+    waits for room (returning nothing)."""
 
     #: Tiles computing at once, and the worker processes they run in (0: this process).
     workers: int
     processes: int
-    #: How many tiles may be submitted and not yet completed.
-    capacity: int
+    @property
+    def capacity(self) -> int:
+        """How many tiles may be submitted and not yet completed, now."""
+        ...
+
     #: Told of every tile or chunk submitted again after its worker was lost (pools that
     #: never lose a worker never call it).
     on_retry: Callable[[WorkIndex, str], None] | None
@@ -33,7 +39,8 @@ class TilePool(Protocol):
         ...
 
     def wait(self) -> list[TileDone]:
-        """Block until at least one submitted tile finished; raise if one failed."""
+        """Block until at least one submitted tile finished (or, with none submitted,
+        until the workers have room); raise if one failed."""
         ...
 
     def in_flight(self) -> int:
@@ -45,13 +52,9 @@ class TilePool(Protocol):
         """Tiles and chunks submitted again because their worker was lost."""
         ...
 
-    def retarget(self, job: TileJob) -> None:
-        """Run ``job``'s tiles from now on (a cohort's next input), keeping the workers and
-        their model where ``job`` runs the same one. Only between jobs: nothing in flight."""
-        ...
-
-    def close(self) -> None:
-        """Stop the workers (and give back what this process changed for them)."""
+    def close(self, drain: bool = True) -> None:
+        """Leave the workers, giving back this job's share of them; with ``drain``, once
+        its tiles still running ended (so nothing writes into its output afterwards)."""
         ...
 
 
@@ -59,7 +62,8 @@ class PoolLauncher(Protocol):
     """Starts each stage's workers, on the job's executor (joined once for all stages)."""
 
     def __call__(self, job: TileJob, tiles: int, label: str) -> AbstractContextManager[TilePool]:
-        """Workers for ``job`` (at most one per one of its ``tiles`` left), closed on leaving."""
+        """A way into workers for ``job`` (started for at most its ``tiles`` left, unless
+        they serve other jobs too), closed on leaving."""
         ...
 
     def close(self) -> None:

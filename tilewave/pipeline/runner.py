@@ -106,6 +106,24 @@ class _Handover:
             self.states.remove(tile, k - 1)  # the next attempt of step k is not needed
 
 
+def _submit_ready(pool: TilePool, wave: Wavefront, levels: PyramidFront | None,
+                  table: ContextTable[Any] | None, stepwise: bool) -> None:
+    """Submit ready pyramid chunks, then ready tiles (with their neighbours' contexts
+    from ``table``, for dependent tiles), while the pool has room."""
+    while pool.in_flight() < pool.capacity:
+        chunk = levels.pop_ready() if levels is not None else None
+        if chunk is not None:
+            pool.submit(chunk, {})
+            continue
+        node = wave.pop_ready()
+        if node is None:
+            return
+        r, c, k = node
+        inbound = table.inbound((r, c), k) if table is not None else {}
+        pool.submit((r, c), {str(d): v for d, v in inbound.items() if v is not None},
+                    k if stepwise else None)
+
+
 def run_tiles(
     grid: TileGrid,
     pool: TilePool,
@@ -156,23 +174,16 @@ def run_tiles(
     last_tile = start if wave.finished else None
     try:
         while not wave.finished or (levels is not None and not levels.finished):
-            while pool.in_flight() < pool.capacity:
-                chunk = levels.pop_ready() if levels is not None else None
-                if chunk is not None:
-                    pool.submit(chunk, {})
-                    continue
-                if not wave.has_ready():
-                    break
-                node = wave.pop_ready()
-                assert node is not None
-                r, c, k = node
-                inbound = table.inbound((r, c), k) if dependent else {}
-                pool.submit((r, c), {str(d): v for d, v in inbound.items() if v is not None},
-                            k if stepwise else None)
+            _submit_ready(pool, wave, levels, table if dependent else None, stepwise)
             peak_in_flight = max(peak_in_flight, pool.in_flight())
-            if not pool.in_flight():  # nothing runs and nothing is ready: a bug, not a hang
+            ready = wave.has_ready() or (levels is not None and levels.has_ready())
+            if not pool.in_flight() and not ready:  # nothing runs or is ready: a bug, not a hang
                 raise RuntimeError("the tile DAG stalled: no tile or pyramid chunk is ready")
+            # With nothing of this job in flight, other jobs hold the workers' room: this
+            # waits for some and finds nothing finished.
             finished = pool.wait()
+            if not finished:
+                continue
             if guard is not None:
                 guard()
             # The worker wrote the chunk and its contexts before reporting: record first,
