@@ -52,7 +52,8 @@ def _crops(folder: Path, count: int) -> list[str]:
 
 def _run(args: list[str], code: Path = REPO) -> tuple[float, dict[str, Any]]:
     """Wall seconds of one ``tilewave upscale ... --json`` process of the tilewave in
-    ``code``, and its report."""
+    ``code``, and its report. Run outside the checkout: ``python -m`` puts the working
+    folder first on the path, before ``PYTHONPATH``."""
     env = {**os.environ, "PYTHONPATH": str(code), "RAY_AUTH_MODE": "disabled"}
     start = time.perf_counter()
     # On Ray every time: a one-tile input alone would otherwise run in the command's own
@@ -60,7 +61,7 @@ def _run(args: list[str], code: Path = REPO) -> tuple[float, dict[str, Any]]:
     # against the same executor.
     done = subprocess.run([sys.executable, "-m", "tilewave.cli", "upscale", *args, "--json",
                            "--quiet", "--executor", "ray"], capture_output=True, text=True,
-                          check=False, env=env)
+                          check=False, env=env, cwd=tempfile.gettempdir())
     wall = time.perf_counter() - start
     if done.returncode not in (0, 1):
         raise RuntimeError(f"tilewave upscale {' '.join(args)} failed: {done.stderr[-800:]}")

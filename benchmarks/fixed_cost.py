@@ -54,7 +54,10 @@ def timed_lines(cmd: Sequence[str], env: dict[str, str]) -> tuple[float, int, li
     """Run ``cmd``; its wall seconds, exit code, and each stderr line (or progress bar
     update) with the second it arrived."""
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # Outside the checkout: `python -m` puts the working folder first on the path, before
+    # PYTHONPATH, and "before" would run this checkout.
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            cwd=tempfile.gettempdir())
     assert proc.stderr is not None
     lines: list[tuple[float, str]] = []
 

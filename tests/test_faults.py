@@ -200,3 +200,49 @@ def test_killed_worker_process_is_restarted_and_its_tiles_retried(ray_local, tmp
     clean = tmp_path / "clean.zarr"
     tilewave.upscale(src, str(clean), model=model, tile=16, workers=2, progress=False)
     np.testing.assert_array_equal(got, zarr.open_array(str(clean), path="0")[:])
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_a_worker_killed_in_a_cohort_restarts_for_the_inputs_still_running(ray_local, tmp_path):
+    """A cohort whose first input failed on its pixels (its output removed) and whose
+    second runs on the same workers: SIGKILL one mid-run. The restarted worker sets up
+    the job its next call names (not the first input's, whose output is gone), the tiles
+    run again, and the second output has the bytes of that input upscaled alone."""
+    from skimage import data
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    bad = np.ones((1, 32, 32), np.float32)
+    bad[0, 5, 5] = np.nan
+    zarr_input(folder / "a.zarr", bad, chunk=32)
+    pixels = np.ascontiguousarray(data.coffee()[100:300, 150:410].transpose(2, 0, 1))
+    zarr_input(folder / "b.zarr", pixels, chunk=32)
+    out = tmp_path / "out"
+    killed: list[int] = []
+
+    def kill_one_worker() -> None:
+        ledger = out / "b.zarr" / ".tilewave" / "ledger.log"
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if ledger.exists() and len(ledger.read_text().splitlines()) >= 5:
+                workers = _tile_workers()
+                if workers:
+                    workers[0].send_signal(signal.SIGKILL)
+                    killed.append(workers[0].pid)
+                    return
+            time.sleep(0.01)
+
+    killer = threading.Thread(target=kill_one_worker)
+    killer.start()
+    report = tilewave.upscale_cohort(folder, out, model="span-x2", tile=16, workers=2,
+                                     executor="ray", progress=False)
+    killer.join()
+    assert killed, "no worker was killed: the test did not test anything"
+    a, b = report.outcomes
+    assert "NaN" in (a.error or "") and not (out / "a.zarr").exists()
+    assert b.error is None and b.report.retried >= 1, b.error
+    alone = tilewave.upscale(folder / "b.zarr", tmp_path / "alone.zarr", model="span-x2",
+                             tile=16, workers=2, executor="ray", progress=False)
+    np.testing.assert_array_equal(zarr.open_array(str(out / "b.zarr"), path="0")[:],
+                                  zarr.open_array(alone.array)[:])

@@ -33,7 +33,7 @@ class PoolFactory:
         self.cluster: Any = None
         self._kept: Any = None  # the workers, with ``keep``
         self._starting = threading.Lock()
-        self._closed = False
+        self._stopped = threading.Event()
 
     def connect(self) -> Any:
         """Join the plan's cluster, or start a local instance, once. Ray's daemons die
@@ -52,11 +52,12 @@ class PoolFactory:
         for other stages), closed on leaving."""
         if self.keep:
             with self._starting:  # a cohort's inputs ask from their own threads
-                if self._closed:  # the cohort stopped: no input starts workers again
-                    raise WorkerLostError("the tile workers were stopped")
-                if self._kept is None:
+                if self._kept is None and not self._stopped.is_set():
                     self._kept = self._start(job, None, label)
                 workers = self._kept
+            if self._stopped.is_set():  # the cohort stopped, maybe while these started
+                self.stop()
+                raise WorkerLostError("the tile workers were stopped")
         else:
             workers = self._start(job, tiles, label)
         pool = workers.lane(job)
@@ -101,12 +102,16 @@ class PoolFactory:
                           f"{' on GPUs' if gpus else ''}, {at_once} tile{'s' * (at_once != 1)} at once")
         return RayWorkers(job, placements, gpus)
 
+    def stop(self) -> None:
+        """Stop the kept workers (tiles running on them fail), and start none again."""
+        self._stopped.set()
+        kept, self._kept = self._kept, None
+        if kept is not None:
+            kept.close()
+
     def close(self) -> None:
-        with self._starting:
-            self._closed = True
-        if self._kept is not None:
-            self._kept.close()
-            self._kept = None
+        """Stop the kept workers, then leave the cluster joined or started, if any."""
+        self.stop()
         if self.cluster is not None:
             from .cluster import disconnect
 

@@ -34,13 +34,12 @@ from .worker import TileWorker
 STARTUP_TIMEOUT_S = 900
 #: Seconds a call an actor refused while restarting waits before it is submitted again.
 RESTART_POLL_S = 0.5
-#: How long a failed job's lane waits for its tiles still running before it lets them be.
-DRAIN_TIMEOUT_S = 600
 
 
 class SharedCapacity:
     """How many tiles all the lanes of one set of workers may have submitted and not yet
-    collected; a lane with none of its own waits here for the others to free one."""
+    collected; a lane with none of its own waits here for the others to free one. Each
+    lane counts what it holds and gives it all back when it closes, whatever failed."""
 
     def __init__(self, capacity: int):
         self.capacity = capacity
@@ -62,10 +61,12 @@ class SharedCapacity:
                 self._taken -= count
                 self._changed.notify_all()
 
-    def wait_free(self, timeout: float | None = None) -> None:
-        """Until some capacity is free, the workers stopped, or ``timeout`` seconds passed."""
+    def wait_free(self) -> None:
+        """Until some capacity is free; raises once the workers stopped."""
         with self._changed:
-            self._changed.wait_for(lambda: self._closed or self._taken < self.capacity, timeout)
+            self._changed.wait_for(lambda: self._closed or self._taken < self.capacity)
+            if self._closed:
+                raise WorkerLostError("the tile workers were stopped")
 
     def close(self) -> None:
         """The workers stopped: nobody waits for room any longer (their next call fails)."""
@@ -98,7 +99,7 @@ class InProcessWorkers:
         # rely on it); several also read and write beside their computing.
         self.shared = SharedCapacity(slots * (queue_depth or (1 if slots == 1 else 2)))
         self.calls = ThreadPoolExecutor(self.shared.capacity, thread_name_prefix="tile-call")
-        self._tokens = itertools.count()  # 0: the job the worker was made with
+        self._tokens = itertools.count(1)
 
     def lane(self, job: TileJob) -> InProcessPool:
         """Where ``job``'s driver loop submits its tiles."""
@@ -127,6 +128,7 @@ class InProcessPool:
         # A tile in this process fails with it, and is never retried.
         self.on_retry: Callable[[WorkIndex, str], None] | None = None
         self._pending: set[Future[TileDone]] = set()
+        self._held = 0  # of the shared capacity
 
     @property
     def capacity(self) -> int:
@@ -140,6 +142,7 @@ class InProcessPool:
             call = calls.submit(worker.process, index[0], index[1], inbound, step, self._token,
                                 self._job)
         self._workers.shared.take()
+        self._held += 1
         self._pending.add(call)
 
     @property
@@ -156,6 +159,7 @@ class InProcessPool:
         done, _ = futures.wait(self._pending, return_when=futures.FIRST_COMPLETED)
         self._pending -= done
         self._workers.shared.give(len(done))
+        self._held -= len(done)
         # A failed tile raises its error here; a tile that finished beside it goes
         # unrecorded and runs again on --resume, as after any stop.
         return [call.result() for call in done]
@@ -164,11 +168,12 @@ class InProcessPool:
         """Leave the workers; with ``drain``, after this job's tiles still running ended
         (so nothing writes into its output afterwards), the others' tiles going on."""
         if drain and self._pending:
-            futures.wait(self._pending, timeout=DRAIN_TIMEOUT_S)
+            futures.wait(self._pending)
         for call in self._pending:
             call.cancel()
-        self._workers.shared.give(len(self._pending))
         self._pending.clear()
+        self._workers.shared.give(self._held)
+        self._held = 0
 
 
 class RayWorkers:
@@ -211,7 +216,7 @@ class RayWorkers:
         self._lock = threading.Lock()  # lanes dispatch from their own threads
         self._actors = [start(p) for p in placements]
         self._dispatch = LeastLoaded(len(placements), [p.slots for p in placements])
-        self._tokens = itertools.count()  # 0: the job the actors were created with
+        self._tokens = itertools.count(1)
         self.closed = False
         # Surfaces model-loading errors now, as one clear failure, rather than per tile.
         try:
@@ -281,10 +286,15 @@ class RayPool:
         #: Tiles and chunks lost since they were submitted, and how many such losses.
         self._unsettled: set[WorkIndex] = set()
         self._retried = 0
+        self._held = 0  # of the shared capacity
 
     @property
     def capacity(self) -> int:
         return self.in_flight() + self._workers.shared.free()
+
+    def _give(self, count: int) -> None:
+        self._workers.shared.give(count)
+        self._held -= count
 
     def in_flight(self) -> int:
         return len(self._pending) + len(self._later)
@@ -315,6 +325,7 @@ class RayPool:
 
     def submit(self, index: WorkIndex, inbound: Inbound, step: int | None = None) -> None:
         self._workers.shared.take()
+        self._held += 1
         self._call(index, inbound, step)
 
     def _call(self, index: WorkIndex, inbound: Inbound, step: int | None) -> None:
@@ -343,9 +354,8 @@ class RayPool:
             try:
                 out.append(ray.get(ref))
                 self._unsettled.discard(index)
-                self._workers.shared.give(1)
+                self._give(1)
             except ray.exceptions.RayTaskError as exc:
-                self._workers.shared.give(1)
                 # The worker raised the user's error already (process_tile): pass it on.
                 raise exc.cause if isinstance(exc.cause, Exception) else exc from None
             except ray.exceptions.ActorUnavailableError as exc:
@@ -356,14 +366,9 @@ class RayPool:
                 self._later.append((time.monotonic() + RESTART_POLL_S, index, inbound, step))
             except ray.exceptions.RayActorError as exc:
                 if self._workers.closed:
-                    self._workers.shared.give(1)
                     raise WorkerLostError("the tile workers were stopped") from None
-                try:
-                    # Each sampler step of a tile is an attempt of its own (--schedule step).
-                    self._retry.record_loss(index if step is None else (*index, step), _cause(exc))
-                except WorkerLostError:
-                    self._workers.shared.give(1)
-                    raise
+                # Each sampler step of a tile is an attempt of its own (--schedule step).
+                self._retry.record_loss(index if step is None else (*index, step), _cause(exc))
                 self._lost(index, _cause(exc))
                 if isinstance(exc, ray.exceptions.ActorDiedError):
                     self._workers.replace(k, actor)
@@ -377,13 +382,14 @@ class RayPool:
 
         refs = list(self._pending)
         if drain and refs and not self._workers.closed:
-            ray.wait(refs, num_returns=len(refs), timeout=DRAIN_TIMEOUT_S)
+            # Until they end, however long: an actor that dies ends them too.
+            ray.wait(refs, num_returns=len(refs))
         for ref, (_, k, *_) in self._pending.items():
             ray.cancel(ref, force=False)
             self._workers.finished(k)
-        self._workers.shared.give(len(refs) + len(self._later))
         self._pending.clear()
         self._later.clear()
+        self._give(self._held)
 
 
 def _cause(exc: BaseException) -> str:

@@ -16,8 +16,10 @@ is enough (span-x2, 2 slots, 4 calls, over the 64 tiles of the throughput benchm
 input, in one process).
 
 A worker may serve several jobs at once (a cohort's inputs, whose tiles interleave): it
-keeps a setup per job, named by the driver's token that every call carries, and one
-loaded model per distinct model among them.
+keeps a setup per job, named by the driver's token that every call carries with the
+job, and made at the job's first call; and one loaded model per distinct model among
+them. A worker is created with (and Ray restarts it with) only a model loaded, so a
+restart never opens an output whose job has ended.
 """
 
 from __future__ import annotations
@@ -38,9 +40,10 @@ from ..pipeline.messages import TileDone, TileJob
 #: whose setup went binds it again from the job the call carries): more than a cohort
 #: runs at once, two stages each. A setup holds array handles, not pixels.
 KEPT_JOBS = 16
-#: Distinct models a worker keeps loaded: two, so that a cohort's inputs running at once
-#: at different stages of a cascade do not reload their models in turn.
-KEPT_MODELS = 2
+#: Distinct models a worker keeps loaded (the least recently used goes first): three, so
+#: that a cohort's inputs running at once at different stages of a cascade do not reload
+#: their models in turn.
+KEPT_MODELS = 3
 
 
 @dataclass
@@ -59,7 +62,8 @@ class TileWorker:
 
     def __init__(self, job: TileJob, slots: int = 1, threads: int | None = None):
         """Load ``job``'s model for ``slots`` concurrent tiles, each computing on
-        ``threads`` torch threads (default: this process's CPUs shared among the slots)."""
+        ``threads`` torch threads (default: this process's CPUs shared among the slots).
+        Jobs are set up at their first call (:meth:`process`)."""
         import torch
 
         from .device import pick_device
@@ -71,12 +75,10 @@ class TileWorker:
         self.slots = slots
         self._computing = ThreadPoolExecutor(slots, thread_name_prefix="compute")
         self.name = f"{socket.gethostname()}:{os.getpid()}:{self.device}"
-        self._models: dict[Any, Any] = {}  # what was loaded -> the model
+        self._models: OrderedDict[Any, Any] = OrderedDict()  # what was loaded -> the model
         self._bound: OrderedDict[int, _Bound] = OrderedDict()
         self._binding = threading.Lock()
-        #: The job this worker was bound to last (:meth:`bind`): calls naming no token run it.
-        self.token = 0
-        self.bind(job)
+        self._model(job)  # a model that cannot load fails the worker's start, not a tile
 
     def _unload(self, key: Any) -> None:
         """Let go of the model loaded for ``key`` and of the jobs' setups that use it."""
@@ -102,22 +104,21 @@ class TileWorker:
             return None, model
         key = (job.model, job.scale, job.sampler, job.precision)
         if key not in self._models:
-            # Old weights go before new ones load (the setups of the jobs using them hold
-            # them too, so those go as well): all but the newest job's model.
-            if len(self._models) >= KEPT_MODELS:
-                newest = next(reversed(self._bound.values())).key if self._bound else None
-                for old in [k for k in self._models if k != newest]:
-                    self._unload(old)
+            # The least recently used weights go before new ones load (with the setups of
+            # the jobs using them; tiles of theirs still computing keep them until done).
+            while len(self._models) >= KEPT_MODELS:
+                self._unload(next(iter(self._models)))
             model = load_model(job.model, job.scale, job.sampler)
             model.to(self.device, self._half(job, model))
             self._models[key] = model
+        self._models.move_to_end(key)
         model = self._models[key]
-        torch.set_num_threads(self._threads)
-        if model.descriptor.positional and self.device.type == "cpu":
-            # Its output promises the same bytes for any --workers, and a float reduction
-            # split over more threads rounds differently (by about 1e-6, enough to flip a
-            # rounded pixel): every tile computes on one thread, whatever the slots.
-            torch.set_num_threads(1)
+        # torch's thread count is the process's: while a positional model is loaded, every
+        # tile computes on one thread. Its output promises the same bytes for any
+        # --workers, and a float reduction split over more threads rounds differently (by
+        # about 1e-6, enough to flip a rounded pixel).
+        positional = any(m.descriptor.positional for m in self._models.values())
+        torch.set_num_threads(1 if positional and self.device.type == "cpu" else self._threads)
         if job.condition is not None:
             model = model.with_condition(job.condition)
         if job.mode != "context" and not model.descriptor.positional:
@@ -132,9 +133,8 @@ class TileWorker:
         return (self.device.type == "cuda" and model.descriptor.supports_half
                 and job.precision != "fp32")
 
-    def bind(self, job: TileJob, token: int = 0) -> None:
-        """Set up ``job``, which calls carrying ``token`` run (and calls naming no token,
-        until the next bind)."""
+    def bind(self, job: TileJob, token: int) -> None:
+        """Set up ``job``, which calls carrying ``token`` run."""
         import torch
 
         from ..models.bicubic import Bicubic
@@ -196,23 +196,19 @@ class TileWorker:
         self._bound.move_to_end(token)
         while len(self._bound) > KEPT_JOBS:
             self._bound.popitem(last=False)
-        self.token = token
 
-    def _follow(self, token: int | None, job: TileJob | None) -> _Bound:
-        """The setup of the job a call names, made first if this worker has none for it:
-        a cohort's next input, or (after Ray restarted this actor with the job it was
-        created for) the job running now."""
+    def _follow(self, token: int, job: TileJob) -> _Bound:
+        """The setup of the job a call names, made at its first call here (after Ray
+        restarted this actor too)."""
         with self._binding:
-            if token is None:
-                token = self.token
             bound = self._bound.get(token)
             if bound is None:
-                if job is None:
-                    raise RuntimeError(f"this worker has no setup for job {token}")
                 self.bind(job, token)
                 bound = self._bound[token]
             else:
                 self._bound.move_to_end(token)
+                if bound.key is not None:
+                    self._models.move_to_end(bound.key)
             return bound
 
     def describe(self) -> str:
@@ -229,17 +225,15 @@ class TileWorker:
         self._bound.clear()
         self._models.clear()
 
-    def process(self, row: int, col: int, inbound: Mapping[str, Any] | None = None,
-                step: int | None = None, token: int | None = None,
-                job: TileJob | None = None) -> TileDone:
+    def process(self, row: int, col: int, inbound: Mapping[str, Any] | None, step: int | None,
+                token: int, job: TileJob) -> TileDone:
         """Run tile ``(row, col)`` (only its sampler ``step``, if given) of the job
         ``token`` names (``job``); raises the user's error if it fails."""
         from ..pipeline.tile_work import process_tile
 
         return process_tile(self._follow(token, job).setup, row, col, inbound, step)
 
-    def downsample(self, level: int, row: int, col: int, token: int | None = None,
-                   job: TileJob | None = None) -> TileDone:
+    def downsample(self, level: int, row: int, col: int, token: int, job: TileJob) -> TileDone:
         """Compute chunk ``(row, col)`` of pyramid ``level`` from the level below."""
         from ..pipeline.pyramid_work import process_chunk
 

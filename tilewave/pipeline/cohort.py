@@ -18,7 +18,8 @@ import os
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent import futures
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +44,8 @@ from .report import Progress, Report
 INPUT_SUFFIXES = (".tif", ".tiff", ".svs", ".png", ".jpg", ".jpeg", ".zarr")
 #: What an output may be named with: OME-Zarr, or a pyramidal TIFF.
 OUTPUT_SUFFIXES = (".zarr", *TIFF_SUFFIXES, ".ome.tif", ".ome.tiff")
+#: Seconds an interrupted cohort waits for its running inputs to stop before it leaves Ray.
+STOP_WAIT_S = 30
 #: Marker files of a Zarr store (v3, v2).
 _ZARR_MARKERS = ("zarr.json", ".zgroup", ".zarray")
 
@@ -155,6 +158,10 @@ class SharedWorkers:
     def __call__(self, plan: JobPlan, progress: Progress) -> PoolLauncher:
         return self.launcher
 
+    def stop(self) -> None:
+        """Stop the workers: the inputs running fail at their next tile."""
+        self.launcher.stop()
+
     def close(self) -> None:
         self.launcher.close()
 
@@ -233,6 +240,7 @@ def run_cohort(inputs: Sequence[str], output_dir: str, options: Options,
 
     at_once = jobs_at_once(len(paths), options.workers or usable_cpus())
     inputs_running = ThreadPoolExecutor(at_once, thread_name_prefix="tilewave-input")
+    running: list[Future[Outcome]] = []
     try:
         # Submitted in order: an input starts once one before it ended.
         running = [inputs_running.submit(run_one, number, path, output) for number, (path, output)
@@ -240,8 +248,12 @@ def run_cohort(inputs: Sequence[str], output_dir: str, options: Options,
         report.outcomes = [job.result() for job in running]
     except BaseException:
         # Interrupted: inputs not started never start, and stopping the workers ends the
-        # running ones' tiles, so their threads end too rather than run to completion.
+        # running ones' tiles, so their threads end too (one copying its input or writing
+        # its TIFF does so first) rather than run to completion; Ray is left only after
+        # they stopped calling it, or after a while.
         inputs_running.shutdown(wait=False, cancel_futures=True)
+        workers.stop()
+        futures.wait(running, timeout=STOP_WAIT_S)
         raise
     finally:
         workers.close()
