@@ -108,7 +108,8 @@ def measure(quick: bool, repeats: int, before: Path | None = None) -> dict[str, 
                              "per_extra_input_s": (many["wall_s"] - one["wall_s"]) / (count - 1)})
         real = None
         if not quick and all((SHARED / f).exists() for f in SHARED_FILES):
-            real = _cohort([str(SHARED / f) for f in SHARED_FILES], root / "real", "span-x2")
+            real = {version: _cohort([str(SHARED / f) for f in SHARED_FILES], root / f"real{version}",
+                                     "span-x2", code) for version, code in versions.items()}
     return {"command": "python benchmarks/cohort.py" + (" --quick" if quick else "")
             + (" --before OLD" if before else ""),
             "machine": machine_info(), "inputs": count, "rows": rows, "shared_data": real}
@@ -124,10 +125,9 @@ def _table(result: dict[str, Any]) -> str:
                      f"| {row['many']['wall_s']:.1f} "
                      f"| {row['per_extra_input_s']:.2f} | "
                      f"{'' if separate is None else f'{separate:.1f}'} |")
-    real = result["shared_data"]
-    if real is not None:
-        lines += ["", f"The shared slide, H&E image and Landsat scene with span-x2 in one cohort: "
-                      f"{real['wall_s']:.1f} s wall; per input "
+    for version, real in (result["shared_data"] or {}).items():
+        lines += ["", f"The shared slide, H&E image and Landsat scene with span-x2 in one cohort "
+                      f"({version}): {real['wall_s']:.1f} s wall; per input "
                       + ", ".join(f"{s:.1f} s" for s in real["per_input_s"])
                       + " (their tiles: " + ", ".join(f"{s:.1f} s" for s in real["tile_s"]) + ")."]
     return "\n".join(lines) + "\n"

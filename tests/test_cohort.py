@@ -158,5 +158,6 @@ def test_one_ray_start_and_one_set_of_workers_serve_the_cohort(inputs, tmp_path)
     assert done.stderr.count("starting a local Ray instance") == 1
     assert done.stderr.count("starting 1 worker process") == 1
     assert done.stderr.count("input 4 of 4") == 2  # its start, then its failure
+    assert "3/4 c: upscale + pyramid" in done.stderr  # inputs run at once: bars say whose
     shape = zarr.open_array(str(tmp_path / "out" / "a.zarr" / "0")).shape
     assert shape == (3, 140, 180)

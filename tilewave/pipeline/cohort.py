@@ -226,7 +226,7 @@ def run_cohort(inputs: Sequence[str], output_dir: str, options: Options,
             mine = dataclasses.replace(options, resume=False)  # nothing to resume yet
         began = time.perf_counter() - started
         try:
-            done = run_job(path, output, mine, workers)
+            done = run_job(path, output, mine, workers, f"{number}/{len(paths)} {_stem(path)}: ")
             return Outcome(input=path, output=output, report=done, began=began,
                            ended=time.perf_counter() - started)
         except Exception as exc:

@@ -73,12 +73,13 @@ def scan_hint(image: InputImage, plan: JobPlan) -> str | None:
 
 
 def run_job(input_path: str, output: str, options: Options,
-            shared: SharedPools | None = None) -> Report:
+            shared: SharedPools | None = None, name: str = "") -> Report:
     """Check, then run every stage of the job, then export; see the module's docstring.
-    ``shared`` (a cohort's) hands the job workers that outlive it."""
+    ``shared`` (a cohort's) hands the job workers that outlive it; ``name`` starts the
+    job's lines and bars (a cohort's input)."""
     image, plan = prepare(input_path, output, options)
     started = time.perf_counter()
-    progress = Progress(options.progress)
+    progress = Progress(options.progress, name)
     hint = scan_hint(image, plan)
     if hint is not None:
         progress.say(hint)
@@ -106,7 +107,8 @@ def run_job(input_path: str, output: str, options: Options,
 
         export_tiff(plan.export.store, plan.export.file, kind=plan.export.kind,  # type: ignore[arg-type]
                     compression=plan.export.compression, quality=plan.export.quality,
-                    overwrite=options.overwrite, progress=options.progress)
+                    overwrite=options.overwrite, progress=options.progress,
+                    label=progress.prefix)
         location.remove_tree(plan.export.store)
     if not options.keep_stages:
         for store in plan.intermediate_stores:

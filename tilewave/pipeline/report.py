@@ -82,17 +82,27 @@ class Report(Counts):
 
 
 class Progress:
-    """What the user sees while a job runs: one status line per phase, and bars."""
+    """What the user sees while a job runs: one status line per phase, and bars, each
+    after ``prefix`` (a cohort's input, where several run at once)."""
 
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
+    def __init__(self, enabled: bool, prefix: str = ""):
+        self.enabled, self.prefix = enabled, prefix
 
     def say(self, text: str) -> None:
-        if self.enabled:
-            print(f"tilewave: {text}", file=sys.stderr, flush=True)
+        if not self.enabled:
+            return
+        line = f"tilewave: {self.prefix}{text}"
+        if "tqdm" in sys.modules:  # above the bars that run (a cohort's inputs' ones)
+            from tqdm.auto import tqdm
+
+            tqdm.write(line, file=sys.stderr)
+        else:
+            sys.stderr.write(line + "\n")  # one write: lines of threads do not mix
+        sys.stderr.flush()
 
     def bar(self, total: int, initial: int, desc: str) -> Any:
         from tqdm.auto import tqdm
 
-        return tqdm(total=total, initial=initial, unit="chunk", desc=desc, disable=not self.enabled,
+        return tqdm(total=total, initial=initial, unit="chunk", desc=self.prefix + desc,
+                    disable=not self.enabled,
                     dynamic_ncols=True, smoothing=0.1)

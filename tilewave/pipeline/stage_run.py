@@ -177,7 +177,8 @@ class StageRun:
                 location.remove_tree(spec.path)
             what = "the input" if image is self.image or self.guide is None else "the job's input"
             self.progress.say(f"{self.label}copying {what} into tiles of {chunk} px")
-            ingest(image, spec.path, chunk=chunk, progress=self.progress.enabled)
+            ingest(image, spec.path, chunk=chunk, progress=self.progress.enabled,
+                   label=self.progress.prefix + self.label)
         self.manifest.ingested = True
         self.manifest.save(self.store)
 

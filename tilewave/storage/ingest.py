@@ -45,8 +45,10 @@ class _TqdmCallback(dask.callbacks.Callback):
             self._bar.update(1)
 
 
-def ingest(image: InputImage, dest: str, chunk: int = 512, progress: bool = True) -> ArraySpec:
-    """Copy ``image`` into a new ``(c, y, x)`` Zarr v3 array at ``dest``, chunk by chunk."""
+def ingest(image: InputImage, dest: str, chunk: int = 512, progress: bool = True,
+           label: str = "") -> ArraySpec:
+    """Copy ``image`` into a new ``(c, y, x)`` Zarr v3 array at ``dest``, chunk by chunk
+    (its progress bar named after ``label``)."""
     from tqdm.auto import tqdm
 
     if os.path.exists(dest):
@@ -69,7 +71,7 @@ def ingest(image: InputImage, dest: str, chunk: int = 512, progress: bool = True
         target.attrs["tilewave"] = {"source": os.path.abspath(image.path), "format": image.format,
                                     "metadata": image.metadata}
         n_chunks = math.ceil(image.height / chunk) * math.ceil(image.width / chunk)
-        with tqdm(total=n_chunks, unit="chunk", desc="ingest", disable=not progress,
+        with tqdm(total=n_chunks, unit="chunk", desc=f"{label}ingest", disable=not progress,
                   leave=False) as bar:
             if bands is not None:
                 _store_bands(bands, target, bar, math.ceil(image.width / chunk))

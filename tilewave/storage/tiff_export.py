@@ -461,8 +461,10 @@ def export_tiff(
     tile: int = 512,
     overwrite: bool = False,
     progress: bool = True,
+    label: str = "",
 ) -> ExportReport:
-    """Write the OME-Zarr image ``source`` (every level of its pyramid) to ``dest``."""
+    """Write the OME-Zarr image ``source`` (every level of its pyramid) to ``dest`` (its
+    progress bar named after ``label``)."""
     import tifffile
     from tqdm.auto import tqdm
 
@@ -483,7 +485,7 @@ def export_tiff(
     extras = _associated_extras(src, kind, channels, dtype)
     partial = dest + ".partial"
     try:
-        with tqdm(total=total, unit="tile", desc=f"export {kind}", disable=not progress,
+        with tqdm(total=total, unit="tile", desc=f"{label}export {kind}", disable=not progress,
                   dynamic_ncols=True) as bar, tifffile.TiffWriter(partial, bigtiff=True, ome=False) as tw:
             for plane, i in ((p, i) for p in planes for i in range(len(src.levels))):
                 level = src.levels[i]
