@@ -150,6 +150,21 @@ def _tile_workers() -> list[psutil.Process]:
     return found
 
 
+def _kill_a_worker_after(output: pathlib.Path, entries: int, killed: list[int]) -> None:
+    """SIGKILL one tile worker process once ``output``'s ledger lists ``entries`` entries
+    (within two minutes), and note its pid in ``killed``."""
+    ledger = output / ".tilewave" / "ledger.log"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if ledger.exists() and len(ledger.read_text().splitlines()) >= entries:
+            workers = _tile_workers()
+            if workers:
+                workers[0].send_signal(signal.SIGKILL)
+                killed.append(workers[0].pid)
+                return
+        time.sleep(0.01)
+
+
 @pytest.mark.slow
 @pytest.mark.ray
 @pytest.mark.parametrize("model", ["span-x2", "prefix-sum"])
@@ -169,20 +184,7 @@ def test_killed_worker_process_is_restarted_and_its_tiles_retried(ray_local, tmp
     src = zarr_input(tmp_path / "in.zarr", pixels, chunk=32)
     out = tmp_path / "out.zarr"
     killed: list[int] = []
-
-    def kill_one_worker() -> None:
-        ledger = out / ".tilewave" / "ledger.log"
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            if ledger.exists() and len(ledger.read_text().splitlines()) >= 5:
-                workers = _tile_workers()
-                if workers:
-                    workers[0].send_signal(signal.SIGKILL)
-                    killed.append(workers[0].pid)
-                    return
-            time.sleep(0.01)
-
-    killer = threading.Thread(target=kill_one_worker)
+    killer = threading.Thread(target=_kill_a_worker_after, args=(out, 5, killed))
     killer.start()
     report = tilewave.upscale(src, str(out), model=model, scale=2, tile=16, workers=2,
                               progress=False)
@@ -220,20 +222,7 @@ def test_a_worker_killed_in_a_cohort_restarts_for_the_inputs_still_running(ray_l
     zarr_input(folder / "b.zarr", pixels, chunk=32)
     out = tmp_path / "out"
     killed: list[int] = []
-
-    def kill_one_worker() -> None:
-        ledger = out / "b.zarr" / ".tilewave" / "ledger.log"
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            if ledger.exists() and len(ledger.read_text().splitlines()) >= 5:
-                workers = _tile_workers()
-                if workers:
-                    workers[0].send_signal(signal.SIGKILL)
-                    killed.append(workers[0].pid)
-                    return
-            time.sleep(0.01)
-
-    killer = threading.Thread(target=kill_one_worker)
+    killer = threading.Thread(target=_kill_a_worker_after, args=(out / "b.zarr", 5, killed))
     killer.start()
     report = tilewave.upscale_cohort(folder, out, model="span-x2", tile=16, workers=2,
                                      executor="ray", progress=False)

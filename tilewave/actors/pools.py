@@ -167,10 +167,10 @@ class InProcessPool:
     def close(self, drain: bool = True) -> None:
         """Leave the workers; with ``drain``, after this job's tiles still running ended
         (so nothing writes into its output afterwards), the others' tiles going on."""
+        for call in self._pending:
+            call.cancel()  # those not started yet
         if drain and self._pending:
             futures.wait(self._pending)
-        for call in self._pending:
-            call.cancel()
         self._pending.clear()
         self._workers.shared.give(self._held)
         self._held = 0
@@ -381,11 +381,12 @@ class RayPool:
         import ray
 
         refs = list(self._pending)
+        for ref in refs:
+            ray.cancel(ref, force=False)  # those not started yet; a running one goes on
         if drain and refs and not self._workers.closed:
             # Until they end, however long: an actor that dies ends them too.
             ray.wait(refs, num_returns=len(refs))
-        for ref, (_, k, *_) in self._pending.items():
-            ray.cancel(ref, force=False)
+        for _, k, *_ in self._pending.values():
             self._workers.finished(k)
         self._pending.clear()
         self._later.clear()

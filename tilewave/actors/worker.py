@@ -36,11 +36,11 @@ from typing import Any
 
 from ..pipeline.messages import TileDone, TileJob
 
-#: Jobs a worker keeps a setup for (the least recently used goes first; a call of a job
+#: Jobs a worker keeps a setup for (the least recently set up goes first; a call of a job
 #: whose setup went binds it again from the job the call carries): more than a cohort
 #: runs at once, two stages each. A setup holds array handles, not pixels.
 KEPT_JOBS = 16
-#: Distinct models a worker keeps loaded (the least recently used goes first): three, so
+#: Distinct models a worker keeps loaded (the least recently set up goes first): three, so
 #: that a cohort's inputs running at once at different stages of a cascade do not reload
 #: their models in turn.
 KEPT_MODELS = 3
@@ -72,6 +72,7 @@ class TileWorker:
         # Slots times intra-op threads = the CPUs this worker was given, so that tiles
         # computing side by side do not oversubscribe the cores.
         self._threads = threads or max(1, torch.get_num_threads() // slots)
+        torch.set_num_threads(self._threads)  # what else computes here (tiles set their own)
         self.slots = slots
         self._computing = ThreadPoolExecutor(slots, thread_name_prefix="compute")
         self.name = f"{socket.gethostname()}:{os.getpid()}:{self.device}"
@@ -86,12 +87,10 @@ class TileWorker:
         for token in [t for t, b in self._bound.items() if b.key == key]:
             del self._bound[token]
 
-    def _model(self, job: TileJob) -> tuple[Any, Any]:
-        """``job``'s model and what it was loaded for: the loaded one again where the job
-        asks for the same weights and sampler, told the job's conditions, wrapped for its
-        bands."""
-        import torch
-
+    def _model(self, job: TileJob) -> tuple[Any, Any, int]:
+        """``job``'s model, what it was loaded for, and the torch threads its tiles compute
+        on: the loaded one again where the job asks for the same weights and sampler, told
+        the job's conditions, wrapped for its bands."""
         from ..models import load_model
 
         if job.guide is not None:
@@ -101,7 +100,7 @@ class TileWorker:
             guide = functools.cache(lambda: ArrayReader(job.guide))  # type: ignore[arg-type]
             model: Any = BackProjection(lambda w: guide().read(*w), job.guide_scale, job.nodata)
             model.to(self.device, False)
-            return None, model
+            return None, model, self._threads
         key = (job.model, job.scale, job.sampler, job.precision)
         if key not in self._models:
             # The least recently used weights go before new ones load (with the setups of
@@ -113,19 +112,18 @@ class TileWorker:
             self._models[key] = model
         self._models.move_to_end(key)
         model = self._models[key]
-        # torch's thread count is the process's: while a positional model is loaded, every
-        # tile computes on one thread. Its output promises the same bytes for any
-        # --workers, and a float reduction split over more threads rounds differently (by
-        # about 1e-6, enough to flip a rounded pixel).
-        positional = any(m.descriptor.positional for m in self._models.values())
-        torch.set_num_threads(1 if positional and self.device.type == "cpu" else self._threads)
+        # A positional model's output promises the same bytes for any --workers, and a
+        # float reduction split over more threads rounds differently (by about 1e-6,
+        # enough to flip a rounded pixel): its tiles compute on one thread, whatever the
+        # slots.
+        threads = 1 if model.descriptor.positional and self.device.type == "cpu" else self._threads
         if job.condition is not None:
             model = model.with_condition(job.condition)
         if job.mode != "context" and not model.descriptor.positional:
             from ..models.bandwise import Bandwise
 
             model = Bandwise(model)  # any number of bands (a satellite stack)
-        return key, model
+        return key, model, threads
 
     def _half(self, job: TileJob, model: Any) -> bool:
         """Whether ``model`` computes in half precision: on a GPU, where it allows it,
@@ -144,7 +142,7 @@ class TileWorker:
         from .device import default_batch
 
         device = self.device
-        key, model = self._model(job)
+        key, model, threads = self._model(job)
         half = self._half(job, model)
         # Opened at the first read: a worker may start while the driver still copies the
         # input into the working copy it reads. Two threads racing here open it twice,
@@ -179,7 +177,7 @@ class TileWorker:
             write=writer.write, keep=keep if store is not None else None, ramp=job.ramp,
             device=device, half=half, cheap=Bicubic(job.scale) if job.adaptive else None,
             nodata=job.nodata, input_name=job.input_path or job.source.path, worker=self.name,
-            compute=lambda work: self._computing.submit(work).result(), forward=forward,
+            compute=self._compute_on(threads), forward=forward,
             steps=job.sampler.steps if job.sampler else None, states=states)
 
         pyramid = None
@@ -197,18 +195,33 @@ class TileWorker:
         while len(self._bound) > KEPT_JOBS:
             self._bound.popitem(last=False)
 
+    def _compute_on(self, threads: int) -> Any:
+        """Runs a tile's computation on a compute thread with ``threads`` torch threads.
+        Set there, before each tile: torch's count (OpenMP's) belongs to each thread, and
+        the jobs a worker serves may ask for different ones."""
+        import torch
+
+        def compute(work: Any) -> Any:
+            def counted() -> Any:
+                torch.set_num_threads(threads)
+                return work()
+
+            return self._computing.submit(counted).result()
+
+        return compute
+
     def _follow(self, token: int, job: TileJob) -> _Bound:
         """The setup of the job a call names, made at its first call here (after Ray
-        restarted this actor too)."""
+        restarted this actor too). A job set up already is found without waiting for
+        another one's setup, which may be loading a model."""
+        bound = self._bound.get(token)
+        if bound is not None:
+            return bound
         with self._binding:
             bound = self._bound.get(token)
             if bound is None:
                 self.bind(job, token)
                 bound = self._bound[token]
-            else:
-                self._bound.move_to_end(token)
-                if bound.key is not None:
-                    self._models.move_to_end(bound.key)
             return bound
 
     def describe(self) -> str:

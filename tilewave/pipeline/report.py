@@ -91,13 +91,15 @@ class Progress:
     def say(self, text: str) -> None:
         if not self.enabled:
             return
-        line = f"tilewave: {self.prefix}{text}"
-        if "tqdm" in sys.modules:  # above the bars that run (a cohort's inputs' ones)
+        # One write, so that lines of threads (a cohort's inputs) and Ray's do not mix; on
+        # a terminal, above the bars running there.
+        line = f"tilewave: {self.prefix}{text}\n"
+        if "tqdm" in sys.modules and sys.stderr.isatty():
             from tqdm.auto import tqdm
 
-            tqdm.write(line, file=sys.stderr)
+            tqdm.write(line, file=sys.stderr, end="")
         else:
-            sys.stderr.write(line + "\n")  # one write: lines of threads do not mix
+            sys.stderr.write(line)
         sys.stderr.flush()
 
     def bar(self, total: int, initial: int, desc: str) -> Any:
