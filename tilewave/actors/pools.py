@@ -39,7 +39,8 @@ RESTART_POLL_S = 0.5
 class SharedCapacity:
     """How many tiles all the lanes of one set of workers may have submitted and not yet
     collected; a lane with none of its own waits here for the others to free one. Each
-    lane counts what it holds and gives it all back when it closes, whatever failed."""
+    lane holds its part through a :class:`Lease`, given back whole when it closes,
+    whatever failed."""
 
     def __init__(self, capacity: int):
         self.capacity = capacity
@@ -73,6 +74,27 @@ class SharedCapacity:
         with self._changed:
             self._closed = True
             self._changed.notify_all()
+
+    def lease(self) -> Lease:
+        return Lease(self)
+
+
+class Lease:
+    """One lane's part of a :class:`SharedCapacity`: what it has taken and not given back."""
+
+    def __init__(self, shared: SharedCapacity):
+        self.shared, self.held = shared, 0
+
+    def take(self) -> None:
+        self.shared.take()
+        self.held += 1
+
+    def give(self, count: int = 1) -> None:
+        self.shared.give(count)
+        self.held -= count
+
+    def give_all(self) -> None:
+        self.give(self.held)
 
 
 class InProcessWorkers:
@@ -128,11 +150,11 @@ class InProcessPool:
         # A tile in this process fails with it, and is never retried.
         self.on_retry: Callable[[WorkIndex, str], None] | None = None
         self._pending: set[Future[TileDone]] = set()
-        self._held = 0  # of the shared capacity
+        self._lease = workers.shared.lease()
 
     @property
     def capacity(self) -> int:
-        return len(self._pending) + self._workers.shared.free()
+        return len(self._pending) + self._lease.shared.free()
 
     def submit(self, index: WorkIndex, inbound: Inbound, step: int | None = None) -> None:
         worker, calls = self._workers.worker, self._workers.calls
@@ -141,8 +163,7 @@ class InProcessPool:
         else:
             call = calls.submit(worker.process, index[0], index[1], inbound, step, self._token,
                                 self._job)
-        self._workers.shared.take()
-        self._held += 1
+        self._lease.take()
         self._pending.add(call)
 
     @property
@@ -154,12 +175,11 @@ class InProcessPool:
 
     def wait(self) -> list[TileDone]:
         if not self._pending:  # other jobs' tiles hold the workers: wait for room
-            self._workers.shared.wait_free()
+            self._lease.shared.wait_free()
             return []
         done, _ = futures.wait(self._pending, return_when=futures.FIRST_COMPLETED)
         self._pending -= done
-        self._workers.shared.give(len(done))
-        self._held -= len(done)
+        self._lease.give(len(done))
         # A failed tile raises its error here; a tile that finished beside it goes
         # unrecorded and runs again on --resume, as after any stop.
         return [call.result() for call in done]
@@ -172,8 +192,7 @@ class InProcessPool:
         if drain and self._pending:
             futures.wait(self._pending)
         self._pending.clear()
-        self._workers.shared.give(self._held)
-        self._held = 0
+        self._lease.give_all()
 
 
 class RayWorkers:
@@ -286,15 +305,11 @@ class RayPool:
         #: Tiles and chunks lost since they were submitted, and how many such losses.
         self._unsettled: set[WorkIndex] = set()
         self._retried = 0
-        self._held = 0  # of the shared capacity
+        self._lease = workers.shared.lease()
 
     @property
     def capacity(self) -> int:
-        return self.in_flight() + self._workers.shared.free()
-
-    def _give(self, count: int) -> None:
-        self._workers.shared.give(count)
-        self._held -= count
+        return self.in_flight() + self._lease.shared.free()
 
     def in_flight(self) -> int:
         return len(self._pending) + len(self._later)
@@ -324,8 +339,7 @@ class RayPool:
             self._call(index, inbound, step)
 
     def submit(self, index: WorkIndex, inbound: Inbound, step: int | None = None) -> None:
-        self._workers.shared.take()
-        self._held += 1
+        self._lease.take()
         self._call(index, inbound, step)
 
     def _call(self, index: WorkIndex, inbound: Inbound, step: int | None) -> None:
@@ -340,7 +354,7 @@ class RayPool:
         import ray
 
         if not self.in_flight():  # other jobs' tiles hold the workers: wait for room
-            self._workers.shared.wait_free()
+            self._lease.shared.wait_free()
             return []
         self._submit_due()
         ready, _ = ray.wait(list(self._pending), num_returns=1,
@@ -354,7 +368,7 @@ class RayPool:
             try:
                 out.append(ray.get(ref))
                 self._unsettled.discard(index)
-                self._give(1)
+                self._lease.give()
             except ray.exceptions.RayTaskError as exc:
                 # The worker raised the user's error already (process_tile): pass it on.
                 raise exc.cause if isinstance(exc.cause, Exception) else exc from None
@@ -390,7 +404,7 @@ class RayPool:
             self._workers.finished(k)
         self._pending.clear()
         self._later.clear()
-        self._give(self._held)
+        self._lease.give_all()
 
 
 def _cause(exc: BaseException) -> str:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import glob
 import os
-import threading
 import time
 from collections.abc import Sequence
 from concurrent import futures
@@ -216,11 +215,9 @@ def run_cohort(inputs: Sequence[str], output_dir: str, options: Options,
     options = _cohort_executor(paths, outputs, options, progress)
     workers = SharedWorkers(options, progress)
     report = CohortReport()
-    said = threading.Lock()
 
     def run_one(number: int, path: str, output: str) -> Outcome:
-        with said:
-            progress.say(f"input {number} of {len(paths)}: {path} -> {output}")
+        progress.say(f"input {number} of {len(paths)}: {path} -> {output}")
         mine = options
         if options.resume and not location.exists(output):
             mine = dataclasses.replace(options, resume=False)  # nothing to resume yet
@@ -233,8 +230,7 @@ def run_cohort(inputs: Sequence[str], output_dir: str, options: Options,
             # This input's failure is its own: its tiles still running end first, and
             # the other inputs go on with the workers.
             message = str(exc) if isinstance(exc, TilewaveError) else first_line(exc)
-            with said:
-                progress.say(f"input {number} of {len(paths)} failed: {message}")
+            progress.say(f"input {number} of {len(paths)} failed: {message}")
             return Outcome(input=path, output=output, error=message, began=began,
                            ended=time.perf_counter() - started)
 
