@@ -9,6 +9,9 @@ tile; see ``benchmarks/memory.py``) is upscaled x2 with tiles of 256 by:
     a bare loop in one process over the same tiles, one torch thread, each tile written
     to its output chunk (``benchmarks/peers.py bare --pyramid``): the model's own cost
     plus I/O;
+``default``
+    ``tilewave upscale IN OUT --model M --quiet --json``: what a user gets without
+    choosing (on this machine: this process, a tile per CPU);
 ``tilewave-1``, ``tilewave-2``
     ``tilewave upscale IN OUT --model M --workers N --quiet --json`` (Ray, 1 and 2 tiles
     at once, in one worker process);
@@ -74,7 +77,7 @@ SIDES: dict[str, tuple[int, int]] = {
     "span-x2": (2048, 4096),
     "uniba-x2": (2048, 4096),
 }
-METHODS = ("bare", "tilewave-1", "tilewave-2", "local-2", "dask")
+METHODS = ("bare", "default", "tilewave-1", "tilewave-2", "local-2", "dask")
 
 
 @dataclass
@@ -103,7 +106,9 @@ class Speed:
 def measure_speed(model: str, method: str, path: Path, side: int, scratch: Path,
                   env: dict[str, str], interval: float) -> Speed:
     out = scratch / f"out_{method}.zarr"
-    if method.startswith(("tilewave", "local")):
+    if method == "default":
+        cmd = tilewave_command(path, out, model, None)
+    elif method.startswith(("tilewave", "local")):
         cmd = tilewave_command(path, out, model, int(method.split("-")[1]),
                                local=method.startswith("local"))
     else:
@@ -138,7 +143,7 @@ def derived(speeds: Sequence[Speed]) -> dict[str, dict[str, Any]]:
     for model in dict.fromkeys(s.model for s in speeds):
         by = {s.method: s for s in speeds if s.model == model}
         d: dict[str, Any] = {}
-        bare, one, two, local, dask = (by.get(m) for m in METHODS)
+        bare, default, one, two, local, dask = (by.get(m) for m in METHODS)
         if bare and one:
             d["overhead_wall"] = round(one.wall_s / bare.wall_s, 3)
             d["overhead_steady"] = round(one.tile_s / bare.tile_s, 3)
@@ -149,10 +154,11 @@ def derived(speeds: Sequence[Speed]) -> dict[str, dict[str, Any]]:
         if two and dask:
             d["dask_time_ratio"] = round(dask.wall_s / two.wall_s, 3)
             d["memory_vs_dask"] = round(two.peak_pss_bytes / dask.peak_pss_bytes, 3)
-        if local and dask:  # --local --workers 2 against dask, as ratios of tilewave's
-            d["local_wall_vs_dask"] = round(local.wall_s / dask.wall_s, 3)
-            d["local_tiles_vs_dask"] = round(local.tile_s / dask.tile_s, 3)
-            d["local_memory_vs_dask"] = round(local.peak_pss_bytes / dask.peak_pss_bytes, 3)
+        for name, run in (("default", default), ("ray", two), ("local", local)):
+            if run and dask:  # as ratios of tilewave's to dask's
+                d[f"{name}_wall_vs_dask"] = round(run.wall_s / dask.wall_s, 3)
+                d[f"{name}_tiles_vs_dask"] = round(run.tile_s / dask.tile_s, 3)
+                d[f"{name}_memory_vs_dask"] = round(run.peak_pss_bytes / dask.peak_pss_bytes, 3)
         out[model] = d
     return out
 

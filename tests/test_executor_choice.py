@@ -1,6 +1,6 @@
-"""Where a job's tiles run by default (``executor="auto"``): in this process when the job
-has no more tiles than this machine has CPUs, where Ray's start and stop would cost more
-than a worker per tile saves; on Ray otherwise, or when asked for."""
+"""Where a job's tiles run by default (``executor="auto"``): in this process on one
+machine without a GPU, a tile per CPU at once (or every tile, where there are fewer); on
+Ray for a cluster, a GPU or a number of workers, or when asked for."""
 
 from __future__ import annotations
 
@@ -16,23 +16,26 @@ from helpers import random_image, zarr_input
 import tilewave
 from tilewave.errors import SettingsError
 from tilewave.options import Options
-from tilewave.pipeline.job_plan import resolve_executor
+from tilewave.pipeline.job_plan import resolve_executor, resolve_runner
 
 CPUS = os.cpu_count() or 1
 
 
-def test_auto_runs_in_this_process_up_to_one_tile_per_cpu():
+def test_auto_runs_in_this_process_a_tile_per_cpu(monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
     auto = Options()
     assert auto.executor == "auto"
-    assert resolve_executor(auto, 1) == "local"
-    assert resolve_executor(auto, CPUS) == "local"
-    assert resolve_executor(auto, CPUS + 1) == "ray"
+    assert resolve_runner(auto, 1) == ("local", 1)
+    assert resolve_runner(auto, CPUS) == ("local", CPUS)
+    assert resolve_runner(auto, 100 * CPUS) == ("local", CPUS)
     # A cluster, or a number of workers, is a request for Ray whatever the job's size.
     assert resolve_executor(Options(address="auto"), 1) == "ray"
     assert resolve_executor(Options(workers=1), 1) == "ray"
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
+    assert resolve_executor(auto, 1) == "ray"
     # An explicit choice stands.
     assert resolve_executor(Options(executor="ray"), 1) == "ray"
-    assert resolve_executor(Options(executor="local"), 10_000) == "local"
+    assert resolve_runner(Options(executor="local"), 10_000) == ("local", None)
 
 
 def test_an_unknown_executor_is_refused_in_one_line(tmp_path):
@@ -53,35 +56,32 @@ def test_a_small_job_runs_in_this_process_and_says_why(tmp_path, capsys):
     assert report.executor == "local" and report.processes == 0
     assert report.workers == tiles  # all at once, each on its share of the CPUs
     err = capsys.readouterr().err
-    assert f"running the job's {tiles} tile{'s' * (tiles > 1)} in this process" in err
+    assert f"running the job's {tiles} tile{'s' * (tiles > 1)} in this process, {tiles} at once" in err
     assert "--executor ray" in err
 
 
 @pytest.mark.ray
-def test_auto_gives_the_bytes_ray_gives_and_a_larger_job_goes_to_ray(ray_local, tmp_path):
+def test_auto_gives_the_bytes_ray_gives_on_a_job_of_more_tiles_than_cpus(ray_local, tmp_path):
     pixels = random_image((3, 64, 64 * (CPUS + 1)), "uint8", seed=4)
     src = zarr_input(tmp_path / "in.zarr", pixels, chunk=64)
-    small = tilewave.upscale(src, tmp_path / "auto.zarr", tile=64 * (CPUS + 1), progress=False)
-    on_ray = tilewave.upscale(src, tmp_path / "ray.zarr", tile=64 * (CPUS + 1), executor="ray",
-                              progress=False)
-    assert (small.executor, on_ray.executor) == ("local", "ray")
-    assert on_ray.processes == 1
+    auto = tilewave.upscale(src, tmp_path / "auto.zarr", tile=64, model="span-x2", progress=False)
+    on_ray = tilewave.upscale(src, tmp_path / "ray.zarr", tile=64, model="span-x2",
+                              executor="ray", progress=False)
+    assert auto.tiles == on_ray.tiles == CPUS + 1
+    assert (auto.executor, auto.processes, auto.workers) == ("local", 0, CPUS)
+    assert on_ray.executor == "ray" and on_ray.processes >= 1
     outputs = [zarr.open_array(str(tmp_path / n / "0"))[:] for n in ("auto.zarr", "ray.zarr")]
     assert np.array_equal(*outputs)
-    # One tile more than CPUs: Ray.
-    large = tilewave.upscale(src, tmp_path / "large.zarr", tile=64, progress=False)
-    assert large.tiles == CPUS + 1 and large.executor == "ray"
 
 
 def test_a_cohort_chooses_once_for_all_its_tiles(tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()
     zarr_input(folder / "a.zarr", random_image((3, 40, 40), "uint8", seed=1), chunk=64)
-    if CPUS < 2:
-        pytest.skip("two one-tile inputs on one CPU run on Ray")
     zarr_input(folder / "b.zarr", random_image((3, 30, 50), "uint8", seed=2), chunk=64)
     report = tilewave.upscale_cohort(folder, tmp_path / "out", tile=64, progress=False)
     assert [o.report.executor for o in report.outcomes] == ["local", "local"]
+    assert {o.report.workers for o in report.outcomes} == {min(2, CPUS)}
 
 
 @pytest.mark.subprocess
@@ -128,17 +128,16 @@ def test_more_tiles_at_once_than_cpus_in_this_process_is_refused(tmp_path):
 
 @pytest.mark.subprocess
 def test_the_cpus_counted_are_those_this_process_may_use():
-    """Under an affinity of one CPU (as ``taskset`` or a container gives), two tiles are
-    more than the CPUs: auto picks Ray. And no GPU is visible where CUDA hides them all."""
+    """Under an affinity of one CPU (as ``taskset`` or a container gives), a job of two
+    tiles runs one at a time. And no GPU is visible where CUDA hides them all."""
     if not hasattr(os, "sched_setaffinity"):
         pytest.skip("no CPU affinity on this platform")
     code = ("import os; os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]}); "
             "from tilewave.pipeline.host import usable_cpus, has_nvidia_gpu; "
-            "from tilewave.pipeline.job_plan import resolve_executor; "
+            "from tilewave.pipeline.job_plan import resolve_runner; "
             "from tilewave.options import Options; "
-            "print(usable_cpus(), resolve_executor(Options(), 1), resolve_executor(Options(), 2), "
-            "has_nvidia_gpu())")
+            "print(usable_cpus(), *resolve_runner(Options(), 2), has_nvidia_gpu())")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["1", "local", "ray", "False"]
+    assert done.stdout.split() == ["1", "local", "1", "False"]

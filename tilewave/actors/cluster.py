@@ -19,12 +19,15 @@ class ClusterInfo:
 
 
 def connect(address: str | None = None, num_cpus: int | None = None) -> ClusterInfo:
-    """Join the Ray cluster at ``address`` (``auto`` finds a running one) or start a
-    local instance; reuses an instance this process already joined."""
+    """Join the Ray cluster at ``address`` (``auto`` finds a running one; None: the one
+    ``RAY_ADDRESS`` names, if any) or start a local instance; reuses an instance this
+    process already joined."""
     import ray
 
     from ..errors import SettingsError
 
+    # Ray itself would join RAY_ADDRESS's cluster too, then refuse the local num_cpus.
+    address = address or os.environ.get("RAY_ADDRESS") or None
     started = False
     if not ray.is_initialized():
         kwargs: dict = {"include_dashboard": False, "logging_level": logging.WARNING,
@@ -35,7 +38,7 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> ClusterI
                 ray.init(address=address, **kwargs)
             except (ConnectionError, RuntimeError) as exc:
                 raise SettingsError(f"cannot join the Ray cluster at {address!r} ({exc}); "
-                                    "check --address") from None
+                                    "check --address (or RAY_ADDRESS)") from None
         else:
             # The notice that token authentication is on, and the one that a start from a
             # thread (the job starts Ray while it copies the input) sets no SIGTERM
@@ -64,6 +67,7 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> ClusterI
                 for notice, level in zip(notices, levels):
                     notice.setLevel(level)
             started = True
+            _trim_local_instance()
     res = ray.cluster_resources()
     return ClusterInfo(res.get("CPU", 0.0), res.get("GPU", 0.0), started)
 
@@ -83,7 +87,23 @@ def probe(address: str, timeout: float = 5.0) -> None:
         socket.create_connection((host, int(port)), timeout=timeout).close()
     except OSError as exc:
         raise SettingsError(f"cannot reach the Ray cluster at {address!r} ({exc.strerror or exc}); "
-                            "check --address and that the cluster is up") from None
+                            "check --address (or RAY_ADDRESS) and that the cluster is up") from None
+
+
+def _trim_local_instance() -> None:
+    """Stop the daemons of a local instance that serve nothing it does: the autoscaler's
+    monitor (no nodes to add), the log monitor (worker output is not sent to the driver)
+    and the API server behind the dashboard (which is off). On 2 cores they held 176 MiB
+    of the instance's 466 (PSS) and used CPU beside the tiles; the GCS, the raylet and its
+    agents, which run the workers, stay."""
+    import ray
+
+    node = getattr(ray._private.worker, "_global_node", None)
+    for name in ("kill_monitor", "kill_log_monitor", "kill_dashboard"):
+        kill = getattr(node, name, None)
+        if kill is not None:
+            with contextlib.suppress(Exception):
+                kill(check_alive=False)
 
 
 def disconnect(info: ClusterInfo) -> None:
@@ -91,14 +111,4 @@ def disconnect(info: ClusterInfo) -> None:
     import ray
 
     if info.started_here and ray.is_initialized():
-        # Ray stops its daemons one after another, each given a second to exit after
-        # SIGTERM. Its autoscaler monitor, of no use to an instance that lives and dies
-        # with this process, spends that whole second trying to report its own end to
-        # the GCS stopped just before it: killed first, it adds nothing to every job's
-        # end (1.4 s -> 0.4 s on 2 cores).
-        node = getattr(getattr(ray, "_private", None), "worker", None)
-        kill_monitor = getattr(getattr(node, "_global_node", None), "kill_monitor", None)
-        if kill_monitor is not None:
-            with contextlib.suppress(Exception):
-                kill_monitor(check_alive=False)
         ray.shutdown()

@@ -176,22 +176,22 @@ def jobs_at_once(inputs: int, workers: int) -> int:
 def _cohort_executor(paths: Sequence[str], outputs: Sequence[str], options: Options,
                      progress: Progress) -> Options:
     """``options`` with the cohort's executor: one choice for all inputs (they share the
-    workers), made as for one job of all their tiles (:func:`resolve_executor`)."""
-    if options.executor != "auto" or options.address or options.workers:
-        return dataclasses.replace(options, executor=resolve_executor(options, 0))
-    if len(paths) > usable_cpus():  # at least a tile each
-        return dataclasses.replace(options, executor="ray")
-    tiles = 0
-    for path, output in zip(paths, outputs, strict=True):
-        mine = options if location.exists(output) else dataclasses.replace(options, resume=False)
-        try:
-            _, plan = prepare(path, output, mine)
-        except Exception:  # refused again, and reported, in its turn
-            continue
-        tiles += plan.tiles
-    executor, workers = resolve_runner(options, tiles)
-    if executor == "local":
-        progress.say(in_process_notice("the cohort", tiles))
+    workers), made as for one job of all their tiles (:func:`resolve_runner`)."""
+    executor = resolve_executor(options, 0)
+    if options.executor != "auto" or executor != "local":
+        return dataclasses.replace(options, executor=executor)
+    tiles: int | None = None
+    if len(paths) < usable_cpus():  # with a tile each at least, more inputs fill every CPU
+        tiles = 0
+        for path, output in zip(paths, outputs, strict=True):
+            mine = options if location.exists(output) else dataclasses.replace(options, resume=False)
+            try:
+                _, plan = prepare(path, output, mine)
+            except Exception:  # refused again, and reported, in its turn
+                continue
+            tiles += plan.tiles
+    executor, workers = resolve_runner(options, usable_cpus() if tiles is None else tiles)
+    progress.say(in_process_notice("the cohort", tiles, workers or 1))
     return dataclasses.replace(options, executor=executor, workers=workers)
 
 

@@ -84,7 +84,7 @@ def run_job(input_path: str, output: str, options: Options,
     if hint is not None:
         progress.say(hint)
     if options.executor == "auto" and plan.executor == "local":
-        progress.say(in_process_notice("the job", plan.tiles))
+        progress.say(in_process_notice("the job", plan.tiles, plan.workers or 1))
     from ..actors.launch import PoolFactory
 
     pools: PoolLauncher = shared(plan, progress) if shared is not None else PoolFactory(plan, progress)
