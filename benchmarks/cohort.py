@@ -1,11 +1,12 @@
 """What each extra input of a cohort costs: ``tilewave upscale IN... --output-dir DIR``
 with 1 and with 16 small inputs (256 x 256 crops of scikit-image's astronaut), on a fresh
-local Ray instance, side by side with running the same 16 inputs as 16 commands; then a
+local Ray instance (``--executor auto``: where the command runs by default), side by side with running the same 16 inputs as 16 commands; then a
 cohort of the shared real data (the Aperio slide, the H&E image, the Landsat scene).
 
     python benchmarks/cohort.py            # docs/benchmarks/cohort.{json,md}
     python benchmarks/cohort.py --quick    # 4 inputs, bicubic only
     python benchmarks/cohort.py --before ../old-checkout   # and an older tilewave, side by side
+    python benchmarks/cohort.py --executor auto --out DIR  # the default executor
 
 Per extra input = (wall of 16 inputs - wall of 1 input) / 15, each a fresh process;
 the target is at most 0.5 s for span-x2 and bicubic. Each cohort runs ``--repeats``
@@ -50,17 +51,16 @@ def _crops(folder: Path, count: int) -> list[str]:
     return paths
 
 
-def _run(args: list[str], code: Path = REPO) -> tuple[float, dict[str, Any]]:
+def _run(args: list[str], code: Path = REPO, executor: str = "ray") -> tuple[float, dict[str, Any]]:
     """Wall seconds of one ``tilewave upscale ... --json`` process of the tilewave in
     ``code``, and its report. Run outside the checkout: ``python -m`` puts the working
     folder first on the path, before ``PYTHONPATH``."""
     env = {**os.environ, "PYTHONPATH": str(code), "RAY_AUTH_MODE": "disabled"}
     start = time.perf_counter()
-    # On Ray every time: a one-tile input alone would otherwise run in the command's own
-    # process (the default for so few tiles), and the cohort's cost per input is measured
-    # against the same executor.
+    # One executor for every run (on Ray by default, as --before's older tilewave runs
+    # everything there), so that the cohort's cost per input is measured against it.
     done = subprocess.run([sys.executable, "-m", "tilewave.cli", "upscale", *args, "--json",
-                           "--quiet", "--executor", "ray"], capture_output=True, text=True,
+                           "--quiet", "--executor", executor], capture_output=True, text=True,
                           check=False, env=env, cwd=tempfile.gettempdir())
     wall = time.perf_counter() - start
     if done.returncode not in (0, 1):
@@ -68,8 +68,10 @@ def _run(args: list[str], code: Path = REPO) -> tuple[float, dict[str, Any]]:
     return wall, last_json_object(done.stdout)
 
 
-def _cohort(inputs: list[str], out: Path, model: str, code: Path = REPO) -> dict[str, Any]:
-    wall, report = _run([*inputs, "--output-dir", str(out), "--model", model, "--overwrite"], code)
+def _cohort(inputs: list[str], out: Path, model: str, code: Path = REPO,
+            executor: str = "ray") -> dict[str, Any]:
+    wall, report = _run([*inputs, "--output-dir", str(out), "--model", model, "--overwrite"], code,
+                        executor)
     return {"wall_s": wall, "inputs": len(inputs), "failed": report["failed"],
             "per_input_s": [o["seconds"] for o in report["inputs"]],
             "tile_s": [o["report"]["tile_seconds"] for o in report["inputs"] if o["report"]]}
@@ -79,14 +81,16 @@ def _fastest(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return min(runs, key=lambda r: r["wall_s"])
 
 
-def _separate(inputs: list[str], out: Path, model: str) -> float:
+def _separate(inputs: list[str], out: Path, model: str, executor: str) -> float:
     start = time.perf_counter()
     for i, path in enumerate(inputs):
-        _run([path, str(out / f"alone{i:02d}.zarr"), "--model", model, "--overwrite"])
+        _run([path, str(out / f"alone{i:02d}.zarr"), "--model", model, "--overwrite"],
+             executor=executor)
     return time.perf_counter() - start
 
 
-def measure(quick: bool, repeats: int, before: Path | None = None) -> dict[str, Any]:
+def measure(quick: bool, repeats: int, before: Path | None = None,
+            executor: str = "ray") -> dict[str, Any]:
     models = ["bicubic"] if quick else ["bicubic", "span-x2"]
     count = 4 if quick else 16
     versions = {**({"before": before.resolve()} if before else {}), "this": REPO}
@@ -99,8 +103,9 @@ def measure(quick: bool, repeats: int, before: Path | None = None) -> dict[str, 
                 (v, n): [] for v in versions for n in (1, count)}
             for _ in range(repeats):  # in turn, so that load affects every one alike
                 for (version, n), done in runs.items():
-                    done.append(_cohort(inputs[:n], root / f"{version}{n}", model, versions[version]))
-            separate = None if quick else _separate(inputs, root / "alone", model)
+                    done.append(_cohort(inputs[:n], root / f"{version}{n}", model, versions[version],
+                                        executor))
+            separate = None if quick else _separate(inputs, root / "alone", model, executor)
             for version in versions:
                 one, many = _fastest(runs[(version, 1)]), _fastest(runs[(version, count)])
                 rows.append({"model": model, "version": version, "one": one, "many": many,
@@ -109,9 +114,10 @@ def measure(quick: bool, repeats: int, before: Path | None = None) -> dict[str, 
         real = None
         if not quick and all((SHARED / f).exists() for f in SHARED_FILES):
             real = {version: _cohort([str(SHARED / f) for f in SHARED_FILES], root / f"real{version}",
-                                     "span-x2", code) for version, code in versions.items()}
+                                     "span-x2", code, executor) for version, code in versions.items()}
     return {"command": "python benchmarks/cohort.py" + (" --quick" if quick else "")
-            + (" --before OLD" if before else ""),
+            + (" --before OLD" if before else "")
+            + (f" --executor {executor}" if executor != "ray" else ""),
             "machine": machine_info(), "inputs": count, "rows": rows, "shared_data": real}
 
 
@@ -140,8 +146,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="folder for cohort.{json,md}")
     parser.add_argument("--before", type=Path, default=None,
                         help="a checkout of an older tilewave, measured side by side")
+    parser.add_argument("--executor", choices=("ray", "auto"), default="ray",
+                        help="where every command runs its tiles (default: ray)")
     args = parser.parse_args()
-    result = measure(args.quick, 1 if args.quick else args.repeats, args.before)
+    result = measure(args.quick, 1 if args.quick else args.repeats, args.before, args.executor)
     out = args.out or (Path(tempfile.gettempdir()) if args.quick else OUT)
     out.mkdir(parents=True, exist_ok=True)
     (out / "cohort.json").write_text(json.dumps(result, indent=1) + "\n")

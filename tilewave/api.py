@@ -51,9 +51,9 @@ def upscale(input: str | os.PathLike[str], output: str | os.PathLike[str], **opt
     model's receptive field; ``overlap`` (blend mode) to an eighth of the tile. With
     ``executor="ray"`` tiles run on Ray actors (a local instance unless ``address`` names
     a cluster); ``"local"`` runs them in this process (``workers`` at once, default one);
-    ``"auto"`` (the default) runs a job of no more tiles than this machine has CPUs in this
-    process, all at once, where Ray's start would cost more than it saves, and others on
-    Ray (``address``, ``workers`` or a GPU ask for Ray).
+    ``"auto"`` (the default) runs them in this process on one machine without a GPU, a
+    tile per CPU at once, and on Ray where ``address`` (or ``RAY_ADDRESS``) names a
+    cluster, ``workers`` is given or a GPU is visible.
 
     An ``output`` ending in ``.tif``/``.tiff`` is written as an OME-Zarr image beside it
     (``OUTPUT.zarr``, kept until the export succeeds, so ``resume`` works), then exported

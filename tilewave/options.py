@@ -161,13 +161,13 @@ class Options:
         "auto", "on GPUs: auto runs models that allow it in half precision (fp16/bf16), fp32 "
         "keeps every model in float32 (CPUs always compute in float32)", choices=PRECISIONS)
     address: str | None = option(None, "Ray cluster address (`auto` for the running one; "
-                                 "default: start a local instance)")
+                                 "default: RAY_ADDRESS, else a local instance when Ray runs)")
     executor: str = option(
         "auto", "where tiles run: ray (worker processes on a Ray cluster: a local instance "
         "unless --address), local (this process, without Ray), or auto (default): this "
-        "process when the job has no more tiles than this machine has CPUs and neither "
-        "--address nor --workers is given, where starting Ray would take longer than it "
-        "saves; else Ray", choices=EXECUTORS, shorthands={"--local": "local"})
+        "process, a tile per CPU, on one machine without a GPU when neither --address (nor "
+        "RAY_ADDRESS) nor --workers is given, as there it is faster and lighter than Ray; "
+        "else Ray", choices=EXECUTORS, shorthands={"--local": "local"})
     nodata: float | None = option(
         None, "the value of pixels without data, in every channel (default: the input's "
         "nodata tag): the model never sees them and they stay VALUE", type=float,
