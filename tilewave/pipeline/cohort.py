@@ -32,6 +32,7 @@ from .job_plan import (
     TIFF_SUFFIXES,
     JobPlan,
     in_process_notice,
+    ray_address,
     resolve_executor,
     resolve_runner,
 )
@@ -149,7 +150,9 @@ class SharedWorkers:
         from ..actors.launch import PoolFactory
 
         plan = JobPlan(output="", stages=(), export=None, executor=options.executor,  # type: ignore[arg-type]
-                       workers=options.workers, address=options.address, batch=options.batch)
+                       workers=options.workers,
+                       address=ray_address(options) if options.executor == "ray" else None,
+                       batch=options.batch)
         self.launcher = PoolFactory(plan, progress, keep=True)
         if options.executor == "ray":
             self.launcher.connect()

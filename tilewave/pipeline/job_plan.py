@@ -172,9 +172,14 @@ def resolve_executor(options: Options, tiles: int) -> Executor:
 
     if options.executor != "auto":
         return options.executor  # type: ignore[return-value]
-    if options.address or os.environ.get("RAY_ADDRESS") or options.workers or has_nvidia_gpu():
+    if ray_address(options) or options.workers or has_nvidia_gpu():
         return "ray"
     return "local"
+
+
+def ray_address(options: Options) -> str | None:
+    """The Ray cluster a job names: ``--address``, else ``RAY_ADDRESS`` (as Ray reads it)."""
+    return options.address or os.environ.get("RAY_ADDRESS") or None
 
 
 def resolve_runner(options: Options, tiles: int) -> tuple[Executor, int | None]:
@@ -381,7 +386,8 @@ def plan_job(output: str, options: Options, facts: ImageFacts, stages: Sequence[
         planned.append(_consistency_stage(planned, last_store))
     executor, workers = resolve_runner(options, sum(p.grid.count for p in planned))
     return JobPlan(output=output, stages=tuple(planned), export=export, executor=executor,
-                   workers=workers, address=options.address, batch=options.batch)
+                   workers=workers, address=ray_address(options) if executor == "ray" else None,
+                   batch=options.batch)
 
 
 def _consistency_stage(planned: Sequence[StagePlan], output: str) -> StagePlan:
