@@ -43,6 +43,7 @@ def test_a_local_instance_runs_without_the_daemons_it_does_not_use(ray_local, tm
     here = tilewave.upscale(src, tmp_path / "here.zarr", tile=32, model="span-x2",
                             executor="local", workers=2, progress=False)
     assert on_ray.executor == "ray" and on_ray.processes >= 1 and on_ray.tiles == 6
+    assert here.executor == "local" and here.processes == 0
     assert _running(UNUSED) == []
     # The daemons that run the workers are up (the raylet among them).
     assert _running(("raylet/raylet",)), "no raylet: this instance is not the one tested"
