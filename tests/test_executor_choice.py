@@ -29,12 +29,12 @@ def test_auto_runs_in_this_process_a_tile_per_cpu(monkeypatch):
     assert resolve_runner(auto, CPUS) == ("local", CPUS)
     assert resolve_runner(auto, 100 * CPUS) == ("local", CPUS)
     # A cluster, or a number of workers, is a request for Ray whatever the job's size.
-    assert resolve_executor(Options(address="auto"), 1) == "ray"
-    assert resolve_executor(Options(workers=1), 1) == "ray"
+    assert resolve_executor(Options(address="auto")) == "ray"
+    assert resolve_executor(Options(workers=1)) == "ray"
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
-    assert resolve_executor(auto, 1) == "ray"
+    assert resolve_executor(auto) == "ray"
     # An explicit choice stands.
-    assert resolve_executor(Options(executor="ray"), 1) == "ray"
+    assert resolve_executor(Options(executor="ray")) == "ray"
     assert resolve_runner(Options(executor="local"), 10_000) == ("local", None)
 
 

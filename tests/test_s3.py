@@ -87,10 +87,16 @@ def test_blend_mode_contexts_and_resume_on_s3(s3, tmp_path):
 
 @pytest.mark.subprocess
 def test_credentials_never_leak(s3, tmp_path):
+    # An input and an output of its own, so that the test does not depend on others.
+    local_in = tmp_path / "leak_in.tif"
+    tifffile.imwrite(local_in, photo()[:64, :64], photometric="rgb")
+    s3.put(str(local_in), "tw-bucket/leak_in.tif")
+    tilewave.upscale("s3://tw-bucket/leak_in.tif", "s3://tw-bucket/leak_out.zarr", scale=2,
+                     executor="local", overwrite=True, progress=False)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     runs = [
-        ["info", "s3://tw-bucket/out.zarr"],
-        ["upscale", "s3://tw-bucket/in.tif", "s3://tw-bucket/out.zarr", "--local"],  # exists
+        ["info", "s3://tw-bucket/leak_out.zarr"],
+        ["upscale", "s3://tw-bucket/leak_in.tif", "s3://tw-bucket/leak_out.zarr", "--local"],  # exists
         ["upscale", "s3://tw-bucket/missing.tif", "s3://tw-bucket/x.zarr", "--local"],
         ["upscale", "s3://no-such-bucket-xyz/in.tif", str(tmp_path / "y.zarr"), "--local"],
     ]

@@ -180,7 +180,7 @@ def _cohort_executor(paths: Sequence[str], outputs: Sequence[str], options: Opti
                      progress: Progress) -> Options:
     """``options`` with the cohort's executor: one choice for all inputs (they share the
     workers), made as for one job of all their tiles (:func:`resolve_runner`)."""
-    executor = resolve_executor(options, 0)
+    executor = resolve_executor(options)
     if options.executor != "auto" or executor != "local":
         return dataclasses.replace(options, executor=executor)
     tiles: int | None = None

@@ -159,12 +159,12 @@ def _check_runner(options: Options) -> None:
         raise SettingsError("--local runs tiles in this process; drop --address")
 
 
-def resolve_executor(options: Options, tiles: int) -> Executor:
-    """Where a job (or a cohort) of ``tiles`` tiles runs. ``auto`` picks this process on
+def resolve_executor(options: Options) -> Executor:
+    """Where a job (or a cohort) runs its tiles. ``auto`` picks this process on
     one machine without a GPU: its workers are threads beside the driver, one per CPU, so
     a job pays neither Ray's start and stop (about 4 s on 2 cores) nor its daemons' memory
-    (about 370 MiB), and on 2 cores it ran span-x2 at 67 MP in 0.97x dask's time and
-    1.08x its memory, where Ray took 1.04x and 1.66x. A cluster (``--address``, or
+    (about 220 MiB), and on 2 cores it ran span-x2 at 67 MP in 0.98-0.99x dask's time and
+    0.94-1.03x its memory, where Ray took 1.04-1.08x and 1.35-1.62x. A cluster (``--address``, or
     ``RAY_ADDRESS`` set), an explicit ``--workers`` or a GPU asks for Ray: Ray places
     workers across nodes, gives each GPU one that batches tiles, and restarts a worker
     that dies, where a crash here ends the job (``--resume`` continues it)."""
@@ -188,7 +188,7 @@ def resolve_runner(options: Options, tiles: int) -> tuple[Executor, int | None]:
     where there are fewer (each on its share of the cores)."""
     from .host import usable_cpus
 
-    executor = resolve_executor(options, tiles)
+    executor = resolve_executor(options)
     if executor == "local" and options.executor == "auto":
         return executor, max(1, min(tiles, usable_cpus()))
     return executor, options.workers
