@@ -98,7 +98,8 @@ def _trim_local_instance() -> None:
     agents, which run the workers, stay."""
     import ray
 
-    node = getattr(ray._private.worker, "_global_node", None)
+    # Ray's private API: where it has moved, the daemons stay, as they did before.
+    node = getattr(getattr(getattr(ray, "_private", None), "worker", None), "_global_node", None)
     for name in ("kill_monitor", "kill_log_monitor", "kill_dashboard"):
         kill = getattr(node, name, None)
         if kill is not None:

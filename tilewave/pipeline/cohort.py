@@ -150,9 +150,7 @@ class SharedWorkers:
         from ..actors.launch import PoolFactory
 
         plan = JobPlan(output="", stages=(), export=None, executor=options.executor,  # type: ignore[arg-type]
-                       workers=options.workers,
-                       address=ray_address(options) if options.executor == "ray" else None,
-                       batch=options.batch)
+                       workers=options.workers, address=ray_address(options), batch=options.batch)
         self.launcher = PoolFactory(plan, progress, keep=True)
         if options.executor == "ray":
             self.launcher.connect()

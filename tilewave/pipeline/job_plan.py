@@ -178,7 +178,10 @@ def resolve_executor(options: Options) -> Executor:
 
 
 def ray_address(options: Options) -> str | None:
-    """The Ray cluster a job names: ``--address``, else ``RAY_ADDRESS`` (as Ray reads it)."""
+    """The Ray cluster a job names: ``--address``, else ``RAY_ADDRESS`` (as Ray reads it);
+    none for a job run in this process (``--local`` takes no ``--address``)."""
+    if options.executor == "local":
+        return None
     return options.address or os.environ.get("RAY_ADDRESS") or None
 
 
@@ -386,8 +389,7 @@ def plan_job(output: str, options: Options, facts: ImageFacts, stages: Sequence[
         planned.append(_consistency_stage(planned, last_store))
     executor, workers = resolve_runner(options, sum(p.grid.count for p in planned))
     return JobPlan(output=output, stages=tuple(planned), export=export, executor=executor,
-                   workers=workers, address=ray_address(options) if executor == "ray" else None,
-                   batch=options.batch)
+                   workers=workers, address=ray_address(options), batch=options.batch)
 
 
 def _consistency_stage(planned: Sequence[StagePlan], output: str) -> StagePlan:
